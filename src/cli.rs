@@ -1,0 +1,173 @@
+//! The command line: clap types only.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success, 1 rollout failed, 2 usage error or invalid plan (nothing touched),
+3 pre-flight failed (nothing touched), 4 aborted by the operator, 5 another rollout holds the lock.
+
+Examples:
+  haproxy-rollout validate plans/single.yaml
+  haproxy-rollout plan plans/single.yaml
+  haproxy-rollout apply plans/single.yaml --yes";
+
+/// Restart the servers behind HAProxy one safe step at a time.
+///
+/// Each server is drained on every HAProxy, restarted over SSH once no session is left,
+/// checked healthy, and returned to traffic; the next starts only after HAProxy's own checks
+/// report it UP. A plan file (YAML) says which servers, how to restart them and how careful
+/// to be.
+#[derive(Debug, Parser)]
+#[command(name = "haproxy-rollout", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More detail on stderr (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less on stderr: only warnings and errors (-qq: only errors).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+
+    /// human: text for people on stderr; json: one JSON object per line on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human, global = true)]
+    pub output: OutputFormat,
+
+    /// When to use colors; `auto` honours NO_COLOR and uses color only on a terminal.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a plan file without contacting anything.
+    #[command(
+        after_help = "Example:\n  haproxy-rollout validate plans/single.yaml\n\n\
+        Exit status 0 when the plan is valid, 2 with every error found (file:line:column, key)."
+    )]
+    Validate(PlanArgs),
+
+    /// Preview a rollout: read live state, run every pre-flight check, print every command
+    /// `apply` would run, and what would block it now. Changes nothing.
+    #[command(after_help = "Example:\n  haproxy-rollout plan plans/single.yaml\n\n\
+        Exit status 0 when the rollout could start now, 3 when pre-flight fails.")]
+    Plan(PlanArgs),
+
+    /// Run the rollout.
+    #[command(
+        after_help = "Examples:\n  haproxy-rollout apply plans/single.yaml\n  \
+        haproxy-rollout apply plans/single.yaml --yes --output json   # in CI"
+    )]
+    Apply(ApplyArgs),
+
+    /// Show the live state of the plan's servers on every HAProxy, and any running or
+    /// interrupted rollout.
+    #[command(after_help = "Example:\n  haproxy-rollout status plans/single.yaml --output json")]
+    Status(OptionalPlanArgs),
+
+    /// Stop a running rollout at the next safe point (from another shell or pipeline step).
+    #[command(
+        after_help = "Examples:\n  haproxy-rollout abort plans/single.yaml\n  \
+        haproxy-rollout abort plans/single.yaml --now"
+    )]
+    Abort(AbortArgs),
+
+    /// Continue an interrupted rollout from its journal.
+    #[command(after_help = "Example:\n  haproxy-rollout resume plans/single.yaml")]
+    Resume(ResumeArgs),
+
+    /// Print the JSON Schema of the plan format, for editors (yaml-language-server).
+    #[command(
+        after_help = "Example:\n  haproxy-rollout schema > plan.schema.json\n\n\
+        Then start a plan with:  # yaml-language-server: $schema=plan.schema.json"
+    )]
+    Schema,
+
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  haproxy-rollout completions bash > /etc/bash_completion.d/haproxy-rollout"
+    )]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page, or write one page per command into a directory.
+    #[command(after_help = "Examples:\n  haproxy-rollout man | man -l -\n  \
+        haproxy-rollout man --out-dir /usr/local/share/man/man1")]
+    Man {
+        /// Write haproxy-rollout.1 and haproxy-rollout-COMMAND.1 into this directory.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The plan file (YAML).
+    pub plan: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct OptionalPlanArgs {
+    /// The plan file (YAML).
+    pub plan: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The plan file (YAML).
+    pub plan: PathBuf,
+
+    /// Do not ask for confirmation on a terminal.
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    /// The plan file (YAML) of the rollout to stop.
+    pub plan: Option<PathBuf>,
+
+    /// Return at once instead of waiting for the rollout to stop.
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// Stop without waiting for a safe point; the server in flight is left out of rotation.
+    #[arg(long)]
+    pub now: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The plan file (YAML).
+    pub plan: PathBuf,
+
+    /// Resume even though the plan file changed since the rollout was interrupted.
+    #[arg(long)]
+    pub force: bool,
+}

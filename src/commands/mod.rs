@@ -1,0 +1,44 @@
+//! One file per subcommand: wiring from the command line to the parts that do the work.
+
+mod completions;
+mod man;
+mod pending;
+mod schema;
+mod validate;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Exit;
+use crate::report::Printer;
+
+pub fn run(cli: Cli, printer: &Printer) -> Exit {
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(&args, printer),
+        Command::Plan(_) => pending::run("plan"),
+        Command::Apply(_) => pending::run("apply"),
+        Command::Status(_) => pending::run("status"),
+        Command::Abort(_) => pending::run("abort"),
+        Command::Resume(_) => pending::run("resume"),
+        Command::Schema => schema::run(),
+        Command::Completions { shell } => completions::run(shell),
+        Command::Man { out_dir } => man::run(out_dir.as_deref(), printer),
+    };
+    result.unwrap_or_else(|error| {
+        printer.failure(&error);
+        Exit::Usage
+    })
+}
+
+/// Loads a plan, printing its errors if it is invalid; `Err` carries the exit status.
+pub(crate) fn load_plan(
+    file: &std::path::Path,
+    printer: &Printer,
+) -> anyhow::Result<Result<crate::plan::Plan, Exit>> {
+    match crate::plan::load(file) {
+        Ok(plan) => Ok(Ok(plan)),
+        Err(crate::plan::LoadError::Invalid(report)) => {
+            printer.plan_errors(&report);
+            Ok(Err(Exit::Usage))
+        }
+        Err(crate::plan::LoadError::Read(error)) => Err(error.into()),
+    }
+}

@@ -1,0 +1,38 @@
+//! haproxy-rollout: restarts the servers behind HAProxy one safe step at a time.
+//!
+//! plan file → `plan` (parse, decode, validate) → engine (decides) → effects (haproxy, ssh,
+//! health) → `report` (people on stderr, JSON on stdout).
+
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod plan;
+pub mod report;
+
+use clap::Parser;
+
+/// The whole program: parse the command line, run the command, return its exit status.
+pub fn run() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let printer = report::Printer::new(&cli.global);
+    init_tracing(&cli.global, printer.color);
+    commands::run(cli, &printer).into()
+}
+
+fn init_tracing(global: &cli::GlobalArgs, color: bool) {
+    let level = match (global.verbose, global.quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (2.., _) => "trace",
+        (0, 1) => "warn",
+        (0, _) => "error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("haproxy_rollout={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,348 @@
+//! The validated plan: types that cannot hold a wrong value, with every default filled in.
+//!
+//! A `ServerName` can only hold `[A-Za-z0-9_.:-]+`, so code that builds runtime-API commands
+//! from it never has to check it again.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+
+/// HAProxy's own rule for proxy and server names.
+pub const NAME_CHARSET: &str = "letters, digits and `_ . : -`";
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_.:-]+$";
+
+fn is_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b':' | b'-'))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{}` is not a valid name: use only {NAME_CHARSET}", .0.escape_debug())]
+pub struct InvalidName(pub String);
+
+macro_rules! name_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(text: &str) -> Result<Self, InvalidName> {
+                if is_name(text) {
+                    Ok($name(text.to_owned()))
+                } else {
+                    Err(InvalidName(text.to_owned()))
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A server name as HAProxy knows it in a backend; safe to put in a runtime-API command.
+    ServerName
+);
+name_type!(
+    /// A backend (proxy) name; safe to put in a runtime-API command.
+    BackendName
+);
+name_type!(
+    /// The plan's own name for one HAProxy instance, used in reports.
+    InstanceName
+);
+
+/// Where an HAProxy runtime API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketAddress {
+    Unix(PathBuf),
+    Tcp { host: String, port: u16 },
+}
+
+impl fmt::Display for SocketAddress {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketAddress::Unix(path) => write!(formatter, "{}", path.display()),
+            SocketAddress::Tcp { host, port } if host.contains(':') => {
+                write!(formatter, "tcp://[{host}]:{port}")
+            }
+            SocketAddress::Tcp { host, port } => write!(formatter, "tcp://{host}:{port}"),
+        }
+    }
+}
+
+/// An SSH target: a host name, an address, or an ssh_config alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget(pub(super) String);
+
+impl SshTarget {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SshTarget {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// A value a command or URL template may refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder {
+    /// `{server}`: the server's name.
+    Server,
+    /// `{host}`: the SSH target.
+    Host,
+    /// `{addr}`: the server's address as HAProxy has it.
+    Addr,
+    /// `{port}`: the server's port as HAProxy has it.
+    Port,
+}
+
+impl Placeholder {
+    pub const ALL: [Placeholder; 4] = [
+        Placeholder::Server,
+        Placeholder::Host,
+        Placeholder::Addr,
+        Placeholder::Port,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Placeholder::Server => "server",
+            Placeholder::Host => "host",
+            Placeholder::Addr => "addr",
+            Placeholder::Port => "port",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    Placeholder(Placeholder),
+}
+
+/// A command or URL with `{server}`, `{host}`, `{addr}`, `{port}` placeholders.
+/// `{{` and `}}` stand for literal braces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub(super) text: String,
+    pub(super) segments: Vec<Segment>,
+}
+
+impl Template {
+    /// The text as written in the plan.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn uses(&self, placeholder: Placeholder) -> bool {
+        self.segments.contains(&Segment::Placeholder(placeholder))
+    }
+
+    /// Fills in the placeholders; `escape` turns each value into what may stand in the
+    /// output (shell quoting for commands, nothing for URLs).
+    pub fn render(
+        &self,
+        value_of: impl Fn(Placeholder) -> String,
+        escape: impl Fn(&str) -> String,
+    ) -> String {
+        let mut out = String::with_capacity(self.text.len());
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => out.push_str(text),
+                Segment::Placeholder(placeholder) => out.push_str(&escape(&value_of(*placeholder))),
+            }
+        }
+        out
+    }
+}
+
+/// How SSH treats host keys. There is deliberately no "accept anything".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum KnownHosts {
+    /// Only hosts whose key is already in known_hosts.
+    #[default]
+    Strict,
+    /// Record the key of a host never seen before; still refuse a changed key.
+    AcceptNew,
+}
+
+impl KnownHosts {
+    pub const VALUES: &[(&str, KnownHosts)] = &[
+        ("strict", KnownHosts::Strict),
+        ("accept-new", KnownHosts::AcceptNew),
+    ];
+}
+
+/// What to do when sessions remain on a server after `drain.timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDrainTimeout {
+    /// Return the server to traffic unrestarted and stop the rollout.
+    #[default]
+    Fail,
+    /// Put the server in maintenance, shut its sessions down (reported), and go on.
+    Force,
+}
+
+impl OnDrainTimeout {
+    pub const VALUES: &[(&str, OnDrainTimeout)] = &[
+        ("fail", OnDrainTimeout::Fail),
+        ("force", OnDrainTimeout::Force),
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub haproxy: Vec<Haproxy>,
+    pub backends: Vec<BackendName>,
+    pub servers: Vec<Server>,
+    pub ssh: Ssh,
+    pub restart: Restart,
+    pub health: Health,
+    pub drain: Drain,
+    pub ready: Ready,
+    pub capacity: Capacity,
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Haproxy {
+    pub name: InstanceName,
+    pub socket: SocketAddress,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub name: ServerName,
+    /// `None`: SSH to the server's address as HAProxy has it.
+    pub host: Option<SshTarget>,
+    /// Overrides `health.url` for this server.
+    pub health_url: Option<Template>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ssh {
+    /// `None`: what ssh itself would use (ssh_config, else the local user).
+    pub user: Option<String>,
+    /// `None`: what ssh itself would use (ssh_config, else 22).
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: KnownHosts,
+    pub known_hosts_file: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restart {
+    pub command: Template,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub url: Template,
+    pub expect_status: u16,
+    pub timeout: Duration,
+    pub within: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drain {
+    pub timeout: Duration,
+    pub on_timeout: OnDrainTimeout,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ready {
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capacity {
+    pub max_unavailable: u32,
+    pub min_up: u32,
+}
+
+impl Server {
+    /// The health URL that applies to this server.
+    pub fn health_url<'a>(&'a self, plan: &'a Plan) -> &'a Template {
+        self.health_url.as_ref().unwrap_or(&plan.health.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_haproxy_names() {
+        for name in [
+            "app1",
+            "be_app",
+            "web-01.example.com",
+            "srv:8080",
+            "A.B_C-D:E",
+        ] {
+            assert!(ServerName::new(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn rejects_command_injection_in_names() {
+        for name in [
+            "",
+            "a;b",
+            "a b",
+            "a\nb",
+            "a/b",
+            "a\\b",
+            "a\tb",
+            "é",
+            "a;shutdown sessions",
+        ] {
+            assert!(ServerName::new(name).is_err(), "{name:?}");
+            assert!(BackendName::new(name).is_err(), "{name:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_name_with_a_character_outside_the_charset_is_rejected(
+            prefix in "[A-Za-z0-9_.:-]{0,8}",
+            bad in any::<char>().prop_filter("outside the charset", |c| {
+                !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+            }),
+            suffix in "[A-Za-z0-9_.:-]{0,8}",
+        ) {
+            let name = format!("{prefix}{bad}{suffix}");
+            prop_assert!(ServerName::new(&name).is_err());
+            prop_assert!(BackendName::new(&name).is_err());
+        }
+
+        #[test]
+        fn any_name_inside_the_charset_is_accepted(name in "[A-Za-z0-9_.:-]{1,64}") {
+            prop_assert!(ServerName::new(&name).is_ok());
+            prop_assert!(BackendName::new(&name).is_ok());
+        }
+    }
+}

@@ -1,0 +1,716 @@
+//! The plan file's shape: every key it may hold, typed and located, nothing checked beyond
+//! types. Decoding walks the located YAML tree and reports every unknown key, missing key and
+//! wrong type it finds; `validate` then checks values and builds the model.
+//!
+//! These structs are also the source of the JSON Schema (`haproxy-rollout schema`), so the
+//! doc comments below are what an editor shows for each key.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+
+use super::duration::{DURATION_FORMS, DURATION_PATTERN, parse_duration};
+use super::error::PlanError;
+use super::model::{KnownHosts, NAME_PATTERN, OnDrainTimeout};
+use super::node::{Key, Location, Node, Value};
+
+/// A value from the plan file and where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    pub value: T,
+    pub at: Location,
+    /// The key path, e.g. `servers[1].name`.
+    pub path: String,
+}
+
+impl<T: JsonSchema> JsonSchema for Located<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
+/// A duration written as `500ms`, `30s`, `5m`, `1h` or `1m30s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanDuration(pub Duration);
+
+impl JsonSchema for PlanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "A duration: a number with a unit, ms, s, m or h (500ms, 30s, 5m, 1m30s).",
+        })
+    }
+}
+
+/// A rolling restart of servers behind HAProxy, format version 1.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "haproxy-rollout plan")]
+pub struct RawPlan {
+    /// Plan format version. Must be 1.
+    #[schemars(required, range(min = 1, max = 1))]
+    pub version: Option<Located<u64>>,
+    /// The HAProxy instances in front of the servers; all are changed in lockstep.
+    #[schemars(required, length(min = 1))]
+    pub haproxy: Option<Located<Vec<Located<RawHaproxy>>>>,
+    /// The backends each server is drained in.
+    #[schemars(required, length(min = 1), inner(pattern(NAME_PATTERN)))]
+    pub backends: Option<Located<Vec<Located<String>>>>,
+    /// The servers to restart, in this order.
+    #[schemars(required, length(min = 1))]
+    pub servers: Option<Located<Vec<Located<RawServer>>>>,
+    /// How to reach the servers' hosts over SSH.
+    pub ssh: Option<RawSsh>,
+    /// How to restart a server.
+    #[schemars(required)]
+    pub restart: Option<RawRestart>,
+    /// The application's own health check, run from where the tool runs.
+    pub health: Option<RawHealth>,
+    /// Taking a server out of traffic before its restart.
+    pub drain: Option<RawDrain>,
+    /// Waiting for HAProxy's own checks after the restart.
+    pub ready: Option<RawReady>,
+    /// How many servers may be out of rotation at once.
+    pub capacity: Option<RawCapacity>,
+    /// How often live state is polled. Default: 200ms.
+    pub poll_interval: Option<Located<PlanDuration>>,
+}
+
+impl RawPlan {
+    pub const KEYS: &[&str] = &[
+        "version",
+        "haproxy",
+        "backends",
+        "servers",
+        "ssh",
+        "restart",
+        "health",
+        "drain",
+        "ready",
+        "capacity",
+        "poll_interval",
+    ];
+}
+
+/// One HAProxy instance and its runtime API socket (admin level).
+#[derive(Debug, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Haproxy")]
+pub struct RawHaproxy {
+    /// A name for this instance in reports, e.g. `lb1`.
+    #[schemars(required, pattern(NAME_PATTERN))]
+    pub name: Option<Located<String>>,
+    /// The runtime API: an absolute unix socket path, or `tcp://HOST:PORT`.
+    #[schemars(required)]
+    pub socket: Option<Located<String>>,
+}
+
+impl RawHaproxy {
+    pub const KEYS: &[&str] = &["name", "socket"];
+}
+
+/// One server, as named in the backends.
+#[derive(Debug, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Server")]
+pub struct RawServer {
+    /// The server's name in HAProxy's backends.
+    #[schemars(required, pattern(NAME_PATTERN))]
+    pub name: Option<Located<String>>,
+    /// SSH target: host name, address or ssh_config alias. Default: the server's address as HAProxy has it.
+    pub host: Option<Located<String>>,
+    /// Overrides `health.url` for this server.
+    pub health_url: Option<Located<String>>,
+}
+
+impl RawServer {
+    pub const KEYS: &[&str] = &["name", "host", "health_url"];
+}
+
+/// SSH settings. Only key or agent authentication is used.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Ssh")]
+pub struct RawSsh {
+    /// Remote user. Default: what ssh would use (ssh_config, else the local user).
+    pub user: Option<Located<String>>,
+    /// Remote port. Default: what ssh would use (ssh_config, else 22).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<Located<u64>>,
+    /// Private key file. Default: ssh's own choice (agent, ~/.ssh/id_*).
+    pub identity_file: Option<Located<String>>,
+    /// Host key policy: `strict` (default) or `accept-new`.
+    pub known_hosts: Option<Located<KnownHosts>>,
+    /// known_hosts file. Default: ssh's own (~/.ssh/known_hosts).
+    pub known_hosts_file: Option<Located<String>>,
+    /// An ssh_config file (aliases, ProxyJump, ...), as `ssh -F`.
+    pub config_file: Option<Located<String>>,
+    /// Deadline for opening an SSH connection. Default: 10s.
+    pub connect_timeout: Option<Located<PlanDuration>>,
+}
+
+impl RawSsh {
+    pub const KEYS: &[&str] = &[
+        "user",
+        "port",
+        "identity_file",
+        "known_hosts",
+        "known_hosts_file",
+        "config_file",
+        "connect_timeout",
+    ];
+}
+
+/// The restart, run over SSH on the server's host.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Restart")]
+pub struct RawRestart {
+    /// Shell command; placeholders {server} {host} {addr} {port} are filled in, shell-quoted.
+    #[schemars(required)]
+    pub command: Option<Located<String>>,
+    /// Deadline for the command, enforced on the remote side too. Default: 120s.
+    pub timeout: Option<Located<PlanDuration>>,
+}
+
+impl RawRestart {
+    pub const KEYS: &[&str] = &["command", "timeout"];
+}
+
+/// The application's health endpoint, checked after the restart.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Health")]
+pub struct RawHealth {
+    /// http(s) URL with placeholders. Default: http://{addr}:{port}/health
+    pub url: Option<Located<String>>,
+    /// HTTP status that means healthy. Default: 200.
+    #[schemars(range(min = 100, max = 599))]
+    pub expect_status: Option<Located<u64>>,
+    /// Deadline for one request. Default: 2s.
+    pub timeout: Option<Located<PlanDuration>>,
+    /// Deadline for the application to answer healthy after the restart. Default: 60s.
+    pub within: Option<Located<PlanDuration>>,
+}
+
+impl RawHealth {
+    pub const KEYS: &[&str] = &["url", "expect_status", "timeout", "within"];
+}
+
+/// Draining a server before its restart.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Drain")]
+pub struct RawDrain {
+    /// Deadline for HAProxy to report zero sessions. Default: 5m.
+    pub timeout: Option<Located<PlanDuration>>,
+    /// `fail` (default): return the server unrestarted and stop. `force`: shut the sessions down (reported) and go on.
+    pub on_timeout: Option<Located<OnDrainTimeout>>,
+}
+
+impl RawDrain {
+    pub const KEYS: &[&str] = &["timeout", "on_timeout"];
+}
+
+/// Waiting for HAProxy to report the server UP after the restart.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Ready")]
+pub struct RawReady {
+    /// Deadline for HAProxy's checks to pass (status exactly UP). Default: 60s.
+    pub timeout: Option<Located<PlanDuration>>,
+}
+
+impl RawReady {
+    pub const KEYS: &[&str] = &["timeout"];
+}
+
+/// Capacity rules, checked in each backend on each HAProxy.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Capacity")]
+pub struct RawCapacity {
+    /// Servers of one backend out of rotation at once. Default: 1.
+    #[schemars(range(min = 1))]
+    pub max_unavailable: Option<Located<u64>>,
+    /// Never drain a server if fewer other servers than this would stay UP. Default: 1.
+    pub min_up: Option<Located<u64>>,
+}
+
+impl RawCapacity {
+    pub const KEYS: &[&str] = &["max_unavailable", "min_up"];
+}
+
+/// Decodes located YAML into the raw plan, collecting every error.
+pub fn decode(document: &Node, errors: &mut Vec<PlanError>) -> RawPlan {
+    let mut decoder = Decoder { errors };
+    if document.value == Value::Null {
+        decoder.errors.push(
+            PlanError::new(document.at, "", "the plan is empty").with_help(
+                "a plan needs at least: version, haproxy, backends, servers, restart.command",
+            ),
+        );
+        return RawPlan::default();
+    }
+    let Some(mut fields) = decoder.mapping(document, "") else {
+        return RawPlan::default();
+    };
+    let plan = RawPlan {
+        version: decoder.required(&mut fields, "version", "version: 1"),
+        haproxy: decoder.required(&mut fields, "haproxy", "a list of {name, socket}"),
+        backends: decoder.required(
+            &mut fields,
+            "backends",
+            "a list of backend names, e.g. [be_app]",
+        ),
+        servers: decoder.required(&mut fields, "servers", "a list of {name, host}"),
+        ssh: decoder.section(&mut fields, "ssh"),
+        restart: decoder.required_section(&mut fields, "restart", "restart.command"),
+        health: decoder.section(&mut fields, "health"),
+        drain: decoder.section(&mut fields, "drain"),
+        ready: decoder.section(&mut fields, "ready"),
+        capacity: decoder.section(&mut fields, "capacity"),
+        poll_interval: decoder.optional(&mut fields, "poll_interval"),
+    };
+    decoder.finish(fields, RawPlan::KEYS);
+    plan
+}
+
+/// Collects errors while walking the tree.
+pub struct Decoder<'e> {
+    errors: &'e mut Vec<PlanError>,
+}
+
+/// The entries of one mapping, with which keys were read.
+pub struct Fields<'n> {
+    path: String,
+    at: Location,
+    entries: &'n [(Key, Node)],
+    used: Vec<bool>,
+}
+
+impl Fields<'_> {
+    fn child_path(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Something a plan value can be decoded into.
+pub trait Decode: Sized {
+    /// What the value should be, for "expected ..." messages.
+    const EXPECTED: &'static str;
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self>;
+}
+
+impl<'e> Decoder<'e> {
+    fn push(&mut self, error: PlanError) {
+        self.errors.push(error);
+    }
+
+    fn type_error(&mut self, node: &Node, path: &str, expected: &str) {
+        let mut error = PlanError::new(
+            node.at,
+            path,
+            format!("expected {expected}, found {}", node.value.kind()),
+        );
+        if matches!(
+            node.value,
+            Value::Integer(_) | Value::Float(_) | Value::Bool(_)
+        ) && expected.contains("string")
+        {
+            error = error.with_help("write it in quotes to make it a string");
+        }
+        self.push(error);
+    }
+
+    fn mapping<'n>(&mut self, node: &'n Node, path: &str) -> Option<Fields<'n>> {
+        match &node.value {
+            Value::Mapping(entries) => Some(Fields {
+                path: path.to_owned(),
+                at: node.at,
+                entries,
+                used: vec![false; entries.len()],
+            }),
+            _ => {
+                self.type_error(node, path, "a mapping of keys to values");
+                None
+            }
+        }
+    }
+
+    fn take<'n>(fields: &mut Fields<'n>, key: &str) -> Option<&'n Node> {
+        let index = fields
+            .entries
+            .iter()
+            .position(|(name, _)| name.name == key)?;
+        fields.used[index] = true;
+        Some(&fields.entries[index].1)
+    }
+
+    /// An optional key; `null` counts as absent.
+    pub fn optional<T: Decode>(&mut self, fields: &mut Fields, key: &str) -> Option<Located<T>> {
+        let path = fields.child_path(key);
+        let node = Self::take(fields, key)?;
+        if node.value == Value::Null {
+            self.type_error(node, &path, T::EXPECTED);
+            return None;
+        }
+        T::decode(node, &path, self).map(|value| Located {
+            value,
+            at: node.at,
+            path,
+        })
+    }
+
+    /// A key that must be present.
+    pub fn required<T: Decode>(
+        &mut self,
+        fields: &mut Fields,
+        key: &str,
+        example: &str,
+    ) -> Option<Located<T>> {
+        if !fields.entries.iter().any(|(name, _)| name.name == key) {
+            let path = fields.child_path(key);
+            self.push(
+                PlanError::new(fields.at, path, format!("missing required key `{key}`"))
+                    .with_help(format!("expected {}: {example}", T::EXPECTED)),
+            );
+            return None;
+        }
+        self.optional(fields, key)
+    }
+
+    /// An optional section (a mapping); `null` or absent means every default.
+    pub fn section<T: DecodeSection>(&mut self, fields: &mut Fields, key: &str) -> Option<T> {
+        let path = fields.child_path(key);
+        let node = Self::take(fields, key)?;
+        if node.value == Value::Null {
+            return Some(T::default());
+        }
+        let mut inner = self.mapping(node, &path)?;
+        let section = T::decode_fields(self, &mut inner);
+        self.finish(inner, T::KEYS);
+        Some(section)
+    }
+
+    fn required_section<T: DecodeSection>(
+        &mut self,
+        fields: &mut Fields,
+        key: &str,
+        needs: &str,
+    ) -> Option<T> {
+        let section = self.section::<T>(fields, key);
+        if section.is_none() && !fields.entries.iter().any(|(name, _)| name.name == key) {
+            self.push(
+                PlanError::new(fields.at, key, format!("missing required key `{key}`"))
+                    .with_help(format!("the plan needs at least `{needs}`")),
+            );
+        }
+        section
+    }
+
+    /// Reports every key of the mapping that nothing read.
+    pub fn finish(&mut self, fields: Fields, known: &[&str]) {
+        for ((key, _), used) in fields.entries.iter().zip(&fields.used) {
+            if *used {
+                continue;
+            }
+            let path = join(&fields.path, &key.name);
+            let mut help = format!("valid keys here: {}", known.join(", "));
+            if let Some(close) = closest(&key.name, known) {
+                help = format!("did you mean `{close}`? {help}");
+            }
+            self.push(
+                PlanError::new(key.at, path, format!("unknown key `{}`", key.name)).with_help(help),
+            );
+        }
+    }
+}
+
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|candidate| (strsim::jaro_winkler(key, candidate), *candidate))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+/// A mapping section whose keys all have defaults.
+pub trait DecodeSection: Default {
+    const KEYS: &'static [&'static str];
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self;
+}
+
+/// A list item that is a mapping with its own keys.
+trait DecodeItem: Sized {
+    const KEYS: &'static [&'static str];
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self;
+}
+
+impl<T: DecodeItem> Decode for T {
+    const EXPECTED: &'static str = "a mapping";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        let mut fields = decoder.mapping(node, path)?;
+        let item = T::decode_fields(decoder, &mut fields);
+        decoder.finish(fields, T::KEYS);
+        Some(item)
+    }
+}
+
+impl DecodeItem for RawHaproxy {
+    const KEYS: &'static [&'static str] = RawHaproxy::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHaproxy {
+            name: decoder.required(fields, "name", "e.g. lb1"),
+            socket: decoder.required(
+                fields,
+                "socket",
+                "/run/haproxy/admin.sock or tcp://HOST:PORT",
+            ),
+        }
+    }
+}
+
+impl DecodeItem for RawServer {
+    const KEYS: &'static [&'static str] = RawServer::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawServer {
+            name: decoder.required(fields, "name", "the server's name in the backends"),
+            host: decoder.optional(fields, "host"),
+            health_url: decoder.optional(fields, "health_url"),
+        }
+    }
+}
+
+impl DecodeSection for RawSsh {
+    const KEYS: &'static [&'static str] = RawSsh::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawSsh {
+            user: decoder.optional(fields, "user"),
+            port: decoder.optional(fields, "port"),
+            identity_file: decoder.optional(fields, "identity_file"),
+            known_hosts: decoder.optional(fields, "known_hosts"),
+            known_hosts_file: decoder.optional(fields, "known_hosts_file"),
+            config_file: decoder.optional(fields, "config_file"),
+            connect_timeout: decoder.optional(fields, "connect_timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawRestart {
+    const KEYS: &'static [&'static str] = RawRestart::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawRestart {
+            command: decoder.required(fields, "command", "e.g. sudo systemctl restart app"),
+            timeout: decoder.optional(fields, "timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawHealth {
+    const KEYS: &'static [&'static str] = RawHealth::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHealth {
+            url: decoder.optional(fields, "url"),
+            expect_status: decoder.optional(fields, "expect_status"),
+            timeout: decoder.optional(fields, "timeout"),
+            within: decoder.optional(fields, "within"),
+        }
+    }
+}
+
+impl DecodeSection for RawDrain {
+    const KEYS: &'static [&'static str] = RawDrain::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawDrain {
+            timeout: decoder.optional(fields, "timeout"),
+            on_timeout: decoder.optional(fields, "on_timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawReady {
+    const KEYS: &'static [&'static str] = RawReady::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawReady {
+            timeout: decoder.optional(fields, "timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawCapacity {
+    const KEYS: &'static [&'static str] = RawCapacity::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawCapacity {
+            max_unavailable: decoder.optional(fields, "max_unavailable"),
+            min_up: decoder.optional(fields, "min_up"),
+        }
+    }
+}
+
+impl Decode for String {
+    const EXPECTED: &'static str = "a string";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::String(text) => Some(text.clone()),
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
+        }
+    }
+}
+
+impl Decode for u64 {
+    const EXPECTED: &'static str = "a whole number";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::Integer(number) => match u64::try_from(*number) {
+                Ok(number) => Some(number),
+                Err(_) => {
+                    decoder.push(PlanError::new(
+                        node.at,
+                        path,
+                        format!("{number} is out of range: expected a whole number from 0"),
+                    ));
+                    None
+                }
+            },
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
+        }
+    }
+}
+
+impl Decode for PlanDuration {
+    const EXPECTED: &'static str = "a duration";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        let Value::String(text) = &node.value else {
+            let mut error = PlanError::new(
+                node.at,
+                path,
+                format!("expected a duration, found {}", node.value.kind()),
+            )
+            .with_help(format!("write {DURATION_FORMS}"));
+            if let Value::Integer(number) = node.value {
+                error = error.with_help(format!(
+                    "a duration needs a unit: write e.g. {number}s or {number}ms"
+                ));
+            }
+            decoder.push(error);
+            return None;
+        };
+        match parse_duration(text) {
+            Ok(duration) => Some(PlanDuration(duration)),
+            Err(problem) => {
+                decoder.push(
+                    PlanError::new(node.at, path, format!("invalid duration: {problem}"))
+                        .with_help(format!("write {DURATION_FORMS}")),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Decodes one of a fixed set of words.
+fn decode_word<T: Copy>(
+    node: &Node,
+    path: &str,
+    decoder: &mut Decoder,
+    values: &[(&str, T)],
+) -> Option<T> {
+    let words: Vec<&str> = values.iter().map(|(word, _)| *word).collect();
+    let expected = format!("one of: {}", words.join(", "));
+    let Value::String(text) = &node.value else {
+        decoder.type_error(node, path, &expected);
+        return None;
+    };
+    match values.iter().find(|(word, _)| word == text) {
+        Some((_, value)) => Some(*value),
+        None => {
+            decoder.push(
+                PlanError::new(node.at, path, format!("unknown value `{text}`"))
+                    .with_help(format!("expected {expected}")),
+            );
+            None
+        }
+    }
+}
+
+impl Decode for KnownHosts {
+    const EXPECTED: &'static str = "strict or accept-new";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        decode_word(node, path, decoder, KnownHosts::VALUES)
+    }
+}
+
+impl Decode for OnDrainTimeout {
+    const EXPECTED: &'static str = "fail or force";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        decode_word(node, path, decoder, OnDrainTimeout::VALUES)
+    }
+}
+
+impl<T: Decode> Decode for Vec<T> {
+    const EXPECTED: &'static str = "a list";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        let Value::Sequence(items) = &node.value else {
+            decoder.type_error(node, path, Self::EXPECTED);
+            return None;
+        };
+        // A bad item is reported and left out; the list itself still decodes so that the
+        // other items are checked too.
+        Some(
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(index, item)| T::decode(item, &format!("{path}[{index}]"), decoder))
+                .collect(),
+        )
+    }
+}
+
+impl<T: Decode> Decode for Located<T> {
+    const EXPECTED: &'static str = T::EXPECTED;
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        T::decode(node, path, decoder).map(|value| Located {
+            value,
+            at: node.at,
+            path: path.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,659 @@
+//! Checks every value of a decoded plan and builds the model, collecting every error.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::PlanError;
+use super::model::{
+    BackendName, Capacity, Drain, Haproxy, Health, InstanceName, InvalidName, KnownHosts,
+    NAME_CHARSET, OnDrainTimeout, Placeholder, Plan, Ready, Restart, Segment, Server, ServerName,
+    SocketAddress, Ssh, SshTarget, Template,
+};
+use super::node::Location;
+use super::raw::{
+    Located, PlanDuration, RawCapacity, RawDrain, RawHaproxy, RawHealth, RawPlan, RawReady,
+    RawRestart, RawServer, RawSsh,
+};
+
+pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Polling faster than this only loads the HAProxy socket.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_UNIX_SOCKET_PATH: usize = 107;
+
+/// Builds the model from a decoded plan, or returns every problem found.
+pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<PlanError>> {
+    let mut check = Checker {
+        errors: &mut errors,
+    };
+    let document = Location { line: 1, column: 1 };
+
+    if let Some(version) = &raw.version
+        && version.value != 1
+    {
+        check.fail(
+            version,
+            format!("unsupported plan format version {}", version.value),
+            "this haproxy-rollout reads `version: 1`",
+        );
+    }
+    let instance_names = raw.haproxy.iter().flat_map(|list| &list.value);
+    check.unique(
+        instance_names.filter_map(|item| item.value.name.as_ref()),
+        "HAProxy instance",
+    );
+    let haproxy = check.list(raw.haproxy, "haproxy", |check, item| check.haproxy(item));
+    check.unique(raw.backends.iter().flat_map(|list| &list.value), "backend");
+    let backends = check.list(raw.backends, "backends", |check, name| {
+        check.name(&name, BackendName::new)
+    });
+    let server_names = raw.servers.iter().flat_map(|list| &list.value);
+    check.unique(
+        server_names.filter_map(|item| item.value.name.as_ref()),
+        "server",
+    );
+    let servers = check.list(raw.servers, "servers", |check, item| check.server(item));
+    let ssh = check.ssh(raw.ssh.unwrap_or_default());
+    let restart = raw.restart.map(|restart| check.restart(restart));
+    let health = check.health(raw.health.unwrap_or_default());
+    let drain = check.drain(raw.drain.unwrap_or_default());
+    let ready = check.ready(raw.ready.unwrap_or_default());
+    let capacity = check.capacity(raw.capacity.unwrap_or_default());
+    let poll_interval = match raw.poll_interval {
+        Some(interval) if interval.value.0 < MIN_POLL_INTERVAL => {
+            check.fail(
+                &interval,
+                "poll_interval is too short",
+                "use 10ms or more; 200ms is the default",
+            );
+            None
+        }
+        Some(interval) => Some(interval.value.0),
+        None => Some(DEFAULT_POLL_INTERVAL),
+    };
+
+    // A missing required key was reported while decoding; here it only stops the build.
+    let built = (|| {
+        raw.version?;
+        Some(Plan {
+            haproxy: haproxy.into_values()?,
+            backends: backends.into_values()?,
+            servers: servers.into_values()?,
+            ssh: ssh?,
+            restart: restart??,
+            health: health?,
+            drain: drain?,
+            ready: ready?,
+            capacity: capacity?,
+            poll_interval: poll_interval?,
+        })
+    })();
+    match built {
+        Some(plan) if errors.is_empty() => Ok(plan),
+        _ => {
+            if errors.is_empty() {
+                // Unreachable by construction; never let an incomplete plan through silently.
+                errors.push(PlanError::new(document, "", "the plan is incomplete"));
+            }
+            Err(errors)
+        }
+    }
+}
+
+struct Checker<'e> {
+    errors: &'e mut Vec<PlanError>,
+}
+
+/// The items of a list that passed their checks, and whether all did.
+struct Items<T> {
+    good: Vec<T>,
+    complete: bool,
+}
+
+impl<T> Items<T> {
+    fn into_values(self) -> Option<Vec<T>> {
+        self.complete.then_some(self.good)
+    }
+}
+
+impl Checker<'_> {
+    fn fail<T>(&mut self, value: &Located<T>, message: impl Into<String>, help: impl Into<String>) {
+        self.errors
+            .push(PlanError::new(value.at, &value.path, message).with_help(help));
+    }
+
+    /// A required, non-empty list whose items are each checked.
+    fn list<R, T>(
+        &mut self,
+        list: Option<Located<Vec<Located<R>>>>,
+        key: &str,
+        mut check_item: impl FnMut(&mut Self, Located<R>) -> Option<T>,
+    ) -> Items<T> {
+        let Some(list) = list else {
+            return Items {
+                good: Vec::new(),
+                complete: false,
+            };
+        };
+        if list.value.is_empty() {
+            self.errors.push(
+                PlanError::new(list.at, &list.path, format!("`{key}` is empty"))
+                    .with_help(format!("list at least one entry under `{key}`")),
+            );
+        }
+        let mut complete = !list.value.is_empty();
+        let mut good = Vec::with_capacity(list.value.len());
+        for item in list.value {
+            match check_item(self, item) {
+                Some(value) => good.push(value),
+                None => complete = false,
+            }
+        }
+        Items { good, complete }
+    }
+
+    /// Reports every name that an earlier item already has.
+    fn unique<'a>(&mut self, names: impl Iterator<Item = &'a Located<String>>, what: &str) {
+        let mut seen: HashMap<&str, Location> = HashMap::new();
+        for name in names {
+            if let Some(first) = seen.get(name.value.as_str()) {
+                self.fail(
+                    name,
+                    format!("duplicate {what} `{}`", name.value),
+                    format!(
+                        "it is already listed at line {}; list each {what} once",
+                        first.line
+                    ),
+                );
+            } else {
+                seen.insert(&name.value, name.at);
+            }
+        }
+    }
+
+    fn name<T>(
+        &mut self,
+        name: &Located<String>,
+        make: impl Fn(&str) -> Result<T, InvalidName>,
+    ) -> Option<T> {
+        match make(&name.value) {
+            Ok(name) => Some(name),
+            Err(invalid) => {
+                self.fail(
+                    name,
+                    invalid.to_string(),
+                    format!(
+                        "HAProxy names use only {NAME_CHARSET}; anything else could inject a runtime-API command"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn haproxy(&mut self, item: Located<RawHaproxy>) -> Option<Haproxy> {
+        let RawHaproxy { name, socket } = item.value;
+        let name = name.and_then(|name| self.name(&name, InstanceName::new));
+        let socket = socket.and_then(|socket| self.socket(&socket));
+        Some(Haproxy {
+            name: name?,
+            socket: socket?,
+        })
+    }
+
+    fn socket(&mut self, socket: &Located<String>) -> Option<SocketAddress> {
+        const FORMS: &str =
+            "an absolute unix socket path (/run/haproxy/admin.sock) or tcp://HOST:PORT";
+        let text = socket.value.as_str();
+        if let Some(address) = text.strip_prefix("tcp://") {
+            return match parse_host_port(address) {
+                Ok((host, port)) => Some(SocketAddress::Tcp { host, port }),
+                Err(problem) => {
+                    self.fail(socket, format!("invalid socket `{text}`: {problem}"), FORMS);
+                    None
+                }
+            };
+        }
+        if text.starts_with('/') {
+            if text.len() > MAX_UNIX_SOCKET_PATH {
+                self.fail(
+                    socket,
+                    format!("unix socket path is {} bytes long", text.len()),
+                    format!("unix socket paths can be at most {MAX_UNIX_SOCKET_PATH} bytes"),
+                );
+                return None;
+            }
+            return Some(SocketAddress::Unix(PathBuf::from(text)));
+        }
+        let help = if text.starts_with("unix://") || text.starts_with("unix@") {
+            format!("write the path alone: {FORMS}")
+        } else {
+            format!("expected {FORMS}")
+        };
+        self.fail(socket, format!("invalid socket `{text}`"), help);
+        None
+    }
+
+    fn server(&mut self, item: Located<RawServer>) -> Option<Server> {
+        let RawServer {
+            name,
+            host,
+            health_url,
+        } = item.value;
+        let name = name.and_then(|name| self.name(&name, ServerName::new));
+        let host = match host {
+            Some(host) => Some(self.ssh_target(&host)?),
+            None => None,
+        };
+        let health_url = match health_url {
+            Some(url) => Some(self.url(&url)?),
+            None => None,
+        };
+        Some(Server {
+            name: name?,
+            host,
+            health_url,
+        })
+    }
+
+    fn ssh_target(&mut self, host: &Located<String>) -> Option<SshTarget> {
+        let text = host.value.as_str();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "_.:%[]-".contains(c);
+        let problem = if text.is_empty() {
+            Some("is empty")
+        } else if text.starts_with('-') {
+            Some("starts with `-`, which ssh would read as an option")
+        } else if text.contains('@') {
+            Some("contains `@`; set the user in ssh.user")
+        } else if !text.chars().all(allowed) {
+            Some("contains characters a host name, address or alias cannot hold")
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => {
+                self.fail(
+                    host,
+                    format!("invalid host `{}`: {problem}", text.escape_debug()),
+                    "a host name, IP address or ssh_config alias: letters, digits and `_ . : % [ ] -`",
+                );
+                None
+            }
+            None => Some(SshTarget(text.to_owned())),
+        }
+    }
+
+    fn template(&mut self, text: &Located<String>) -> Option<Template> {
+        match parse_template(&text.value) {
+            Ok(template) => Some(template),
+            Err(problem) => {
+                self.fail(
+                    text,
+                    problem,
+                    "placeholders are {server}, {host}, {addr} and {port}; write {{ and }} for literal braces",
+                );
+                None
+            }
+        }
+    }
+
+    fn url(&mut self, url: &Located<String>) -> Option<Template> {
+        let template = self.template(url)?;
+        // Placeholders stand for an address and a port; check the URL with sample values.
+        let sample = template.render(
+            |placeholder| match placeholder {
+                Placeholder::Server => "app1".to_owned(),
+                Placeholder::Host => "app1.example".to_owned(),
+                Placeholder::Addr => "192.0.2.10".to_owned(),
+                Placeholder::Port => "8080".to_owned(),
+            },
+            str::to_owned,
+        );
+        let problem = match url::Url::parse(&sample) {
+            Err(error) => Some(format!("invalid URL `{}`: {error}", url.value)),
+            Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => Some(format!(
+                "invalid URL `{}`: scheme `{}` is not http or https",
+                url.value,
+                parsed.scheme()
+            )),
+            Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
+                Some(format!("invalid URL `{}`: it has no host", url.value))
+            }
+            Ok(_) => None,
+        };
+        match problem {
+            Some(problem) => {
+                self.fail(
+                    url,
+                    problem,
+                    format!("e.g. {DEFAULT_HEALTH_URL}, with {{server}} {{host}} {{addr}} {{port}} filled in per server"),
+                );
+                None
+            }
+            None => Some(template),
+        }
+    }
+
+    fn positive(
+        &mut self,
+        duration: Option<Located<PlanDuration>>,
+        default: Duration,
+    ) -> Option<Duration> {
+        match duration {
+            None => Some(default),
+            Some(duration) if duration.value.0.is_zero() => {
+                self.fail(
+                    &duration,
+                    "a zero duration is not allowed here",
+                    "give a duration greater than 0",
+                );
+                None
+            }
+            Some(duration) => Some(duration.value.0),
+        }
+    }
+
+    fn path(&mut self, path: Option<Located<String>>) -> Option<Option<PathBuf>> {
+        match path {
+            None => Some(None),
+            Some(path) if path.value.is_empty() => {
+                self.fail(
+                    &path,
+                    "empty path",
+                    "give a file path, or leave the key out",
+                );
+                None
+            }
+            Some(path) => Some(Some(PathBuf::from(path.value))),
+        }
+    }
+
+    fn ssh(&mut self, raw: RawSsh) -> Option<Ssh> {
+        let user = match raw.user {
+            None => Some(None),
+            Some(user) => {
+                let valid = !user.value.is_empty()
+                    && !user.value.starts_with('-')
+                    && user
+                        .value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                if valid {
+                    Some(Some(user.value))
+                } else {
+                    self.fail(
+                        &user,
+                        format!("invalid user `{}`", user.value.escape_debug()),
+                        "a user name: letters, digits and `_ . -`, not starting with `-`",
+                    );
+                    None
+                }
+            }
+        };
+        let port = match raw.port {
+            None => Some(None),
+            Some(port) => match u16::try_from(port.value) {
+                Ok(number) if number > 0 => Some(Some(number)),
+                _ => {
+                    self.fail(
+                        &port,
+                        format!("port {} is out of range", port.value),
+                        "a port from 1 to 65535",
+                    );
+                    None
+                }
+            },
+        };
+        let identity_file = self.path(raw.identity_file);
+        let known_hosts_file = self.path(raw.known_hosts_file);
+        let config_file = self.path(raw.config_file);
+        let connect_timeout = self.positive(raw.connect_timeout, Duration::from_secs(10));
+        Some(Ssh {
+            user: user?,
+            port: port?,
+            identity_file: identity_file?,
+            known_hosts: raw
+                .known_hosts
+                .map_or(KnownHosts::default(), |value| value.value),
+            known_hosts_file: known_hosts_file?,
+            config_file: config_file?,
+            connect_timeout: connect_timeout?,
+        })
+    }
+
+    fn restart(&mut self, raw: RawRestart) -> Option<Restart> {
+        let command = raw.command.and_then(|command| {
+            if command.value.trim().is_empty() {
+                self.fail(
+                    &command,
+                    "the restart command is empty",
+                    "e.g. sudo systemctl restart app",
+                );
+                return None;
+            }
+            self.template(&command)
+        });
+        let timeout = self.positive(raw.timeout, Duration::from_secs(120));
+        Some(Restart {
+            command: command?,
+            timeout: timeout?,
+        })
+    }
+
+    fn health(&mut self, raw: RawHealth) -> Option<Health> {
+        let url = match raw.url {
+            Some(url) => self.url(&url),
+            None => Some(parse_template(DEFAULT_HEALTH_URL).expect("the default URL is valid")),
+        };
+        let expect_status = match raw.expect_status {
+            None => Some(200),
+            Some(status) if (100..=599).contains(&status.value) => Some(status.value as u16),
+            Some(status) => {
+                self.fail(
+                    &status,
+                    format!("{} is not an HTTP status", status.value),
+                    "an HTTP status from 100 to 599, e.g. 200",
+                );
+                None
+            }
+        };
+        let timeout = self.positive(raw.timeout, Duration::from_secs(2));
+        let within = self.positive(raw.within, Duration::from_secs(60));
+        Some(Health {
+            url: url?,
+            expect_status: expect_status?,
+            timeout: timeout?,
+            within: within?,
+        })
+    }
+
+    fn drain(&mut self, raw: RawDrain) -> Option<Drain> {
+        let timeout = self.positive(raw.timeout, Duration::from_secs(300));
+        Some(Drain {
+            timeout: timeout?,
+            on_timeout: raw
+                .on_timeout
+                .map_or(OnDrainTimeout::default(), |value| value.value),
+        })
+    }
+
+    fn ready(&mut self, raw: RawReady) -> Option<Ready> {
+        let timeout = self.positive(raw.timeout, Duration::from_secs(60));
+        Some(Ready { timeout: timeout? })
+    }
+
+    fn capacity(&mut self, raw: RawCapacity) -> Option<Capacity> {
+        let max_unavailable = match raw.max_unavailable {
+            None => Some(1),
+            Some(value) => match u32::try_from(value.value) {
+                Ok(count) if count >= 1 => Some(count),
+                _ => {
+                    self.fail(
+                        &value,
+                        format!("max_unavailable {} is out of range", value.value),
+                        "at least 1: the number of servers of one backend out of rotation at once",
+                    );
+                    None
+                }
+            },
+        };
+        let min_up = match raw.min_up {
+            None => Some(1),
+            Some(value) => match u32::try_from(value.value) {
+                Ok(count) if count >= 1 => Some(count),
+                _ => {
+                    self.fail(
+                        &value,
+                        format!("min_up {} is out of range", value.value),
+                        "at least 1: haproxy-rollout never takes the last UP server out of a backend",
+                    );
+                    None
+                }
+            },
+        };
+        Some(Capacity {
+            max_unavailable: max_unavailable?,
+            min_up: min_up?,
+        })
+    }
+}
+
+/// Splits `host:port` or `[v6]:port`.
+fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("an IPv6 address needs a closing `]`")?;
+        let port = after.strip_prefix(':').ok_or("it has no port")?;
+        (host, port)
+    } else {
+        text.rsplit_once(':').ok_or("it has no port")?
+    };
+    if host.is_empty() {
+        return Err("it has no host".to_owned());
+    }
+    if host.contains('/') || port.contains('/') {
+        return Err("a TCP socket has no path".to_owned());
+    }
+    if !host.contains(':')
+        && host
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || ".-_".contains(c)))
+    {
+        return Err(format!("`{host}` is not a host name or address"));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok((host.to_owned(), port)),
+        _ => Err(format!("`{port}` is not a port from 1 to 65535")),
+    }
+}
+
+/// Parses `{placeholder}` templates; `{{` and `}}` are literal braces.
+pub fn parse_template(text: &str) -> Result<Template, String> {
+    let mut segments = Vec::new();
+    let mut literal = String::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((index, c)) = chars.next() {
+        match c {
+            '{' if chars.peek().map(|&(_, next)| next) == Some('{') => {
+                chars.next();
+                literal.push('{');
+            }
+            '}' if chars.peek().map(|&(_, next)| next) == Some('}') => {
+                chars.next();
+                literal.push('}');
+            }
+            '{' => {
+                let rest = &text[index + 1..];
+                let Some(end) = rest.find('}') else {
+                    return Err(format!("unclosed `{{` at character {}", index + 1));
+                };
+                let name = &rest[..end];
+                let Some(placeholder) = Placeholder::ALL.into_iter().find(|p| p.name() == name)
+                else {
+                    return Err(format!("unknown placeholder `{{{name}}}`"));
+                };
+                if !literal.is_empty() {
+                    segments.push(Segment::Literal(std::mem::take(&mut literal)));
+                }
+                segments.push(Segment::Placeholder(placeholder));
+                for _ in 0..=end {
+                    chars.next();
+                }
+            }
+            '}' => return Err(format!("unmatched `}}` at character {}", index + 1)),
+            other => literal.push(other),
+        }
+    }
+    if !literal.is_empty() {
+        segments.push(Segment::Literal(literal));
+    }
+    Ok(Template {
+        text: text.to_owned(),
+        segments,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_placeholders_and_keep_literal_braces() {
+        let template =
+            parse_template("systemctl restart {server} && awk '{{print $1}}' {port}").unwrap();
+        let rendered = template.render(
+            |placeholder| placeholder.name().to_uppercase(),
+            |value| format!("<{value}>"),
+        );
+        assert_eq!(
+            rendered,
+            "systemctl restart <SERVER> && awk '{print $1}' <PORT>"
+        );
+        assert!(template.uses(Placeholder::Server));
+        assert!(!template.uses(Placeholder::Host));
+    }
+
+    #[test]
+    fn templates_reject_unknown_and_unbalanced_braces() {
+        assert_eq!(
+            parse_template("echo {name}").unwrap_err(),
+            "unknown placeholder `{name}`"
+        );
+        assert_eq!(
+            parse_template("echo ${HOME}").unwrap_err(),
+            "unknown placeholder `{HOME}`"
+        );
+        assert!(
+            parse_template("echo {server")
+                .unwrap_err()
+                .starts_with("unclosed")
+        );
+        assert!(
+            parse_template("echo }")
+                .unwrap_err()
+                .starts_with("unmatched")
+        );
+    }
+
+    #[test]
+    fn host_and_port() {
+        assert_eq!(
+            parse_host_port("127.0.0.1:9999"),
+            Ok(("127.0.0.1".into(), 9999))
+        );
+        assert_eq!(
+            parse_host_port("lb1.example:9999"),
+            Ok(("lb1.example".into(), 9999))
+        );
+        assert_eq!(parse_host_port("[::1]:9999"), Ok(("::1".into(), 9999)));
+        assert!(parse_host_port("127.0.0.1").is_err());
+        assert!(parse_host_port(":9999").is_err());
+        assert!(parse_host_port("127.0.0.1:0").is_err());
+        assert!(parse_host_port("127.0.0.1:70000").is_err());
+        assert!(parse_host_port("127.0.0.1:99/x").is_err());
+        assert!(parse_host_port("a b:99").is_err());
+    }
+}
