@@ -7,18 +7,43 @@ pub mod node;
 pub mod raw;
 pub mod validate;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use error::{LoadError, PlanError, PlanErrors, ReadError};
 pub use model::*;
 
-/// Reads and validates a plan file.
+/// Reads and validates a plan file. Relative file paths in the plan (`ssh.identity_file`,
+/// `ssh.known_hosts_file`, `ssh.config_file`) are taken relative to the plan file's folder,
+/// so a plan means the same whatever directory it is run from.
 pub fn load(file: &Path) -> Result<Plan, LoadError> {
     let text = std::fs::read_to_string(file).map_err(|source| ReadError {
         file: file.to_owned(),
         source,
     })?;
-    parse(&text).map_err(|errors| LoadError::Invalid(PlanErrors::new(file, &text, errors)))
+    let mut plan =
+        parse(&text).map_err(|errors| LoadError::Invalid(PlanErrors::new(file, &text, errors)))?;
+    let folder = file.parent().unwrap_or(Path::new(""));
+    let ssh = &mut plan.ssh;
+    for path in [
+        &mut ssh.identity_file,
+        &mut ssh.known_hosts_file,
+        &mut ssh.config_file,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *path = relative_to(folder, path);
+    }
+    Ok(plan)
+}
+
+/// `~/x` and absolute paths stay as they are; anything else is joined to `folder`.
+fn relative_to(folder: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() || path.starts_with("~") {
+        path.to_owned()
+    } else {
+        folder.join(path)
+    }
 }
 
 /// Validates plan text; every error found is returned, not only the first.
@@ -64,5 +89,117 @@ fn drop_null_alternatives(value: &mut serde_json::Value) {
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_alternatives),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PLAN: &str = "version: 1\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n\
+        backends: [be_app]\nservers:\n  - name: app1\nrestart:\n  command: systemctl restart app\n";
+
+    fn properties(schema: &serde_json::Value) -> Vec<String> {
+        let mut keys: Vec<String> = schema["properties"]
+            .as_object()
+            .expect("an object schema")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn sorted(keys: &[&str]) -> Vec<String> {
+        let mut keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// The decoder's key lists and the schema come from different code; they must agree.
+    #[test]
+    fn schema_and_decoder_know_the_same_keys() {
+        let schema = json_schema();
+        assert_eq!(properties(&schema), sorted(raw::RawPlan::KEYS));
+        let definitions = &schema["definitions"];
+        let sections: [(&str, &[&str]); 8] = [
+            ("Haproxy", raw::RawHaproxy::KEYS),
+            ("Server", raw::RawServer::KEYS),
+            ("Ssh", raw::RawSsh::KEYS),
+            ("Health", raw::RawHealth::KEYS),
+            ("Drain", raw::RawDrain::KEYS),
+            ("Ready", raw::RawReady::KEYS),
+            ("Capacity", raw::RawCapacity::KEYS),
+            ("Restart", raw::RawRestart::KEYS),
+        ];
+        for (name, keys) in sections {
+            let section = if name == "Restart" {
+                &schema["properties"]["restart"]
+            } else {
+                &definitions[name]
+            };
+            assert_eq!(properties(section), sorted(keys), "{name}");
+            assert_eq!(
+                section["additionalProperties"], false,
+                "{name} rejects unknown keys"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_fill_every_key_left_out() {
+        let plan = parse(PLAN).unwrap();
+        assert_eq!(plan.restart.timeout, std::time::Duration::from_secs(120));
+        assert_eq!(plan.health.url.as_str(), "http://{addr}:{port}/health");
+        assert_eq!(plan.health.expect_status, 200);
+        assert_eq!(plan.drain.timeout, std::time::Duration::from_secs(300));
+        assert_eq!(plan.drain.on_timeout, OnDrainTimeout::Fail);
+        assert_eq!(plan.ready.timeout, std::time::Duration::from_secs(60));
+        assert_eq!(plan.capacity.min_up, 1);
+        assert_eq!(plan.capacity.max_unavailable, 1);
+        assert_eq!(plan.ssh.known_hosts, KnownHosts::Strict);
+        assert_eq!(plan.ssh.connect_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(plan.poll_interval, std::time::Duration::from_millis(200));
+        assert_eq!(plan.servers[0].host, None);
+    }
+
+    #[test]
+    fn relative_paths_follow_the_plan_file() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("plan.yaml");
+        let text = format!(
+            "{PLAN}ssh:\n  config_file: ssh_config\n  identity_file: ~/.ssh/id\n  known_hosts_file: /etc/ssh/kh\n"
+        );
+        std::fs::write(&file, text).unwrap();
+        let plan = load(&file).unwrap();
+        assert_eq!(plan.ssh.config_file, Some(folder.path().join("ssh_config")));
+        assert_eq!(plan.ssh.identity_file, Some(PathBuf::from("~/.ssh/id")));
+        assert_eq!(
+            plan.ssh.known_hosts_file,
+            Some(PathBuf::from("/etc/ssh/kh"))
+        );
+    }
+
+    fn outside_charset() -> impl Strategy<Value = String> {
+        let bad = any::<char>().prop_filter("outside the charset", |c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+        });
+        ("[A-Za-z0-9_.:-]{0,6}", bad, "[A-Za-z0-9_.:-]{0,6}")
+            .prop_map(|(prefix, bad, suffix)| format!("{prefix}{bad}{suffix}"))
+    }
+
+    proptest! {
+        /// Whatever the name, written as a YAML string it never gets through as a name.
+        #[test]
+        fn a_name_outside_the_charset_is_rejected_through_the_whole_plan(name in outside_charset()) {
+            let quoted = serde_json::to_string(&name).unwrap();
+            let as_server = PLAN.replace("name: app1", &format!("name: {quoted}"));
+            let errors = parse(&as_server).expect_err("rejected as a server name");
+            prop_assert!(errors.iter().all(|error| error.at.line == 7), "{errors:?}");
+            let as_backend = PLAN.replace("[be_app]", &format!("[{quoted}]"));
+            let errors = parse(&as_backend).expect_err("rejected as a backend name");
+            prop_assert!(errors.iter().all(|error| error.at.line == 5), "{errors:?}");
+        }
     }
 }

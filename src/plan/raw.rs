@@ -410,6 +410,10 @@ impl<'e> Decoder<'e> {
             return Some(T::default());
         }
         let mut inner = self.mapping(node, &path)?;
+        // A key missing from the section is reported where the section starts.
+        if let Some((key, _)) = fields.entries.iter().find(|(name, _)| name.name == key) {
+            inner.at = key.at;
+        }
         let section = T::decode_fields(self, &mut inner);
         self.finish(inner, T::KEYS);
         Some(section)

@@ -1,0 +1,101 @@
+//! A small builder that runs the real binary, in the spirit of just's `Test::new()`.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The repository root, so tests can name files such as `plans/single.yaml`.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Run {
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+}
+
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `rollout(["validate", "plans/single.yaml"])` runs the binary in the repository root.
+pub fn rollout<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    Run {
+        args: args.into_iter().map(Into::into).collect(),
+        env: Vec::new(),
+    }
+}
+
+impl Run {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    pub fn run(self) -> Outcome {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_haproxy-rollout"));
+        command
+            .args(&self.args)
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR");
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let output = command.output().expect("the haproxy-rollout binary runs");
+        Outcome {
+            code: output
+                .status
+                .code()
+                .expect("exited, not killed by a signal"),
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+}
+
+impl Outcome {
+    #[track_caller]
+    pub fn code(self, expected: i32) -> Self {
+        assert_eq!(
+            self.code, expected,
+            "exit status\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Every `*.yaml` file directly in `dir`, sorted.
+pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("read {}: {error}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "yaml")
+        })
+        .collect();
+    files.sort();
+    files
+}
