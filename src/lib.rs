@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod commands;
 pub mod exit;
+pub mod haproxy;
 pub mod plan;
 pub mod report;
 

@@ -1,0 +1,262 @@
+//! Talks to one HAProxy runtime API: one connection per command, write, half-close, read
+//! to EOF, all within one deadline so a hung socket cannot hang the tool.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::proto::{
+    self, AdminTarget, Command, Info, Level, ProtoError, ReplyError, ServerStateRow, StatRow,
+};
+use super::view::{ServerView, Snapshot};
+use crate::plan::{BackendName, ServerName, SocketAddress};
+
+/// Replies larger than this are not a runtime API talking (`show stat` of 10,000 servers is
+/// about 15 MB).
+const MAX_REPLY: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the HAProxy runtime API at {address}")]
+    Unreachable {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HAProxy at {address} did not answer `{command}` within {}ms", timeout.as_millis())]
+    Timeout {
+        address: String,
+        command: String,
+        timeout: Duration,
+    },
+    #[error(
+        "permission denied for `{command}` at {address}: the socket is not at admin level \
+         (it needs `stats socket ... level admin`)"
+    )]
+    PermissionDenied { address: String, command: String },
+    #[error("HAProxy at {address} has no backend `{backend}`")]
+    NoSuchBackend { address: String, backend: String },
+    #[error("HAProxy at {address} has no server `{server}` in backend `{backend}`")]
+    NoSuchServer {
+        address: String,
+        backend: String,
+        server: String,
+    },
+    #[error("unexpected reply from HAProxy at {address} to `{command}`: {reply}")]
+    Unexpected {
+        address: String,
+        command: String,
+        reply: String,
+    },
+    #[error("cannot read the reply from HAProxy at {address} to `{command}`")]
+    Protocol {
+        address: String,
+        command: String,
+        #[source]
+        source: ProtoError,
+    },
+}
+
+/// A runtime-API client for one HAProxy instance.
+#[derive(Debug, Clone)]
+pub struct Client {
+    address: SocketAddress,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(address: SocketAddress, timeout: Duration) -> Self {
+        Client { address, timeout }
+    }
+
+    pub fn address(&self) -> &SocketAddress {
+        &self.address
+    }
+
+    /// Sends one command and returns the whole reply.
+    pub async fn request(&self, command: &Command<'_>) -> Result<String, ClientError> {
+        let line = command.to_string();
+        debug_assert!(
+            !line.contains(['\n', ';']),
+            "validated names cannot hold separators"
+        );
+        tracing::trace!(address = %self.address, command = %line, "runtime API");
+        let exchange = async {
+            match &self.address {
+                SocketAddress::Unix(path) => {
+                    let stream = UnixStream::connect(path)
+                        .await
+                        .map_err(|source| self.unreachable(source))?;
+                    self.exchange(stream, &line).await
+                }
+                SocketAddress::Tcp { host, port } => {
+                    let stream = TcpStream::connect((host.as_str(), *port))
+                        .await
+                        .map_err(|source| self.unreachable(source))?;
+                    self.exchange(stream, &line).await
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                address: self.address.to_string(),
+                command: line.clone(),
+                timeout: self.timeout,
+            })?
+    }
+
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        line: &str,
+    ) -> Result<String, ClientError> {
+        let io_error = |source| self.unreachable(source);
+        stream
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(io_error)?;
+        stream.shutdown().await.map_err(io_error)?;
+        let mut reply = Vec::new();
+        (&mut stream)
+            .take(MAX_REPLY)
+            .read_to_end(&mut reply)
+            .await
+            .map_err(io_error)?;
+        Ok(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    fn unreachable(&self, source: std::io::Error) -> ClientError {
+        ClientError::Unreachable {
+            address: self.address.to_string(),
+            source,
+        }
+    }
+
+    fn reply_error(&self, command: &Command<'_>, error: ReplyError) -> ClientError {
+        let address = self.address.to_string();
+        match (error, command) {
+            (ReplyError::PermissionDenied, _) => ClientError::PermissionDenied {
+                address,
+                command: command.to_string(),
+            },
+            (
+                ReplyError::NoSuchBackend,
+                Command::SetState { backend, .. } | Command::ShutdownSessions { backend, .. },
+            ) => ClientError::NoSuchBackend {
+                address,
+                backend: backend.to_string(),
+            },
+            (
+                ReplyError::NoSuchServer,
+                Command::SetState {
+                    backend, server, ..
+                }
+                | Command::ShutdownSessions { backend, server },
+            ) => ClientError::NoSuchServer {
+                address,
+                backend: backend.to_string(),
+                server: server.to_string(),
+            },
+            (error, _) => ClientError::Unexpected {
+                address,
+                command: command.to_string(),
+                reply: error.to_string(),
+            },
+        }
+    }
+
+    fn parse<T>(
+        &self,
+        command: &Command<'_>,
+        reply: &str,
+        parse: impl Fn(&str) -> Result<T, ProtoError>,
+    ) -> Result<T, ClientError> {
+        parse(reply).map_err(|source| {
+            // An error text in place of the output says more than the parse failure.
+            match proto::classify_error(reply) {
+                ReplyError::Unexpected(_) => ClientError::Protocol {
+                    address: self.address.to_string(),
+                    command: command.to_string(),
+                    source,
+                },
+                known => self.reply_error(command, known),
+            }
+        })
+    }
+
+    pub async fn show_stat(&self) -> Result<Vec<StatRow>, ClientError> {
+        let command = Command::ShowStatServers;
+        let reply = self.request(&command).await?;
+        self.parse(&command, &reply, proto::parse_show_stat)
+    }
+
+    pub async fn servers_state(&self) -> Result<Vec<ServerStateRow>, ClientError> {
+        let command = Command::ShowServersState;
+        let reply = self.request(&command).await?;
+        self.parse(&command, &reply, proto::parse_servers_state)
+    }
+
+    pub async fn info(&self) -> Result<Info, ClientError> {
+        let command = Command::ShowInfo;
+        let reply = self.request(&command).await?;
+        self.parse(&command, &reply, proto::parse_info)
+    }
+
+    /// The level of this socket, read without changing anything; `None` if this HAProxy
+    /// cannot say.
+    pub async fn level(&self) -> Result<Option<Level>, ClientError> {
+        let reply = self.request(&Command::ShowCliLevel).await?;
+        Ok(proto::parse_cli_level(&reply))
+    }
+
+    /// Reads everything the rollout needs to know about this instance now.
+    pub async fn snapshot(&self) -> Result<Snapshot, ClientError> {
+        let (info, level, stats, states) = tokio::try_join!(
+            self.info(),
+            self.level(),
+            self.show_stat(),
+            self.servers_state()
+        )?;
+        Ok(Snapshot {
+            info,
+            level,
+            servers: ServerView::combine(&stats, &states),
+        })
+    }
+
+    /// The server views of every server (two commands, whatever the number of servers).
+    pub async fn servers(&self) -> Result<Vec<ServerView>, ClientError> {
+        let (stats, states) = tokio::try_join!(self.show_stat(), self.servers_state())?;
+        Ok(ServerView::combine(&stats, &states))
+    }
+
+    pub async fn set_state(
+        &self,
+        backend: &BackendName,
+        server: &ServerName,
+        state: AdminTarget,
+    ) -> Result<(), ClientError> {
+        self.change(&Command::SetState {
+            backend,
+            server,
+            state,
+        })
+        .await
+    }
+
+    pub async fn shutdown_sessions(
+        &self,
+        backend: &BackendName,
+        server: &ServerName,
+    ) -> Result<(), ClientError> {
+        self.change(&Command::ShutdownSessions { backend, server })
+            .await
+    }
+
+    async fn change(&self, command: &Command<'_>) -> Result<(), ClientError> {
+        let reply = self.request(command).await?;
+        proto::check_change_reply(&reply).map_err(|error| self.reply_error(command, error))
+    }
+}

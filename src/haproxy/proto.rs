@@ -1,0 +1,725 @@
+//! The HAProxy runtime API as text: commands to send and replies to parse. No I/O here.
+//!
+//! Verified against HAProxy 2.6 (see ../shared/HAPROXY-NOTES.md and the captured replies in
+//! tests/data/haproxy/): `show stat` is CSV parsed by header name, `srv_admin_state` is a
+//! bitmask, and every change command answers with an empty reply on success.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::plan::{BackendName, ServerName};
+
+/// A runtime-API command. Names are validated types, so no command can carry `;`, a space
+/// or a newline into the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `show stat -1 4 -1`: every server row of every backend.
+    ShowStatServers,
+    /// `show servers state`: admin bitmask, operational state, address and port.
+    ShowServersState,
+    /// `show info`: process identity, for reload detection.
+    ShowInfo,
+    /// `show cli level`: the level of this connection (HAProxy 2.2 and later).
+    ShowCliLevel,
+    SetState {
+        backend: &'a BackendName,
+        server: &'a ServerName,
+        state: AdminTarget,
+    },
+    ShutdownSessions {
+        backend: &'a BackendName,
+        server: &'a ServerName,
+    },
+}
+
+/// What `set server B/S state X` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminTarget {
+    Ready,
+    Drain,
+    Maint,
+}
+
+impl AdminTarget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminTarget::Ready => "ready",
+            AdminTarget::Drain => "drain",
+            AdminTarget::Maint => "maint",
+        }
+    }
+}
+
+impl Command<'_> {
+    /// Whether the command changes HAProxy state (and so needs admin level).
+    pub fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Command::SetState { .. } | Command::ShutdownSessions { .. }
+        )
+    }
+}
+
+impl fmt::Display for Command<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::ShowStatServers => formatter.write_str("show stat -1 4 -1"),
+            Command::ShowServersState => formatter.write_str("show servers state"),
+            Command::ShowInfo => formatter.write_str("show info"),
+            Command::ShowCliLevel => formatter.write_str("show cli level"),
+            Command::SetState {
+                backend,
+                server,
+                state,
+            } => write!(
+                formatter,
+                "set server {backend}/{server} state {}",
+                state.as_str()
+            ),
+            Command::ShutdownSessions { backend, server } => {
+                write!(formatter, "shutdown sessions server {backend}/{server}")
+            }
+        }
+    }
+}
+
+/// A reply that is not what the command should get.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("permission denied: the socket is not at admin level")]
+    PermissionDenied,
+    #[error("no such backend")]
+    NoSuchBackend,
+    #[error("no such server")]
+    NoSuchServer,
+    #[error("unexpected reply: {0}")]
+    Unexpected(String),
+}
+
+/// Reads the first line of an error reply as one of the errors HAProxy is known to give.
+pub fn classify_error(reply: &str) -> ReplyError {
+    let first = reply.trim().lines().next().unwrap_or("").trim();
+    match first {
+        "Permission denied" | "Permission denied." => ReplyError::PermissionDenied,
+        "No such backend." | "No such proxy." | "Can't find backend." => ReplyError::NoSuchBackend,
+        "No such server." => ReplyError::NoSuchServer,
+        _ => ReplyError::Unexpected(shorten(reply.trim())),
+    }
+}
+
+/// Checks the reply to a state change: success is an empty reply.
+pub fn check_change_reply(reply: &str) -> Result<(), ReplyError> {
+    if reply.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(classify_error(reply))
+    }
+}
+
+fn shorten(text: &str) -> String {
+    const LIMIT: usize = 300;
+    match text.char_indices().nth(LIMIT) {
+        Some((index, _)) => format!("{}…", &text[..index]),
+        None => text.to_owned(),
+    }
+}
+
+/// A reply that could not be parsed as the command's output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    #[error("the reply has no header line; it starts with: {0}")]
+    MissingHeader(String),
+    #[error("the header has no `{0}` column")]
+    MissingColumn(&'static str),
+    #[error("line {line}: `{column}` is `{value}`, not a number")]
+    BadNumber {
+        line: usize,
+        column: &'static str,
+        value: String,
+    },
+    #[error("line {line}: {message}")]
+    Malformed { line: usize, message: String },
+    #[error("unsupported `show servers state` format version `{0}` (expected 1)")]
+    UnsupportedFormat(String),
+}
+
+/// One server row of `show stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatRow {
+    pub backend: String,
+    pub server: String,
+    /// Current sessions.
+    pub sessions: u64,
+    /// `UP`, `UP 1/3`, `DOWN`, `DRAIN`, `MAINT`, `MAINT (via be/s)`, `no check`, ...
+    pub status: String,
+    pub weight: u32,
+    /// `L7OK`, `L4CON`, ...; empty when the server has no check or is in maintenance.
+    pub check_status: String,
+    pub check_rise: Option<u32>,
+    pub check_fall: Option<u32>,
+    pub check_health: Option<u32>,
+    /// `address:port` as HAProxy sends traffic to it (HAProxy 1.9 and later).
+    pub address: Option<String>,
+}
+
+/// HAProxy's `type` column: 2 is a server row.
+const TYPE_SERVER: &str = "2";
+
+/// Parses `show stat` CSV by column name; any column order, extra columns, quoted values.
+pub fn parse_show_stat(reply: &str) -> Result<Vec<StatRow>, ProtoError> {
+    let body = reply.trim_start();
+    let Some(body) = body.strip_prefix("# ") else {
+        return Err(ProtoError::MissingHeader(shorten(body)));
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body.as_bytes());
+    let mut records = reader.records();
+    let header = match records.next() {
+        Some(Ok(header)) => header,
+        _ => return Err(ProtoError::MissingHeader(shorten(body))),
+    };
+    let columns: HashMap<&str, usize> = header
+        .iter()
+        .enumerate()
+        .map(|(index, name)| (name, index))
+        .collect();
+    let column = |name: &'static str| {
+        columns
+            .get(name)
+            .copied()
+            .ok_or(ProtoError::MissingColumn(name))
+    };
+    let (pxname, svname, scur, status, weight, kind) = (
+        column("pxname")?,
+        column("svname")?,
+        column("scur")?,
+        column("status")?,
+        column("weight")?,
+        column("type")?,
+    );
+    let optional = |name: &str| columns.get(name).copied();
+    let (check_status, rise, fall, health, addr) = (
+        optional("check_status"),
+        optional("check_rise"),
+        optional("check_fall"),
+        optional("check_health"),
+        optional("addr"),
+    );
+
+    let mut rows = Vec::new();
+    for (index, record) in records.enumerate() {
+        let line = index + 2;
+        let record = record.map_err(|error| ProtoError::Malformed {
+            line,
+            message: error.to_string(),
+        })?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let field = |index: usize| record.get(index).unwrap_or("");
+        if field(kind) != TYPE_SERVER {
+            continue;
+        }
+        let text = |index: Option<usize>| index.map(field).unwrap_or("").to_owned();
+        let optional_number =
+            |index: Option<usize>, name: &'static str| -> Result<Option<u32>, ProtoError> {
+                match index.map(field).unwrap_or("") {
+                    "" => Ok(None),
+                    value => value.parse().map(Some).map_err(|_| ProtoError::BadNumber {
+                        line,
+                        column: name,
+                        value: value.to_owned(),
+                    }),
+                }
+            };
+        let number = |index: usize, name: &'static str| -> Result<u64, ProtoError> {
+            match field(index) {
+                "" => Ok(0),
+                value => value.parse().map_err(|_| ProtoError::BadNumber {
+                    line,
+                    column: name,
+                    value: value.to_owned(),
+                }),
+            }
+        };
+        rows.push(StatRow {
+            backend: field(pxname).to_owned(),
+            server: field(svname).to_owned(),
+            sessions: number(scur, "scur")?,
+            status: field(status).to_owned(),
+            weight: u32::try_from(number(weight, "weight")?).unwrap_or(u32::MAX),
+            check_status: text(check_status),
+            check_rise: optional_number(rise, "check_rise")?,
+            check_fall: optional_number(fall, "check_fall")?,
+            check_health: optional_number(health, "check_health")?,
+            address: Some(text(addr)).filter(|address| !address.is_empty()),
+        });
+    }
+    Ok(rows)
+}
+
+/// `srv_admin_state`: a bitmask, not an enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AdminState(pub u32);
+
+impl AdminState {
+    /// Maintenance set from the CLI.
+    pub const FMAINT: u32 = 0x01;
+    /// Maintenance inherited from a tracked server.
+    pub const IMAINT: u32 = 0x02;
+    /// `disabled` in the configuration.
+    pub const CMAINT: u32 = 0x04;
+    /// Drain set from the CLI.
+    pub const FDRAIN: u32 = 0x08;
+    /// Drain inherited from a tracked server.
+    pub const IDRAIN: u32 = 0x10;
+    /// Maintenance because DNS resolution failed.
+    pub const RMAINT: u32 = 0x20;
+
+    pub fn in_maintenance(self) -> bool {
+        self.0 & (Self::FMAINT | Self::IMAINT | Self::CMAINT | Self::RMAINT) != 0
+    }
+
+    pub fn draining(self) -> bool {
+        self.0 & (Self::FDRAIN | Self::IDRAIN) != 0
+    }
+
+    /// Ready: neither in maintenance nor draining.
+    pub fn ready(self) -> bool {
+        !self.in_maintenance() && !self.draining()
+    }
+
+    /// Why the server is out, in words: `maint (set from the CLI, disabled in the config)`.
+    pub fn describe(self) -> String {
+        let reasons = |flags: &[(u32, &'static str)]| -> Vec<&'static str> {
+            flags
+                .iter()
+                .filter(|(flag, _)| self.0 & flag != 0)
+                .map(|(_, why)| *why)
+                .collect()
+        };
+        let maint = reasons(&[
+            (Self::FMAINT, "set from the CLI"),
+            (Self::IMAINT, "via a tracked server"),
+            (Self::CMAINT, "disabled in the config"),
+            (Self::RMAINT, "DNS resolution failed"),
+        ]);
+        if !maint.is_empty() {
+            return format!("maint ({})", maint.join(", "));
+        }
+        let drain = reasons(&[
+            (Self::FDRAIN, "set from the CLI"),
+            (Self::IDRAIN, "via a tracked server"),
+        ]);
+        if !drain.is_empty() {
+            return format!("drain ({})", drain.join(", "));
+        }
+        "ready".to_owned()
+    }
+}
+
+/// `srv_op_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpState {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    Unknown(u32),
+}
+
+impl OpState {
+    fn from_code(code: u32) -> Self {
+        match code {
+            0 => OpState::Stopped,
+            1 => OpState::Starting,
+            2 => OpState::Running,
+            3 => OpState::Stopping,
+            other => OpState::Unknown(other),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpState::Stopped => "stopped",
+            OpState::Starting => "starting",
+            OpState::Running => "running",
+            OpState::Stopping => "stopping",
+            OpState::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// One row of `show servers state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStateRow {
+    pub backend: String,
+    pub server: String,
+    pub address: String,
+    pub port: Option<u16>,
+    pub operational: OpState,
+    pub admin: AdminState,
+    pub weight: u32,
+    pub check_health: u32,
+}
+
+/// Parses `show servers state` (format version 1) by column name.
+pub fn parse_servers_state(reply: &str) -> Result<Vec<ServerStateRow>, ProtoError> {
+    let mut lines = reply
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty());
+    match lines.next() {
+        Some((_, "1")) => {}
+        Some((_, other)) => return Err(ProtoError::UnsupportedFormat(shorten(other))),
+        None => return Err(ProtoError::MissingHeader(String::new())),
+    }
+    let header = match lines.next() {
+        Some((_, header)) if header.starts_with("# ") => header,
+        Some((_, other)) => return Err(ProtoError::MissingHeader(shorten(other))),
+        None => return Ok(Vec::new()),
+    };
+    let columns: HashMap<&str, usize> = header[2..]
+        .split_whitespace()
+        .enumerate()
+        .map(|(index, name)| (name, index))
+        .collect();
+    let column = |name: &'static str| {
+        columns
+            .get(name)
+            .copied()
+            .ok_or(ProtoError::MissingColumn(name))
+    };
+    let (be_name, srv_name, srv_addr, op_state, admin_state, weight, health, port) = (
+        column("be_name")?,
+        column("srv_name")?,
+        column("srv_addr")?,
+        column("srv_op_state")?,
+        column("srv_admin_state")?,
+        column("srv_uweight")?,
+        column("srv_check_health")?,
+        columns.get("srv_port").copied(),
+    );
+    let mut rows = Vec::new();
+    for (index, line) in lines {
+        let line_number = index + 1;
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let field = |index: usize| -> Result<&str, ProtoError> {
+            fields
+                .get(index)
+                .copied()
+                .ok_or_else(|| ProtoError::Malformed {
+                    line: line_number,
+                    message: format!("{} fields, fewer than the header names", fields.len()),
+                })
+        };
+        let number = |index: usize, name: &'static str| -> Result<u32, ProtoError> {
+            let value = field(index)?;
+            value.parse().map_err(|_| ProtoError::BadNumber {
+                line: line_number,
+                column: name,
+                value: value.to_owned(),
+            })
+        };
+        rows.push(ServerStateRow {
+            backend: field(be_name)?.to_owned(),
+            server: field(srv_name)?.to_owned(),
+            address: field(srv_addr)?.to_owned(),
+            // `0` or `-` means no port is known (e.g. a server with only a name to resolve).
+            port: port
+                .and_then(|index| fields.get(index))
+                .and_then(|value| value.parse().ok())
+                .filter(|port: &u16| *port != 0),
+            operational: OpState::from_code(number(op_state, "srv_op_state")?),
+            admin: AdminState(number(admin_state, "srv_admin_state")?),
+            weight: number(weight, "srv_uweight")?,
+            check_health: number(health, "srv_check_health")?,
+        });
+    }
+    Ok(rows)
+}
+
+/// What `show info` says about the process, for reload detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    pub version: String,
+    pub pid: u32,
+    /// Absent before HAProxy 2.2.
+    pub start_time_sec: Option<u64>,
+    pub uptime_sec: Option<u64>,
+    pub stopping: bool,
+}
+
+impl Info {
+    /// Another process, or the same one restarted: runtime-set states are gone.
+    pub fn reloaded_since(&self, earlier: &Info) -> bool {
+        self.pid != earlier.pid || self.start_time_sec != earlier.start_time_sec
+    }
+}
+
+pub fn parse_info(reply: &str) -> Result<Info, ProtoError> {
+    let fields: HashMap<&str, &str> = reply
+        .lines()
+        .filter_map(|line| line.split_once(": "))
+        .collect();
+    let pid = fields.get("Pid").ok_or(ProtoError::MissingColumn("Pid"))?;
+    let pid = pid.parse().map_err(|_| ProtoError::BadNumber {
+        line: 0,
+        column: "Pid",
+        value: (*pid).to_owned(),
+    })?;
+    let number = |name: &str| fields.get(name).and_then(|value| value.parse().ok());
+    Ok(Info {
+        version: fields.get("Version").copied().unwrap_or("").to_owned(),
+        pid,
+        start_time_sec: number("Start_time_sec"),
+        uptime_sec: number("Uptime_sec"),
+        stopping: fields.get("Stopping").is_some_and(|value| *value == "1"),
+    })
+}
+
+/// The level of a runtime-API connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    User,
+    Operator,
+    Admin,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::User => "user",
+            Level::Operator => "operator",
+            Level::Admin => "admin",
+        }
+    }
+}
+
+/// `show cli level`; `None` when this HAProxy does not know the command (before 2.2).
+pub fn parse_cli_level(reply: &str) -> Option<Level> {
+    match reply.trim() {
+        "admin" => Some(Level::Admin),
+        "operator" => Some(Level::Operator),
+        "user" => Some(Level::User),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = include_str!("../../tests/data/haproxy/show-stat-2.6.csv");
+    const STAT_MAINT_DOWN: &str = include_str!("../../tests/data/haproxy/show-stat-maint-down.csv");
+    const STATE: &str = include_str!("../../tests/data/haproxy/show-servers-state-2.6.txt");
+    const STATE_MAINT_DOWN: &str =
+        include_str!("../../tests/data/haproxy/show-servers-state-maint-down.txt");
+    const INFO: &str = include_str!("../../tests/data/haproxy/show-info-2.6.txt");
+
+    fn names() -> (BackendName, ServerName) {
+        (
+            BackendName::new("be_app").unwrap(),
+            ServerName::new("app1").unwrap(),
+        )
+    }
+
+    #[test]
+    fn formats_commands_from_validated_names() {
+        let (backend, server) = names();
+        let drain = Command::SetState {
+            backend: &backend,
+            server: &server,
+            state: AdminTarget::Drain,
+        };
+        assert_eq!(drain.to_string(), "set server be_app/app1 state drain");
+        assert!(drain.changes_state());
+        let shutdown = Command::ShutdownSessions {
+            backend: &backend,
+            server: &server,
+        };
+        assert_eq!(shutdown.to_string(), "shutdown sessions server be_app/app1");
+        assert_eq!(Command::ShowStatServers.to_string(), "show stat -1 4 -1");
+        assert!(!Command::ShowServersState.changes_state());
+    }
+
+    #[test]
+    fn a_command_line_never_holds_a_separator() {
+        // The names cannot hold one; this guards the formatting itself.
+        let (backend, server) = names();
+        for state in [AdminTarget::Ready, AdminTarget::Drain, AdminTarget::Maint] {
+            let line = Command::SetState {
+                backend: &backend,
+                server: &server,
+                state,
+            }
+            .to_string();
+            assert!(!line.contains(';') && !line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn parses_show_stat_by_header_from_real_haproxy() {
+        let rows = parse_show_stat(STAT).unwrap();
+        assert_eq!(rows.len(), 3, "server rows only: {rows:?}");
+        let s1 = &rows[0];
+        assert_eq!((s1.backend.as_str(), s1.server.as_str()), ("be_app", "s1"));
+        assert_eq!(s1.status, "UP");
+        assert_eq!(s1.check_status, "L7OK");
+        assert_eq!(
+            (s1.check_rise, s1.check_fall, s1.check_health),
+            (Some(2), Some(2), Some(3))
+        );
+        assert_eq!(s1.address.as_deref(), Some("127.0.0.1:18081"));
+        assert_eq!(rows[1].status, "DRAIN");
+        assert_eq!(rows[2].status, "MAINT");
+        assert_eq!(rows[2].check_health, None);
+    }
+
+    #[test]
+    fn parses_maintenance_and_a_dead_drained_server() {
+        let rows = parse_show_stat(STAT_MAINT_DOWN).unwrap();
+        assert_eq!(rows[0].status, "MAINT");
+        assert_eq!(rows[0].check_status, "", "MAINT hides the check");
+        assert_eq!(
+            rows[1].status, "DOWN",
+            "DRAIN shows only while the server runs"
+        );
+        assert_eq!(rows[1].check_status, "L4CON");
+    }
+
+    #[test]
+    fn show_stat_columns_in_any_order_with_quotes_and_extra_columns() {
+        let reply = "# type,svname,pxname,status,scur,weight,future_column,\n\
+                     2,web-1,be_app,\"UP 1/3\",7,100,\"a, quoted value\",\n\
+                     1,BACKEND,be_app,UP,7,100,,\n\n";
+        let rows = parse_show_stat(reply).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].server, "web-1");
+        assert_eq!(rows[0].status, "UP 1/3");
+        assert_eq!(rows[0].sessions, 7);
+        assert_eq!(rows[0].check_status, "");
+        assert_eq!(rows[0].address, None);
+    }
+
+    #[test]
+    fn show_stat_errors_say_what_is_wrong() {
+        assert!(matches!(
+            parse_show_stat("No such proxy.\n"),
+            Err(ProtoError::MissingHeader(_))
+        ));
+        assert_eq!(
+            parse_show_stat("# pxname,svname,status,weight,type,\n"),
+            Err(ProtoError::MissingColumn("scur"))
+        );
+        assert!(matches!(
+            parse_show_stat("# pxname,svname,scur,status,weight,type,\nbe,s,many,UP,1,2,\n"),
+            Err(ProtoError::BadNumber { column: "scur", .. })
+        ));
+    }
+
+    #[test]
+    fn decodes_the_admin_bitmask_as_seen_on_haproxy() {
+        let rows = parse_servers_state(STATE).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].admin, AdminState(0));
+        assert!(rows[0].admin.ready());
+        assert_eq!(rows[0].operational, OpState::Running);
+        assert_eq!(rows[0].port, Some(18081));
+        assert_eq!(rows[0].address, "127.0.0.1");
+        assert_eq!(rows[1].admin, AdminState(8), "drain is 8");
+        assert!(rows[1].admin.draining() && !rows[1].admin.in_maintenance());
+        assert_eq!(rows[1].admin.describe(), "drain (set from the CLI)");
+        assert_eq!(rows[2].admin, AdminState(5), "config-disabled shows as 5");
+        assert_eq!(
+            rows[2].admin.describe(),
+            "maint (set from the CLI, disabled in the config)"
+        );
+
+        let rows = parse_servers_state(STATE_MAINT_DOWN).unwrap();
+        assert_eq!(rows[0].admin, AdminState(1), "maint is 1, not drain");
+        assert!(rows[0].admin.in_maintenance());
+        assert_eq!(rows[0].operational, OpState::Stopped);
+        assert_eq!(
+            rows[1].operational,
+            OpState::Stopped,
+            "a dead drained server"
+        );
+        assert!(rows[1].admin.draining());
+    }
+
+    #[test]
+    fn the_bitmask_is_not_an_enum() {
+        assert!(AdminState(0x02).in_maintenance(), "inherited maintenance");
+        assert!(AdminState(0x20).in_maintenance(), "resolution maintenance");
+        assert!(AdminState(0x10).draining(), "inherited drain");
+        assert!(
+            AdminState(0x40).ready(),
+            "an FQDN change is not maintenance"
+        );
+        assert!(AdminState(0x09).in_maintenance() && AdminState(0x09).draining());
+    }
+
+    #[test]
+    fn servers_state_rejects_other_formats() {
+        assert!(matches!(
+            parse_servers_state("2\n# be_id\n"),
+            Err(ProtoError::UnsupportedFormat(_))
+        ));
+        assert!(matches!(
+            parse_servers_state("Can't find backend.\n"),
+            Err(ProtoError::UnsupportedFormat(_))
+        ));
+        assert!(matches!(
+            parse_servers_state("1\n# be_name srv_name\nbe s\n"),
+            Err(ProtoError::MissingColumn(_))
+        ));
+    }
+
+    #[test]
+    fn parses_show_info_for_reload_detection() {
+        let info = parse_info(INFO).unwrap();
+        assert!(info.version.starts_with("2.6"));
+        assert!(info.pid > 0);
+        assert!(info.start_time_sec.is_some());
+        assert!(!info.stopping);
+        let mut reloaded = info.clone();
+        assert!(!reloaded.reloaded_since(&info));
+        reloaded.start_time_sec = reloaded.start_time_sec.map(|start| start + 1);
+        assert!(reloaded.reloaded_since(&info));
+    }
+
+    #[test]
+    fn classifies_the_error_replies_haproxy_gives() {
+        assert_eq!(check_change_reply("\n"), Ok(()));
+        assert_eq!(
+            check_change_reply("Permission denied\n\n"),
+            Err(ReplyError::PermissionDenied)
+        );
+        assert_eq!(
+            check_change_reply("No such backend.\n\n"),
+            Err(ReplyError::NoSuchBackend)
+        );
+        assert_eq!(
+            check_change_reply("No such server.\n\n"),
+            Err(ReplyError::NoSuchServer)
+        );
+        assert_eq!(
+            classify_error("Can't find backend.\n"),
+            ReplyError::NoSuchBackend
+        );
+        assert!(matches!(
+            check_change_reply("Require 'backend/server'.\n"),
+            Err(ReplyError::Unexpected(text)) if text == "Require 'backend/server'."
+        ));
+    }
+
+    #[test]
+    fn cli_level() {
+        assert_eq!(parse_cli_level("admin\n\n"), Some(Level::Admin));
+        assert_eq!(parse_cli_level("user\n"), Some(Level::User));
+        assert_eq!(parse_cli_level("Unknown command, but maybe ..."), None);
+    }
+}
