@@ -5,10 +5,13 @@
 
 pub mod cli;
 pub mod commands;
+pub mod engine;
 pub mod exit;
 pub mod haproxy;
+pub mod health;
 pub mod plan;
 pub mod report;
+pub mod ssh;
 
 use clap::Parser;
 

@@ -227,6 +227,8 @@ pub struct Plan {
 pub struct Haproxy {
     pub name: InstanceName,
     pub socket: SocketAddress,
+    /// Deadline for one runtime-API command.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -116,10 +116,12 @@ pub struct RawHaproxy {
     /// The runtime API: an absolute unix socket path, or `tcp://HOST:PORT`.
     #[schemars(required)]
     pub socket: Option<Located<String>>,
+    /// Deadline for one runtime-API command: connect, send, read the reply. Default: 5s.
+    pub timeout: Option<Located<PlanDuration>>,
 }
 
 impl RawHaproxy {
-    pub const KEYS: &[&str] = &["name", "socket"];
+    pub const KEYS: &[&str] = &["name", "socket", "timeout"];
 }
 
 /// One server, as named in the backends.
@@ -495,6 +497,7 @@ impl DecodeItem for RawHaproxy {
                 "socket",
                 "/run/haproxy/admin.sock or tcp://HOST:PORT",
             ),
+            timeout: decoder.optional(fields, "timeout"),
         }
     }
 }

@@ -17,6 +17,7 @@ use super::raw::{
 };
 
 pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
+pub const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Polling faster than this only loads the HAProxy socket.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -194,12 +195,18 @@ impl Checker<'_> {
     }
 
     fn haproxy(&mut self, item: Located<RawHaproxy>) -> Option<Haproxy> {
-        let RawHaproxy { name, socket } = item.value;
+        let RawHaproxy {
+            name,
+            socket,
+            timeout,
+        } = item.value;
         let name = name.and_then(|name| self.name(&name, InstanceName::new));
         let socket = socket.and_then(|socket| self.socket(&socket));
+        let timeout = self.positive(timeout, DEFAULT_SOCKET_TIMEOUT);
         Some(Haproxy {
             name: name?,
             socket: socket?,
+            timeout: timeout?,
         })
     }
 

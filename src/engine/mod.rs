@@ -1,0 +1,8 @@
+//! Decisions, without I/O and without reading the clock: what pre-flight concludes from live
+//! state, and the exact sequence of steps a server goes through.
+
+pub mod preflight;
+pub mod steps;
+
+pub use preflight::{Observation, Outcome, Preflight, Target};
+pub use steps::{Step, server_steps};

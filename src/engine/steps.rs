@@ -1,0 +1,285 @@
+//! The exact sequence one server goes through, as data: `plan` prints it and `apply`
+//! follows it, so the preview cannot drift from what runs.
+//!
+//! The HAProxy state sequence, and why (docs/how-it-works.md has the long form):
+//! drain (no new traffic; checks keep running) → zero sessions → maint (checks stop, so the
+//! restart fires no "server DOWN" alert) → restart → the application's own health check
+//! passes → drain (leaves maintenance, still no new traffic; HAProxy sets its health
+//! counter to `rise`, so "up" means nothing yet) → HAProxy's checks pass until the status is
+//! exactly DRAIN, without `n/m` → ready → status exactly UP.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::haproxy::{AdminTarget, Command};
+use crate::health::health_url;
+use crate::plan::duration::HumanDuration;
+use crate::plan::{BackendName, InstanceName, OnDrainTimeout, Plan, Server, ServerName};
+use crate::ssh::{PlaceholderValues, remote_command};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Property 2, checked again at the moment of the drain.
+    CheckCapacity { server: ServerName, min_up: u32 },
+    /// One runtime-API command on one HAProxy.
+    Runtime {
+        instance: InstanceName,
+        command: String,
+        why: &'static str,
+    },
+    WaitNoSessions {
+        server: ServerName,
+        timeout: Duration,
+        on_timeout: OnDrainTimeout,
+        /// Commands run per instance when `on_timeout: force` cuts sessions off.
+        force: Vec<(InstanceName, String)>,
+    },
+    Restart {
+        host: String,
+        command: String,
+        timeout: Duration,
+    },
+    WaitHealthy {
+        url: String,
+        expect_status: u16,
+        within: Duration,
+    },
+    /// HAProxy's own checks pass after the restart: status exactly DRAIN, check OK.
+    WaitChecksPassed {
+        server: ServerName,
+        timeout: Duration,
+    },
+    /// Back in rotation: status exactly UP on every HAProxy.
+    WaitUp {
+        server: ServerName,
+        timeout: Duration,
+    },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::CheckCapacity { server, min_up } => write!(
+                formatter,
+                "check capacity: draining {server} leaves at least {min_up} other server(s) in rotation in each backend on each HAProxy"
+            ),
+            Step::Runtime {
+                instance,
+                command,
+                why,
+            } => write!(formatter, "{instance}: {command}    # {why}"),
+            Step::WaitNoSessions {
+                server,
+                timeout,
+                on_timeout,
+                force,
+            } => {
+                write!(
+                    formatter,
+                    "wait until every HAProxy reports 0 sessions on {server} (at most {}; ",
+                    HumanDuration(*timeout)
+                )?;
+                match on_timeout {
+                    OnDrainTimeout::Fail => {
+                        formatter.write_str("then: return it to traffic unrestarted and stop)")
+                    }
+                    OnDrainTimeout::Force => {
+                        let commands: Vec<String> = force
+                            .iter()
+                            .map(|(instance, command)| format!("{instance}: {command}"))
+                            .collect();
+                        write!(
+                            formatter,
+                            "then: {}, and report the sessions cut)",
+                            commands.join("; ")
+                        )
+                    }
+                }
+            }
+            Step::Restart {
+                host,
+                command,
+                timeout,
+            } => write!(
+                formatter,
+                "ssh {host}: {command}    # at most {}",
+                HumanDuration(*timeout)
+            ),
+            Step::WaitHealthy {
+                url,
+                expect_status,
+                within,
+            } => write!(
+                formatter,
+                "wait until GET {url} answers {expect_status} (at most {})",
+                HumanDuration(*within)
+            ),
+            Step::WaitChecksPassed { server, timeout } => write!(
+                formatter,
+                "wait until HAProxy's own checks pass on every HAProxy: {server} status exactly DRAIN, last check L4OK/L6OK/L7OK (at most {})",
+                HumanDuration(*timeout)
+            ),
+            Step::WaitUp { server, timeout } => write!(
+                formatter,
+                "wait until every HAProxy reports {server} exactly UP (at most {})",
+                HumanDuration(*timeout)
+            ),
+        }
+    }
+}
+
+/// Every step for one server. `values` is `None` when its address is not known (pre-flight
+/// says why); the steps then show the placeholders unfilled.
+pub fn server_steps(plan: &Plan, server: &Server, values: Option<&PlaceholderValues>) -> Vec<Step> {
+    let set = |state: AdminTarget, why: &'static str| -> Vec<Step> {
+        runtime_commands(plan, &server.name, |backend, name| {
+            Command::SetState {
+                backend,
+                server: name,
+                state,
+            }
+            .to_string()
+        })
+        .into_iter()
+        .map(|(instance, command)| Step::Runtime {
+            instance,
+            command,
+            why,
+        })
+        .collect()
+    };
+    let unknown = PlaceholderValues {
+        server: server.name.to_string(),
+        host: server
+            .host
+            .as_ref()
+            .map_or_else(|| "{host}".to_owned(), |host| host.as_str().to_owned()),
+        addr: "{addr}".to_owned(),
+        port: None,
+    };
+    let values = values.unwrap_or(&unknown);
+    let mut force = runtime_commands(plan, &server.name, |backend, name| {
+        Command::SetState {
+            backend,
+            server: name,
+            state: AdminTarget::Maint,
+        }
+        .to_string()
+    });
+    force.extend(runtime_commands(plan, &server.name, |backend, name| {
+        Command::ShutdownSessions {
+            backend,
+            server: name,
+        }
+        .to_string()
+    }));
+
+    let mut steps = vec![Step::CheckCapacity {
+        server: server.name.clone(),
+        min_up: plan.capacity.min_up,
+    }];
+    steps.extend(set(
+        AdminTarget::Drain,
+        "no new traffic; checks keep running",
+    ));
+    steps.push(Step::WaitNoSessions {
+        server: server.name.clone(),
+        timeout: plan.drain.timeout,
+        on_timeout: plan.drain.on_timeout,
+        force,
+    });
+    steps.extend(set(
+        AdminTarget::Maint,
+        "checks stop: the restart fires no DOWN alert",
+    ));
+    steps.push(Step::Restart {
+        host: values.host.clone(),
+        command: remote_command(&plan.restart.command, values, plan.restart.timeout),
+        timeout: plan.restart.timeout,
+    });
+    steps.push(Step::WaitHealthy {
+        url: health_url(server.health_url(plan), values),
+        expect_status: plan.health.expect_status,
+        within: plan.health.within,
+    });
+    steps.extend(set(
+        AdminTarget::Drain,
+        "leaves maintenance, still no new traffic",
+    ));
+    steps.push(Step::WaitChecksPassed {
+        server: server.name.clone(),
+        timeout: plan.ready.timeout,
+    });
+    steps.extend(set(AdminTarget::Ready, "back into traffic"));
+    steps.push(Step::WaitUp {
+        server: server.name.clone(),
+        timeout: plan.ready.timeout,
+    });
+    steps
+}
+
+/// One command per HAProxy instance and backend, in plan order.
+fn runtime_commands(
+    plan: &Plan,
+    server: &ServerName,
+    command: impl Fn(&BackendName, &ServerName) -> String,
+) -> Vec<(InstanceName, String)> {
+    let mut commands = Vec::with_capacity(plan.haproxy.len() * plan.backends.len());
+    for instance in &plan.haproxy {
+        for backend in &plan.backends {
+            commands.push((instance.name.clone(), command(backend, server)));
+        }
+    }
+    commands
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAN: &str = "version: 1\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n  - name: lb2\n    socket: tcp://10.0.0.3:9999\n\
+        backends: [be_web, be_api]\nservers:\n  - name: app1\nrestart:\n  command: systemctl restart {server}\n";
+
+    #[test]
+    fn every_state_change_runs_on_every_haproxy_and_backend_in_order() {
+        let plan = crate::plan::parse(PLAN).unwrap();
+        let values = PlaceholderValues {
+            server: "app1".into(),
+            host: "10.0.0.1".into(),
+            addr: "10.0.0.1".into(),
+            port: Some(8080),
+        };
+        let steps = server_steps(&plan, &plan.servers[0], Some(&values));
+        let runtime: Vec<String> = steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Runtime {
+                    instance, command, ..
+                } => Some(format!("{instance}: {command}")),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<String> = ["drain", "maint", "drain", "ready"]
+            .iter()
+            .flat_map(|state| {
+                ["lb1", "lb2"].into_iter().flat_map(move |instance| {
+                    ["be_web", "be_api"].into_iter().map(move |backend| {
+                        format!("{instance}: set server {backend}/app1 state {state}")
+                    })
+                })
+            })
+            .collect();
+        assert_eq!(runtime, expected);
+        assert!(steps.contains(&Step::Restart {
+            host: "10.0.0.1".into(),
+            command: "timeout -k 10s 120s sh -c 'systemctl restart app1'".into(),
+            timeout: Duration::from_secs(120),
+        }));
+        assert!(steps.contains(&Step::WaitHealthy {
+            url: "http://10.0.0.1:8080/health".into(),
+            expect_status: 200,
+            within: Duration::from_secs(60),
+        }));
+        assert!(matches!(steps.last(), Some(Step::WaitUp { .. })));
+    }
+}
