@@ -41,9 +41,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn commands_not_built_yet_say_so_and_exit_2() {
     for args in [
-        vec!["plan", "plans/single.yaml"],
         vec!["apply", "plans/single.yaml", "--yes"],
-        vec!["status", "plans/single.yaml"],
         vec!["abort"],
         vec!["resume", "plans/single.yaml"],
     ] {

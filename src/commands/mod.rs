@@ -1,9 +1,12 @@
 //! One file per subcommand: wiring from the command line to the parts that do the work.
 
 mod completions;
+mod live;
 mod man;
 mod pending;
+mod plan;
 mod schema;
+mod status;
 mod validate;
 
 use crate::cli::{Cli, Command};
@@ -13,9 +16,9 @@ use crate::report::Printer;
 pub fn run(cli: Cli, printer: &Printer) -> Exit {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, printer),
-        Command::Plan(_) => pending::run("plan"),
+        Command::Plan(args) => plan::run(&args, printer),
         Command::Apply(_) => pending::run("apply"),
-        Command::Status(_) => pending::run("status"),
+        Command::Status(args) => status::run(&args, printer),
         Command::Abort(_) => pending::run("abort"),
         Command::Resume(_) => pending::run("resume"),
         Command::Schema => schema::run(),

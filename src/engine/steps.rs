@@ -192,8 +192,15 @@ pub fn server_steps(plan: &Plan, server: &Server, values: Option<&PlaceholderVal
         AdminTarget::Maint,
         "checks stop: the restart fires no DOWN alert",
     ));
+    let mut target = values.host.clone();
+    if let Some(user) = &plan.ssh.user {
+        target = format!("{user}@{target}");
+    }
+    if let Some(port) = plan.ssh.port {
+        target = format!("{target} -p {port}");
+    }
     steps.push(Step::Restart {
-        host: values.host.clone(),
+        host: target,
         command: remote_command(&plan.restart.command, values, plan.restart.timeout),
         timeout: plan.restart.timeout,
     });

@@ -143,7 +143,9 @@ impl Client {
             },
             (
                 ReplyError::NoSuchBackend,
-                Command::SetState { backend, .. } | Command::ShutdownSessions { backend, .. },
+                Command::SetState { backend, .. }
+                | Command::ShutdownSessions { backend, .. }
+                | Command::SetWeight { backend, .. },
             ) => ClientError::NoSuchBackend {
                 address,
                 backend: backend.to_string(),
@@ -153,7 +155,10 @@ impl Client {
                 Command::SetState {
                     backend, server, ..
                 }
-                | Command::ShutdownSessions { backend, server },
+                | Command::ShutdownSessions { backend, server }
+                | Command::SetWeight {
+                    backend, server, ..
+                },
             ) => ClientError::NoSuchServer {
                 address,
                 backend: backend.to_string(),
@@ -253,6 +258,20 @@ impl Client {
     ) -> Result<(), ClientError> {
         self.change(&Command::ShutdownSessions { backend, server })
             .await
+    }
+
+    pub async fn set_weight(
+        &self,
+        backend: &BackendName,
+        server: &ServerName,
+        weight: u16,
+    ) -> Result<(), ClientError> {
+        self.change(&Command::SetWeight {
+            backend,
+            server,
+            weight,
+        })
+        .await
     }
 
     async fn change(&self, command: &Command<'_>) -> Result<(), ClientError> {

@@ -30,6 +30,12 @@ pub enum Command<'a> {
         backend: &'a BackendName,
         server: &'a ServerName,
     },
+    /// `set weight B/S N`: weight 0 keeps the status UP but sends no traffic.
+    SetWeight {
+        backend: &'a BackendName,
+        server: &'a ServerName,
+        weight: u16,
+    },
 }
 
 /// What `set server B/S state X` asks for.
@@ -79,6 +85,11 @@ impl fmt::Display for Command<'_> {
             Command::ShutdownSessions { backend, server } => {
                 write!(formatter, "shutdown sessions server {backend}/{server}")
             }
+            Command::SetWeight {
+                backend,
+                server,
+                weight,
+            } => write!(formatter, "set weight {backend}/{server} {weight}"),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! Commands never print directly; they hand what happened to the `Printer`, which knows the
 //! output format and whether color is wanted.
 
+pub mod live;
+
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
@@ -12,10 +14,10 @@ use serde_json::json;
 use crate::cli::{ColorChoice, GlobalArgs, OutputFormat};
 use crate::plan::{Plan, PlanErrors};
 
-const ERROR: Style = AnsiColor::Red.on_default().bold();
-const WARNING: Style = AnsiColor::Yellow.on_default().bold();
-const OK: Style = AnsiColor::Green.on_default().bold();
-const EMPHASIS: Style = Style::new().bold();
+pub(crate) const ERROR: Style = AnsiColor::Red.on_default().bold();
+pub(crate) const WARNING: Style = AnsiColor::Yellow.on_default().bold();
+pub(crate) const OK: Style = AnsiColor::Green.on_default().bold();
+pub(crate) const EMPHASIS: Style = Style::new().bold();
 const GUTTER: Style = AnsiColor::Blue.on_default().bold();
 
 pub struct Printer {
@@ -46,7 +48,7 @@ impl Printer {
         }
     }
 
-    fn paint(&self, style: Style, text: &str) -> String {
+    pub(crate) fn paint(&self, style: Style, text: &str) -> String {
         if self.color {
             format!("{}{text}{}", style.render(), style.render_reset())
         } else {
@@ -61,12 +63,32 @@ impl Printer {
         let _ = writeln!(stdout, "{value}");
     }
 
+    /// An event as one JSON line, in JSON mode only.
+    pub fn json_event(&self, event: &str, fields: &serde_json::Value) {
+        if self.format == OutputFormat::Json {
+            let mut object = serde_json::Map::new();
+            object.insert("event".to_owned(), event.into());
+            if let serde_json::Value::Object(fields) = fields {
+                object.extend(fields.clone());
+            }
+            self.json(&serde_json::Value::Object(object));
+        }
+    }
+
+    /// A line for people on stdout: the result a command was asked for.
+    pub(crate) fn out(&self, text: &str) {
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+
     /// A line for people on stderr.
-    fn line(&self, text: &str) {
+    pub(crate) fn line(&self, text: &str) {
         let _ = writeln!(std::io::stderr().lock(), "{text}");
     }
 
     pub fn error(&self, message: &str) {
+        if self.format == OutputFormat::Json {
+            return;
+        }
         self.line(&format!("{} {message}", self.paint(ERROR, "error:")));
     }
 

@@ -1,0 +1,130 @@
+//! A small HTTP application for the demo and the tests: a real process that a restart really
+//! kills and starts again. Standard library only.
+//!
+//!     demo-app [--listen 127.0.0.1:0] [--port-file PATH] [--pid-file PATH]
+//!
+//! Prints `listening on ADDRESS` once it accepts connections (and writes the port to
+//! `--port-file`). Answers:
+//!   GET /health       200 "ok"
+//!   GET /slow?ms=N    200 after N milliseconds (a long request, to test draining)
+//!   GET /fail         404 (for a health check that must fail)
+//!   GET /             200 "pid N"
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+fn main() {
+    let mut listen = "127.0.0.1:0".to_owned();
+    let mut port_file = None;
+    let mut pid_file = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{arg} needs a value")))
+        };
+        match arg.as_str() {
+            "--listen" => listen = value(),
+            "--port-file" => port_file = Some(value()),
+            "--pid-file" => pid_file = Some(value()),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    let listener = TcpListener::bind(&listen).unwrap_or_else(|error| {
+        eprintln!("demo-app: cannot listen on {listen}: {error}");
+        std::process::exit(1)
+    });
+    let address = listener.local_addr().expect("a bound address");
+    if let Some(file) = pid_file {
+        write_atomically(&file, &std::process::id().to_string());
+    }
+    if let Some(file) = port_file {
+        write_atomically(&file, &address.port().to_string());
+    }
+    println!("listening on {address}");
+    let _ = std::io::stdout().flush();
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let _ = serve(stream);
+        });
+    }
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!(
+        "demo-app: {problem}\nusage: demo-app [--listen ADDR] [--port-file PATH] [--pid-file PATH]"
+    );
+    std::process::exit(2)
+}
+
+/// Readers never see a half-written file.
+fn write_atomically(file: &str, text: &str) {
+    let partial = format!("{file}.partial");
+    std::fs::write(&partial, text).expect("write the file");
+    std::fs::rename(&partial, file).expect("move the file into place");
+}
+
+fn serve(stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut keep_alive = true;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 {
+                return Ok(());
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if header.eq_ignore_ascii_case("connection: close") {
+                keep_alive = false;
+            }
+        }
+        let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+        let (status, body) = respond(target);
+        let reason = if status == 200 { "OK" } else { "Not Found" };
+        write!(
+            writer,
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if keep_alive {
+                ""
+            } else {
+                "Connection: close\r\n"
+            }
+        )?;
+        writer.flush()?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+fn respond(target: &str) -> (u16, String) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    match path {
+        "/health" => (200, "ok\n".to_owned()),
+        "/fail" => (404, "not found\n".to_owned()),
+        "/slow" => {
+            let millis = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("ms="))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(1000);
+            std::thread::sleep(Duration::from_millis(millis));
+            (
+                200,
+                format!("slept {millis}ms in pid {}\n", std::process::id()),
+            )
+        }
+        _ => (200, format!("pid {}\n", std::process::id())),
+    }
+}

@@ -1,0 +1,28 @@
+//! `plan PLAN`: the dry run. Reads live state, runs every pre-flight check that changes
+//! nothing, and prints every command `apply` would run. It only ever sends `show` commands.
+
+use crate::cli::PlanArgs;
+use crate::engine::{self, server_steps};
+use crate::exit::Exit;
+use crate::report::Printer;
+
+pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<Exit> {
+    let plan = match super::load_plan(&args.plan, printer)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(exit),
+    };
+    let observations = super::live::runtime()?.block_on(super::live::observe(&plan));
+    let preflight = engine::preflight::preflight(&plan, &observations);
+    let steps: Vec<_> = plan
+        .servers
+        .iter()
+        .zip(&preflight.targets)
+        .map(|(server, target)| (server, server_steps(&plan, server, target.values.as_ref())))
+        .collect();
+    printer.plan_preview(&args.plan, &plan, &preflight, &steps);
+    Ok(if preflight.blocked() {
+        Exit::PreflightFailed
+    } else {
+        Exit::Success
+    })
+}

@@ -1,0 +1,338 @@
+//! A lab of real processes on 127.0.0.1: demo application servers and an `haproxy` in front
+//! of them. Every port is free when picked, every process is killed when the lab is dropped,
+//! and labs run in parallel without sharing anything.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use haproxy_rollout::haproxy::{Client, ServerView};
+use haproxy_rollout::plan::SocketAddress;
+
+/// How long a lab may take to come up before the test fails.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The demo application binary, built by `cargo test` as an example.
+pub fn demo_app_binary() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_haproxy-rollout"));
+    let app = bin.parent().unwrap().join("examples").join("demo-app");
+    assert!(
+        app.exists(),
+        "{} is missing: run `cargo build --examples` (plain `cargo test` builds it)",
+        app.display()
+    );
+    app
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Process {
+    child: Child,
+}
+
+impl Process {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One running demo application.
+pub struct App {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl App {
+    pub fn start() -> App {
+        let mut child = Command::new(demo_app_binary())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start demo-app");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read demo-app's first line");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("demo-app said {line:?}"));
+        App {
+            process: Process { child },
+            port,
+        }
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1. The caller retries on a clash.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+pub struct LabOptions {
+    pub servers: usize,
+    /// Indexes of servers marked `disabled` in the configuration.
+    pub disabled: Vec<usize>,
+    /// `rise`/`fall` of every server's check.
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            servers: 3,
+            disabled: Vec::new(),
+            rise: 2,
+            fall: 2,
+        }
+    }
+}
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub apps: Vec<App>,
+    pub haproxy: Process,
+    pub admin_socket: PathBuf,
+    pub operator_socket: PathBuf,
+    pub user_socket: PathBuf,
+    pub tcp_port: u16,
+    pub frontend_port: u16,
+}
+
+impl Lab {
+    /// Three servers `app1..app3` in backend `be_app`, all UP.
+    pub fn start() -> Lab {
+        Lab::with(LabOptions::default())
+    }
+
+    pub fn with(options: LabOptions) -> Lab {
+        let dir = tempfile::Builder::new()
+            .prefix("hr-lab")
+            .tempdir()
+            .expect("temp dir");
+        let apps: Vec<App> = (0..options.servers).map(|_| App::start()).collect();
+        let admin_socket = dir.path().join("admin.sock");
+        let operator_socket = dir.path().join("operator.sock");
+        let user_socket = dir.path().join("user.sock");
+        let mut last_error = String::new();
+        for _attempt in 0..5 {
+            let tcp_port = free_port();
+            let frontend_port = free_port();
+            let config = config(&options, &apps, dir.path(), tcp_port, frontend_port);
+            let config_file = dir.path().join("haproxy.cfg");
+            std::fs::write(&config_file, config).unwrap();
+            let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
+            let child = Command::new("haproxy")
+                .arg("-db")
+                .arg("-f")
+                .arg(&config_file)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start haproxy (is it installed? scripts/install-deps)");
+            let mut haproxy = Process { child };
+            match wait_for_socket(&mut haproxy, &admin_socket) {
+                Ok(()) => {
+                    let lab = Lab {
+                        dir,
+                        apps,
+                        haproxy,
+                        admin_socket,
+                        operator_socket,
+                        user_socket,
+                        tcp_port,
+                        frontend_port,
+                    };
+                    let expected_up = options.servers - options.disabled.len();
+                    lab.wait_until("every enabled server UP", |views| {
+                        views.iter().filter(|view| view.status == "UP").count() == expected_up
+                    });
+                    return lab;
+                }
+                Err(error) => {
+                    last_error = format!(
+                        "{error}\n{}",
+                        std::fs::read_to_string(dir.path().join("haproxy.log")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        panic!("haproxy did not start: {last_error}");
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(
+            SocketAddress::Unix(self.admin_socket.clone()),
+            Duration::from_secs(5),
+        )
+    }
+
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    pub fn views(&self) -> Vec<ServerView> {
+        Lab::runtime()
+            .block_on(self.client().servers())
+            .expect("read server views")
+    }
+
+    pub fn view(&self, server: &str) -> ServerView {
+        self.views()
+            .into_iter()
+            .find(|view| view.server == server)
+            .unwrap_or_else(|| panic!("no server {server}"))
+    }
+
+    /// Sends one command on the admin socket and returns the reply.
+    pub fn command(&self, line: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.admin_socket).unwrap();
+        stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    }
+
+    /// `show servers state` without the column that changes with time alone.
+    pub fn servers_state(&self) -> String {
+        let reply = self.command("show servers state");
+        let mut lines = reply.lines();
+        let mut out = Vec::new();
+        out.push(lines.next().unwrap_or("").to_owned());
+        let header = lines.next().unwrap_or("");
+        out.push(header.to_owned());
+        let skip = header
+            .trim_start_matches("# ")
+            .split_whitespace()
+            .position(|name| name == "srv_time_since_last_change");
+        for line in lines {
+            let fields: Vec<&str> = line
+                .split_whitespace()
+                .enumerate()
+                .filter(|(index, _)| Some(*index) != skip)
+                .map(|(_, field)| field)
+                .collect();
+            out.push(fields.join(" "));
+        }
+        out.join("\n")
+    }
+
+    /// Polls until `condition` holds on the server views; panics after 20 s.
+    pub fn wait_until(&self, what: &str, condition: impl Fn(&[ServerView]) -> bool) {
+        let start = Instant::now();
+        loop {
+            let views = self.views();
+            if condition(&views) {
+                return;
+            }
+            assert!(
+                start.elapsed() < START_DEADLINE,
+                "timed out waiting for {what}: {views:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Writes a plan for this lab and returns its path. `extra` is appended as YAML.
+    pub fn plan(&self, name: &str, servers: &[&str], extra: &str) -> PathBuf {
+        let servers: String = servers
+            .iter()
+            .map(|server| format!("  - name: {server}\n"))
+            .collect();
+        let text = format!(
+            "version: 1\nhaproxy:\n  - name: lb1\n    socket: {}\nbackends: [be_app]\nservers:\n{servers}\
+             restart:\n  command: /bin/true\n{extra}",
+            self.admin_socket.display()
+        );
+        let file = self.dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+}
+
+fn config(
+    options: &LabOptions,
+    apps: &[App],
+    dir: &Path,
+    tcp_port: u16,
+    frontend_port: u16,
+) -> String {
+    let mut servers = String::new();
+    for (index, app) in apps.iter().enumerate() {
+        let disabled = if options.disabled.contains(&index) {
+            " disabled"
+        } else {
+            ""
+        };
+        servers.push_str(&format!(
+            "    server app{} 127.0.0.1:{} check inter 200ms rise {} fall {}{disabled}\n",
+            index + 1,
+            app.port,
+            options.rise,
+            options.fall
+        ));
+    }
+    format!(
+        "global
+    stats socket {dir}/admin.sock level admin
+    stats socket {dir}/operator.sock level operator
+    stats socket {dir}/user.sock level user
+    stats socket ipv4@127.0.0.1:{tcp_port} level admin
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind 127.0.0.1:{frontend_port}
+    default_backend be_app
+backend be_app
+    option httpchk GET /health
+    http-check expect status 200
+{servers}",
+        dir = dir.display()
+    )
+}
+
+fn wait_for_socket(haproxy: &mut Process, socket: &Path) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = haproxy.child.try_wait() {
+            return Err(format!("haproxy exited: {status}"));
+        }
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Ok(());
+        }
+        if start.elapsed() > START_DEADLINE {
+            return Err("the admin socket never appeared".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
