@@ -69,8 +69,26 @@ pub fn preflight(plan: &Plan, observations: &[Observation]) -> Preflight {
         let target = target(plan, server, observations, &mut result);
         result.targets.push(target);
     }
+    // Who is in rotation per HAProxy and backend, read once for every server's check.
+    let in_rotation: Vec<Vec<Vec<&str>>> = observations
+        .iter()
+        .map(|observation| match &observation.state {
+            Ok(snapshot) => plan
+                .backends
+                .iter()
+                .map(|backend| {
+                    snapshot
+                        .backend(backend.as_str())
+                        .filter(|view| view.in_rotation())
+                        .map(|view| view.server.as_str())
+                        .collect()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        })
+        .collect();
     for server in &plan.servers {
-        check_capacity(plan, server, observations, &mut result);
+        check_capacity(plan, server, observations, &in_rotation, &mut result);
     }
     result
 }
@@ -243,49 +261,51 @@ fn check_capacity(
     plan: &Plan,
     server: &Server,
     observations: &[Observation],
+    in_rotation: &[Vec<Vec<&str>>],
     result: &mut Preflight,
 ) {
     let min_up = plan.capacity.min_up as usize;
-    for observation in observations {
+    for (observation, per_backend) in observations.iter().zip(in_rotation) {
         let Ok(snapshot) = &observation.state else {
             continue;
         };
         let instance = &observation.instance.name;
-        for backend in &plan.backends {
+        for (backend, in_rotation) in plan.backends.iter().zip(per_backend) {
             if snapshot
                 .server(backend.as_str(), server.name.as_str())
                 .is_none()
             {
                 continue;
             }
-            let others: Vec<&str> = snapshot
-                .backend(backend.as_str())
-                .filter(|view| view.server != server.name.as_str() && view.in_rotation())
-                .map(|view| view.server.as_str())
-                .collect();
-            let listed = if others.is_empty() {
+            let others = in_rotation
+                .iter()
+                .filter(|name| **name != server.name.as_str());
+            let count = others.clone().count();
+            // Long lists help nobody: name a few.
+            let mut listed: Vec<&str> = others.take(5).copied().collect();
+            if count > listed.len() {
+                listed.push("...");
+            }
+            let listed = if listed.is_empty() {
                 "none".to_owned()
             } else {
-                others.join(", ")
+                listed.join(", ")
             };
-            if others.len() >= min_up {
+            let plural = if count == 1 { "" } else { "s" };
+            if count >= min_up {
                 result.push(
                     Outcome::Pass,
                     format!(
-                        "capacity: draining {} leaves {backend} on {instance} with {} other server{} in rotation ({listed}); min_up {min_up}",
-                        server.name,
-                        others.len(),
-                        if others.len() == 1 { "" } else { "s" },
+                        "capacity: draining {} leaves {backend} on {instance} with {count} other server{plural} in rotation ({listed}); min_up {min_up}",
+                        server.name
                     ),
                 );
             } else {
                 result.push(
                     Outcome::Blocked,
                     format!(
-                        "capacity: {backend} on {instance} has {} other server{} in rotation besides {} ({listed}); min_up {min_up}",
-                        others.len(),
-                        if others.len() == 1 { "" } else { "s" },
-                        server.name,
+                        "capacity: {backend} on {instance} has {count} other server{plural} in rotation besides {} ({listed}); min_up {min_up}",
+                        server.name
                     ),
                 );
             }

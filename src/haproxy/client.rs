@@ -224,11 +224,11 @@ impl Client {
             self.show_stat(),
             self.servers_state()
         )?;
-        Ok(Snapshot {
+        Ok(Snapshot::new(
             info,
             level,
-            servers: ServerView::combine(&stats, &states),
-        })
+            ServerView::combine(&stats, &states),
+        ))
     }
 
     /// The server views of every server (two commands, whatever the number of servers).

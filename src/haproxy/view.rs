@@ -1,6 +1,8 @@
 //! One server as one HAProxy sees it, combined from `show stat` and `show servers state`,
 //! and a whole instance's state read at one moment.
 
+use std::collections::HashMap;
+
 use super::proto::{AdminState, Info, Level, OpState, ServerStateRow, StatRow};
 
 /// A server in one backend of one HAProxy instance.
@@ -109,13 +111,29 @@ pub struct Snapshot {
     /// `None`: this HAProxy cannot say (`show cli level` is 2.2 and later).
     pub level: Option<Level>,
     pub servers: Vec<ServerView>,
+    /// (backend, server) → index in `servers`, so lookups stay fast with thousands of servers.
+    index: HashMap<(String, String), usize>,
 }
 
 impl Snapshot {
-    pub fn server(&self, backend: &str, server: &str) -> Option<&ServerView> {
-        self.servers
+    pub fn new(info: Info, level: Option<Level>, servers: Vec<ServerView>) -> Self {
+        let index = servers
             .iter()
-            .find(|view| view.backend == backend && view.server == server)
+            .enumerate()
+            .map(|(position, view)| ((view.backend.clone(), view.server.clone()), position))
+            .collect();
+        Snapshot {
+            info,
+            level,
+            servers,
+            index,
+        }
+    }
+
+    pub fn server(&self, backend: &str, server: &str) -> Option<&ServerView> {
+        self.index
+            .get(&(backend.to_owned(), server.to_owned()))
+            .map(|position| &self.servers[*position])
     }
 
     pub fn backend(&self, backend: &str) -> impl Iterator<Item = &ServerView> {
