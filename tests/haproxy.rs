@@ -338,6 +338,21 @@ fn plan_previews_every_command_and_changes_nothing() {
         order.windows(2).all(|pair| pair[0] < pair[1]),
         "servers in plan order"
     );
+
+    let outcome = rollout(["--output", "json", "plan", path(&plan)])
+        .run()
+        .code(0);
+    let event: serde_json::Value = serde_json::from_str(outcome.stdout.trim()).unwrap();
+    assert_eq!(event["event"], "plan");
+    assert_eq!(event["would_run"], true);
+    let servers = event["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3);
+    assert_eq!(servers[0]["server"], "app1");
+    assert_eq!(
+        servers[0]["steps"][1],
+        "lb1: set server be_app/app1 state drain    # no new traffic; checks keep running"
+    );
+    assert_eq!(lab.servers_state(), before);
 }
 
 #[test]
