@@ -19,6 +19,44 @@ pub fn health_url(template: &Template, values: &PlaceholderValues) -> String {
     )
 }
 
+/// Asks a health URL once, within the plan's per-request timeout.
+pub struct HealthChecker {
+    client: reqwest::Client,
+    expect_status: u16,
+}
+
+impl HealthChecker {
+    pub fn new(timeout: std::time::Duration, expect_status: u16) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            // One connection per probe: a kept-alive connection could reach the old process.
+            .pool_max_idle_per_host(0)
+            .build()?;
+        Ok(HealthChecker {
+            client,
+            expect_status,
+        })
+    }
+
+    /// `Ok` when the URL answered the expected status; otherwise what it did instead.
+    pub async fn probe(&self, url: &str) -> Result<(), String> {
+        match self.client.get(url).send().await {
+            Ok(response) if response.status().as_u16() == self.expect_status => Ok(()),
+            Ok(response) => Err(format!(
+                "GET {url} answered {}, expected {}",
+                response.status().as_u16(),
+                self.expect_status
+            )),
+            Err(error) => Err(format!(
+                "GET {url}: {}",
+                crate::commands::error_chain(&error)
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

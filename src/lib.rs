@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod driver;
 pub mod engine;
 pub mod exit;
 pub mod haproxy;
@@ -19,11 +20,14 @@ use clap::Parser;
 pub fn run() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let printer = report::Printer::new(&cli.global);
-    init_tracing(&cli.global, printer.color);
+    init_tracing(&cli.global, &printer);
     commands::run(cli, &printer).into()
 }
 
-fn init_tracing(global: &cli::GlobalArgs, color: bool) {
+fn init_tracing(global: &cli::GlobalArgs, printer: &report::Printer) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let level = match (global.verbose, global.quiet) {
         (0, 0) => "info",
         (1, _) => "debug",
@@ -33,10 +37,24 @@ fn init_tracing(global: &cli::GlobalArgs, color: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("haproxy_rollout={level}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(color)
-        .with_target(false)
-        .init();
+    let registry = tracing_subscriber::registry().with(filter);
+    if printer.progress_bars() {
+        // Log lines go through the progress bars' writer, so they never tear them.
+        let bars = tracing_indicatif::IndicatifLayer::new();
+        let log = tracing_subscriber::fmt::layer()
+            .with_writer(bars.get_stderr_writer())
+            .with_ansi(printer.color)
+            .with_target(false);
+        let bars = tracing_subscriber::Layer::with_filter(
+            bars,
+            tracing_indicatif::filter::IndicatifFilter::new(false),
+        );
+        registry.with(log).with(bars).init();
+    } else {
+        let log = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(printer.color)
+            .with_target(false);
+        registry.with(log).init();
+    }
 }

@@ -56,6 +56,176 @@ pub fn remote_command(command: &Template, values: &PlaceholderValues, timeout: D
     )
 }
 
+/// What went wrong on the SSH side; each variant carries what an operator needs.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot open an SSH connection to {host}: {detail}")]
+    Connect { host: String, detail: String },
+    #[error("`{command}` on {host} exited with status {status}{}", output_tail(.stderr, .stdout))]
+    Exit {
+        host: String,
+        command: String,
+        status: i32,
+        stdout: String,
+        stderr: String,
+    },
+    #[error("`{command}` on {host} did not finish within {}s (the remote `timeout` stops it)", .timeout.as_secs())]
+    Timeout {
+        host: String,
+        command: String,
+        timeout: Duration,
+    },
+    #[error("running `{command}` on {host} failed: {detail}; its outcome is unknown")]
+    Lost {
+        host: String,
+        command: String,
+        detail: String,
+    },
+}
+
+/// The last lines of what a failed command printed, for the report.
+fn output_tail(stderr: &str, stdout: &str) -> String {
+    let text = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = &lines[lines.len().saturating_sub(5)..];
+    format!("; it printed:\n    {}", tail.join("\n    "))
+}
+
+/// One multiplexed SSH connection per host, opened up front (pre-flight) and reused for
+/// every command. Host keys are checked strictly unless the plan says `accept-new`.
+pub struct SshPool {
+    sessions: std::collections::HashMap<String, openssh::Session>,
+    /// Holds the control sockets; a short path, since unix socket paths are limited.
+    _control_directory: tempfile::TempDir,
+}
+
+impl SshPool {
+    /// Connects to every host; fails on the first host that cannot be reached or whose key
+    /// does not verify, naming it.
+    pub async fn connect(ssh: &crate::plan::Ssh, hosts: &[String]) -> Result<SshPool, SshError> {
+        let control_directory = tempfile::Builder::new()
+            .prefix("hr-ssh")
+            .tempdir_in("/tmp")
+            .map_err(|error| SshError::Connect {
+                host: hosts.first().cloned().unwrap_or_default(),
+                detail: format!("cannot create a control directory: {error}"),
+            })?;
+        let mut builder = openssh::SessionBuilder::default();
+        builder
+            .known_hosts_check(match ssh.known_hosts {
+                crate::plan::KnownHosts::Strict => openssh::KnownHosts::Strict,
+                crate::plan::KnownHosts::AcceptNew => openssh::KnownHosts::Add,
+            })
+            .control_directory(control_directory.path())
+            // A crash must not leave a master running forever.
+            .control_persist(openssh::ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(60).expect("60 is not zero"),
+            ))
+            .connect_timeout(ssh.connect_timeout)
+            .server_alive_interval(Duration::from_secs(15));
+        if let Some(user) = &ssh.user {
+            builder.user(user.clone());
+        }
+        if let Some(port) = ssh.port {
+            builder.port(port);
+        }
+        if let Some(file) = &ssh.identity_file {
+            builder.keyfile(expand_home(file));
+        }
+        if let Some(file) = &ssh.known_hosts_file {
+            builder.user_known_hosts_file(expand_home(file));
+        }
+        if let Some(file) = &ssh.config_file {
+            builder.config_file(expand_home(file));
+        }
+        let mut sessions = std::collections::HashMap::new();
+        for host in hosts {
+            if sessions.contains_key(host) {
+                continue;
+            }
+            let session = builder
+                .connect_mux(host)
+                .await
+                .map_err(|error| SshError::Connect {
+                    host: host.clone(),
+                    detail: crate::commands::error_chain(&error),
+                })?;
+            sessions.insert(host.clone(), session);
+        }
+        Ok(SshPool {
+            sessions,
+            _control_directory: control_directory,
+        })
+    }
+
+    /// Runs `command` (already quoted and wrapped in the remote `timeout`) on `host`, with
+    /// output captured, within `deadline` locally.
+    pub async fn run(
+        &self,
+        host: &str,
+        command: &str,
+        deadline: Duration,
+    ) -> Result<String, SshError> {
+        let lost = |detail: String| SshError::Lost {
+            host: host.to_owned(),
+            command: command.to_owned(),
+            detail,
+        };
+        let session = self
+            .sessions
+            .get(host)
+            .ok_or_else(|| lost("no connection was opened to this host".to_owned()))?;
+        let output = tokio::time::timeout(deadline, session.raw_command(command).output())
+            .await
+            .map_err(|_| SshError::Timeout {
+                host: host.to_owned(),
+                command: command.to_owned(),
+                timeout: deadline,
+            })?
+            .map_err(|error| lost(crate::commands::error_chain(&error)))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        match output.status.code() {
+            Some(0) => Ok(stdout),
+            // coreutils `timeout` exits 124 when it had to stop the command.
+            Some(124) => Err(SshError::Timeout {
+                host: host.to_owned(),
+                command: command.to_owned(),
+                timeout: deadline.saturating_sub(KILL_AFTER),
+            }),
+            Some(status) => Err(SshError::Exit {
+                host: host.to_owned(),
+                command: command.to_owned(),
+                status,
+                stdout,
+                stderr,
+            }),
+            None => Err(lost("the remote command was killed by a signal".to_owned())),
+        }
+    }
+
+    pub async fn close(self) {
+        for (_, session) in self.sessions {
+            let _ = session.close().await;
+        }
+    }
+}
+
+/// `~/x` → `$HOME/x`; ssh expands `~` itself only in some places.
+pub fn expand_home(path: &std::path::Path) -> std::path::PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => std::path::PathBuf::from(home).join(rest),
+        _ => path.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

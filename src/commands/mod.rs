@@ -1,5 +1,6 @@
 //! One file per subcommand: wiring from the command line to the parts that do the work.
 
+mod apply;
 mod completions;
 mod live;
 mod man;
@@ -9,6 +10,8 @@ mod schema;
 mod status;
 mod validate;
 
+pub use live::error_chain;
+
 use crate::cli::{Cli, Command};
 use crate::exit::Exit;
 use crate::report::Printer;
@@ -17,7 +20,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Exit {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, printer),
         Command::Plan(args) => plan::run(&args, printer),
-        Command::Apply(_) => pending::run("apply"),
+        Command::Apply(args) => apply::run(&args, printer),
         Command::Status(args) => status::run(&args, printer),
         Command::Abort(_) => pending::run("abort"),
         Command::Resume(_) => pending::run("resume"),

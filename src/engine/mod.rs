@@ -2,6 +2,7 @@
 //! state, and the exact sequence of steps a server goes through.
 
 pub mod preflight;
+pub mod rollout;
 pub mod steps;
 
 pub use preflight::{Observation, Outcome, Preflight, Target};

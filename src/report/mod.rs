@@ -4,6 +4,7 @@
 //! output format and whether color is wanted.
 
 pub mod live;
+pub mod rollout;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -25,6 +26,8 @@ pub struct Printer {
     pub color: bool,
     /// 0 normal, 1 warnings and errors, 2 errors only.
     pub quiet: u8,
+    /// stderr is a terminal.
+    pub terminal: bool,
 }
 
 /// Whether to color stderr: `--color` first, then NO_COLOR, then whether it is a terminal.
@@ -45,7 +48,13 @@ impl Printer {
             format: global.output,
             color: use_color(global.color),
             quiet: global.quiet,
+            terminal: std::io::stderr().is_terminal(),
         }
+    }
+
+    /// Progress bars only for people watching a terminal.
+    pub fn progress_bars(&self) -> bool {
+        self.terminal && self.format == OutputFormat::Human && self.quiet == 0
     }
 
     pub(crate) fn paint(&self, style: Style, text: &str) -> String {

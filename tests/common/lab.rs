@@ -32,6 +32,14 @@ pub struct Process {
 }
 
 impl Process {
+    pub fn new(child: Child) -> Self {
+        Process { child }
+    }
+
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -91,6 +99,8 @@ pub fn free_port() -> u16 {
 
 pub struct LabOptions {
     pub servers: usize,
+    /// The path of HAProxy's own health check.
+    pub check_path: &'static str,
     /// Indexes of servers marked `disabled` in the configuration.
     pub disabled: Vec<usize>,
     /// `rise`/`fall` of every server's check.
@@ -102,6 +112,7 @@ impl Default for LabOptions {
     fn default() -> Self {
         LabOptions {
             servers: 3,
+            check_path: "/health",
             disabled: Vec::new(),
             rise: 2,
             fall: 2,
@@ -132,6 +143,17 @@ impl Lab {
             .tempdir()
             .expect("temp dir");
         let apps: Vec<App> = (0..options.servers).map(|_| App::start()).collect();
+        let ports: Vec<u16> = apps.iter().map(|app| app.port).collect();
+        Lab::around(dir, apps, &ports, options)
+    }
+
+    /// Starts haproxy in `dir` in front of servers listening on `ports`.
+    pub fn around(
+        dir: tempfile::TempDir,
+        apps: Vec<App>,
+        ports: &[u16],
+        options: LabOptions,
+    ) -> Lab {
         let admin_socket = dir.path().join("admin.sock");
         let operator_socket = dir.path().join("operator.sock");
         let user_socket = dir.path().join("user.sock");
@@ -139,7 +161,7 @@ impl Lab {
         for _attempt in 0..5 {
             let tcp_port = free_port();
             let frontend_port = free_port();
-            let config = config(&options, &apps, dir.path(), tcp_port, frontend_port);
+            let config = config(&options, ports, dir.path(), tcp_port, frontend_port);
             let config_file = dir.path().join("haproxy.cfg");
             std::fs::write(&config_file, config).unwrap();
             let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
@@ -279,13 +301,13 @@ impl Lab {
 
 fn config(
     options: &LabOptions,
-    apps: &[App],
+    ports: &[u16],
     dir: &Path,
     tcp_port: u16,
     frontend_port: u16,
 ) -> String {
     let mut servers = String::new();
-    for (index, app) in apps.iter().enumerate() {
+    for (index, port) in ports.iter().enumerate() {
         let disabled = if options.disabled.contains(&index) {
             " disabled"
         } else {
@@ -294,7 +316,7 @@ fn config(
         servers.push_str(&format!(
             "    server app{} 127.0.0.1:{} check inter 200ms rise {} fall {}{disabled}\n",
             index + 1,
-            app.port,
+            port,
             options.rise,
             options.fall
         ));
@@ -314,10 +336,11 @@ frontend fe
     bind 127.0.0.1:{frontend_port}
     default_backend be_app
 backend be_app
-    option httpchk GET /health
+    option httpchk GET {check_path}
     http-check expect status 200
 {servers}",
-        dir = dir.display()
+        dir = dir.display(),
+        check_path = options.check_path
     )
 }
 

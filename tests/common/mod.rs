@@ -6,6 +6,8 @@
 )]
 
 pub mod lab;
+pub mod rollout_lab;
+pub mod sshd;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

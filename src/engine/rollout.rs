@@ -1,0 +1,900 @@
+//! The rollout state machine: takes observations (server views, command results, restart
+//! and health outcomes, the time) and returns what to do next. No I/O, no clock reads.
+//!
+//! One server at a time, in plan order, through the sequence of `steps.rs`. The driver runs
+//! exactly one effect at a time and feeds its result back as the next event.
+
+use std::time::{Duration, Instant};
+
+use crate::haproxy::{AdminTarget, ServerView};
+use crate::plan::{BackendName, OnDrainTimeout, Plan, ServerName};
+
+/// What the driver reports back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Start,
+    /// Server views of every HAProxy, in plan order; an unreadable one carries its error.
+    Polled(Vec<Result<Vec<ServerView>, String>>),
+    /// The result of a state change or session shutdown on every HAProxy and backend.
+    Changed(Result<(), String>),
+    Restarted(Result<(), String>),
+    Probed(Result<(), String>),
+    /// One poll interval passed.
+    Waited,
+    /// The operator asked to stop (signal): stop at the next safe point.
+    Interrupted,
+}
+
+/// Something the driver must do, then report back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Read server views from every HAProxy.
+    Poll,
+    /// `set server B/S state X` on every HAProxy and every backend.
+    SetState(ServerName, AdminTarget),
+    /// `shutdown sessions server B/S` on every HAProxy and backend.
+    ShutdownSessions(ServerName),
+    /// Run the restart command of the server at this plan index.
+    Restart(usize),
+    /// Ask the health URL of the server at this plan index once.
+    Probe(usize),
+    /// Wait one poll interval.
+    Wait,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Run(Effect),
+    Report(Report),
+    Finish(Finish),
+}
+
+/// The phases a server goes through, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    CheckingCapacity,
+    Draining,
+    WaitingForSessions,
+    Restarting,
+    WaitingForHealth,
+    WaitingForChecks,
+    ReturningToTraffic,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::CheckingCapacity => "checking capacity",
+            Stage::Draining => "draining",
+            Stage::WaitingForSessions => "waiting for 0 sessions",
+            Stage::Restarting => "restarting",
+            Stage::WaitingForHealth => "waiting for its health endpoint",
+            Stage::WaitingForChecks => "waiting for HAProxy's checks",
+            Stage::ReturningToTraffic => "returning to traffic",
+        }
+    }
+}
+
+/// Where a server stands at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// Never touched by this rollout.
+    Untouched,
+    /// Restarted and back in traffic, UP on every HAProxy.
+    Done,
+    /// Drained, then returned to traffic without a restart.
+    ReturnedUnrestarted,
+    /// Out of rotation (maintenance) on every HAProxy.
+    OutOfRotation,
+    /// The rollout could not confirm its state (a command failed); see the reason.
+    Unknown,
+}
+
+/// How long each phase took for one server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    pub draining: Option<Duration>,
+    pub restarting: Option<Duration>,
+    pub health: Option<Duration>,
+    pub haproxy: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerResult {
+    pub server: ServerName,
+    pub state: ServerState,
+    /// Runtime-API commands that put it back into traffic, when it is out.
+    pub restore: Vec<String>,
+    pub timings: Timings,
+    pub sessions_cut: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    Stage {
+        server: ServerName,
+        stage: Stage,
+    },
+    SessionsLeft {
+        server: ServerName,
+        sessions: u64,
+    },
+    SessionsCut {
+        server: ServerName,
+        sessions: u64,
+    },
+    /// A poll could not read one HAProxy; polling goes on until the step's deadline.
+    PollFailed {
+        error: String,
+    },
+    ServerDone {
+        server: ServerName,
+        timings: Timings,
+    },
+    ServerFailed {
+        server: ServerName,
+        stage: Stage,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    pub outcome: Outcome,
+    /// What went wrong, for a failed or interrupted rollout.
+    pub reason: Option<String>,
+    pub servers: Vec<ServerResult>,
+}
+
+/// The settings the engine decides with, taken from the plan.
+#[derive(Debug, Clone)]
+struct Settings {
+    servers: Vec<ServerName>,
+    backends: Vec<BackendName>,
+    min_up: usize,
+    drain_timeout: Duration,
+    on_drain_timeout: OnDrainTimeout,
+    health_within: Duration,
+    ready_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Capacity,
+    Draining,
+    Sessions {
+        deadline: Instant,
+    },
+    ForcingMaint {
+        sessions: u64,
+    },
+    ForcingShutdown {
+        sessions: u64,
+    },
+    EnteringMaint,
+    Restarting,
+    Probing {
+        deadline: Instant,
+        last_error: Option<String>,
+    },
+    LeavingMaint,
+    Checks {
+        deadline: Instant,
+    },
+    Returning,
+    Up {
+        deadline: Instant,
+    },
+    /// A corrective change after a failure; then the rollout finishes.
+    Restoring {
+        target: AdminTarget,
+        outcome: Outcome,
+        stage: Stage,
+        reason: String,
+    },
+    Finished,
+}
+
+pub struct Rollout {
+    settings: Settings,
+    results: Vec<ServerResult>,
+    current: usize,
+    phase: Phase,
+    /// When the current server's phases started.
+    started: Option<Instant>,
+    drained: Option<Instant>,
+    restarted: Option<Instant>,
+    healthy: Option<Instant>,
+    last_sessions: Option<u64>,
+    interrupted: bool,
+}
+
+impl Rollout {
+    pub fn new(plan: &Plan) -> Self {
+        let settings = Settings {
+            servers: plan
+                .servers
+                .iter()
+                .map(|server| server.name.clone())
+                .collect(),
+            backends: plan.backends.clone(),
+            min_up: plan.capacity.min_up as usize,
+            drain_timeout: plan.drain.timeout,
+            on_drain_timeout: plan.drain.on_timeout,
+            health_within: plan.health.within,
+            ready_timeout: plan.ready.timeout,
+        };
+        let results = settings
+            .servers
+            .iter()
+            .map(|server| ServerResult {
+                server: server.clone(),
+                state: ServerState::Untouched,
+                restore: Vec::new(),
+                timings: Timings::default(),
+                sessions_cut: None,
+            })
+            .collect();
+        Rollout {
+            settings,
+            results,
+            current: 0,
+            phase: Phase::Idle,
+            started: None,
+            drained: None,
+            restarted: None,
+            healthy: None,
+            last_sessions: None,
+            interrupted: false,
+        }
+    }
+
+    fn server(&self) -> ServerName {
+        self.settings.servers[self.current].clone()
+    }
+
+    fn run(effect: Effect) -> Vec<Action> {
+        vec![Action::Run(effect)]
+    }
+
+    fn stage(&self, stage: Stage) -> Action {
+        Action::Report(Report::Stage {
+            server: self.server(),
+            stage,
+        })
+    }
+
+    /// Takes one event and returns what to do next.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        if event == Event::Interrupted {
+            return self.interrupt();
+        }
+        let phase = std::mem::replace(&mut self.phase, Phase::Idle);
+        match (phase, event) {
+            (Phase::Idle, Event::Start) => self.begin_server(now),
+            (Phase::Capacity, Event::Polled(views)) => self.after_capacity_poll(&views, now),
+            (Phase::Draining, Event::Changed(result)) => match result {
+                Ok(()) => {
+                    self.results[self.current].state = ServerState::Unknown;
+                    self.results[self.current].restore = self.restore_commands();
+                    self.phase = Phase::Sessions {
+                        deadline: now + self.settings.drain_timeout,
+                    };
+                    let mut actions = vec![self.stage(Stage::WaitingForSessions)];
+                    actions.extend(Self::run(Effect::Poll));
+                    actions
+                }
+                // Part of the drain may have landed: put the server back everywhere.
+                Err(error) => self.restore(
+                    AdminTarget::Ready,
+                    Outcome::Failed,
+                    Stage::Draining,
+                    format!("drain failed: {error}"),
+                ),
+            },
+            (Phase::Sessions { deadline }, Event::Polled(views)) => {
+                self.after_sessions_poll(&views, deadline, now)
+            }
+            (Phase::Sessions { deadline }, Event::Waited) => {
+                self.phase = Phase::Sessions { deadline };
+                Self::run(Effect::Poll)
+            }
+            (Phase::ForcingMaint { sessions }, Event::Changed(result)) => match result {
+                Ok(()) => {
+                    self.phase = Phase::ForcingShutdown { sessions };
+                    Self::run(Effect::ShutdownSessions(self.server()))
+                }
+                Err(error) => self.fail_out_of_rotation(
+                    Stage::WaitingForSessions,
+                    format!("maintenance failed: {error}"),
+                ),
+            },
+            (Phase::ForcingShutdown { sessions }, Event::Changed(result)) => match result {
+                Ok(()) => {
+                    self.results[self.current].sessions_cut = Some(sessions);
+                    let mut actions = vec![Action::Report(Report::SessionsCut {
+                        server: self.server(),
+                        sessions,
+                    })];
+                    actions.extend(self.start_restart(now));
+                    actions
+                }
+                Err(error) => self.fail_out_of_rotation(
+                    Stage::WaitingForSessions,
+                    format!("shutting sessions down failed: {error}"),
+                ),
+            },
+            (Phase::EnteringMaint, Event::Changed(result)) => match result {
+                Ok(()) => self.start_restart(now),
+                Err(error) => self.fail_out_of_rotation(
+                    Stage::Restarting,
+                    format!("maintenance failed: {error}"),
+                ),
+            },
+            (Phase::Restarting, Event::Restarted(result)) => match result {
+                Ok(()) => {
+                    self.restarted = Some(now);
+                    self.results[self.current].timings.restarting = self
+                        .drained
+                        .map(|drained| now.saturating_duration_since(drained));
+                    self.phase = Phase::Probing {
+                        deadline: now + self.settings.health_within,
+                        last_error: None,
+                    };
+                    let mut actions = vec![self.stage(Stage::WaitingForHealth)];
+                    actions.extend(Self::run(Effect::Probe(self.current)));
+                    actions
+                }
+                Err(error) => self.fail(Stage::Restarting, format!("the restart failed: {error}")),
+            },
+            (Phase::Probing { deadline, .. }, Event::Probed(Ok(()))) => {
+                let _ = deadline;
+                self.healthy = Some(now);
+                self.results[self.current].timings.health = self
+                    .restarted
+                    .map(|restarted| now.saturating_duration_since(restarted));
+                if self.interrupted {
+                    return self.finish_interrupted_out_of_rotation();
+                }
+                self.phase = Phase::LeavingMaint;
+                let mut actions = vec![self.stage(Stage::WaitingForChecks)];
+                actions.extend(Self::run(Effect::SetState(
+                    self.server(),
+                    AdminTarget::Drain,
+                )));
+                actions
+            }
+            (Phase::Probing { deadline, .. }, Event::Probed(Err(error))) => {
+                if now >= deadline {
+                    return self.fail(
+                        Stage::WaitingForHealth,
+                        format!(
+                            "its health endpoint did not answer as expected within {}s: {error}",
+                            self.settings.health_within.as_secs()
+                        ),
+                    );
+                }
+                self.phase = Phase::Probing {
+                    deadline,
+                    last_error: Some(error),
+                };
+                Self::run(Effect::Wait)
+            }
+            (
+                Phase::Probing {
+                    deadline,
+                    last_error,
+                },
+                Event::Waited,
+            ) => {
+                self.phase = Phase::Probing {
+                    deadline,
+                    last_error,
+                };
+                Self::run(Effect::Probe(self.current))
+            }
+            (Phase::LeavingMaint, Event::Changed(result)) => match result {
+                Ok(()) => {
+                    self.phase = Phase::Checks {
+                        deadline: now + self.settings.ready_timeout,
+                    };
+                    Self::run(Effect::Poll)
+                }
+                Err(error) => self.fail_out_of_rotation(
+                    Stage::WaitingForChecks,
+                    format!("leaving maintenance failed: {error}"),
+                ),
+            },
+            (Phase::Checks { deadline }, Event::Polled(views)) => {
+                self.after_checks_poll(&views, deadline, now)
+            }
+            (Phase::Checks { deadline }, Event::Waited) => {
+                self.phase = Phase::Checks { deadline };
+                Self::run(Effect::Poll)
+            }
+            (Phase::Returning, Event::Changed(result)) => match result {
+                Ok(()) => {
+                    self.phase = Phase::Up {
+                        deadline: now + self.settings.ready_timeout,
+                    };
+                    Self::run(Effect::Poll)
+                }
+                Err(error) => self.fail_out_of_rotation(
+                    Stage::ReturningToTraffic,
+                    format!("returning to traffic failed: {error}"),
+                ),
+            },
+            (Phase::Up { deadline }, Event::Polled(views)) => {
+                self.after_up_poll(&views, deadline, now)
+            }
+            (Phase::Up { deadline }, Event::Waited) => {
+                self.phase = Phase::Up { deadline };
+                Self::run(Effect::Poll)
+            }
+            (
+                Phase::Restoring {
+                    target,
+                    outcome,
+                    stage,
+                    reason,
+                },
+                Event::Changed(result),
+            ) => {
+                let result_state = match (target, &result) {
+                    (AdminTarget::Ready, Ok(())) => ServerState::ReturnedUnrestarted,
+                    (AdminTarget::Maint, Ok(())) => ServerState::OutOfRotation,
+                    (_, _) => ServerState::Unknown,
+                };
+                let entry = &mut self.results[self.current];
+                entry.state = result_state;
+                if result_state == ServerState::ReturnedUnrestarted {
+                    entry.restore.clear();
+                }
+                let reason = match result {
+                    Ok(()) => reason,
+                    Err(error) => format!(
+                        "{reason}; then putting it {} failed too: {error}",
+                        target.as_str()
+                    ),
+                };
+                let mut actions = vec![Action::Report(Report::ServerFailed {
+                    server: self.server(),
+                    stage,
+                    reason: reason.clone(),
+                })];
+                actions.push(self.finish(outcome, Some(reason)));
+                actions
+            }
+            (phase, event) => {
+                // An event the current phase does not expect is a driver bug; stop safely
+                // rather than guess.
+                let reason = format!("internal error: {event:?} in {phase:?}");
+                self.phase = phase;
+                self.fail_out_of_rotation(Stage::CheckingCapacity, reason)
+            }
+        }
+    }
+
+    fn begin_server(&mut self, now: Instant) -> Vec<Action> {
+        if self.current >= self.settings.servers.len() {
+            return vec![self.finish(Outcome::Success, None)];
+        }
+        if self.interrupted {
+            return vec![self.finish(
+                Outcome::Interrupted,
+                Some("interrupted between servers".to_owned()),
+            )];
+        }
+        self.started = Some(now);
+        self.drained = None;
+        self.restarted = None;
+        self.healthy = None;
+        self.last_sessions = None;
+        self.phase = Phase::Capacity;
+        let mut actions = vec![self.stage(Stage::CheckingCapacity)];
+        actions.extend(Self::run(Effect::Poll));
+        actions
+    }
+
+    /// Property 2, at the moment of the drain.
+    fn after_capacity_poll(
+        &mut self,
+        views: &[Result<Vec<ServerView>, String>],
+        now: Instant,
+    ) -> Vec<Action> {
+        let server = self.server();
+        for (instance, result) in views.iter().enumerate() {
+            let views = match result {
+                Ok(views) => views,
+                Err(error) => {
+                    return self.fail_untouched(format!(
+                        "cannot check capacity: HAProxy #{} is unreadable: {error}",
+                        instance + 1
+                    ));
+                }
+            };
+            for backend in &self.settings.backends {
+                let others = views
+                    .iter()
+                    .filter(|view| {
+                        view.backend == backend.as_str()
+                            && view.server != server.as_str()
+                            && view.in_rotation()
+                    })
+                    .count();
+                if others < self.settings.min_up {
+                    return self.fail_untouched(format!(
+                        "capacity: {backend} on HAProxy #{} has {others} other server(s) in rotation besides {server}; min_up {}",
+                        instance + 1,
+                        self.settings.min_up
+                    ));
+                }
+            }
+        }
+        let _ = now;
+        self.phase = Phase::Draining;
+        let mut actions = vec![self.stage(Stage::Draining)];
+        actions.extend(Self::run(Effect::SetState(server, AdminTarget::Drain)));
+        actions
+    }
+
+    fn views_of<'v>(
+        &self,
+        views: &'v [Result<Vec<ServerView>, String>],
+    ) -> Result<Vec<&'v ServerView>, String> {
+        let server = self.server();
+        let mut found = Vec::new();
+        for (instance, result) in views.iter().enumerate() {
+            let views = result
+                .as_ref()
+                .map_err(|error| format!("HAProxy #{}: {error}", instance + 1))?;
+            for backend in &self.settings.backends {
+                let view = views
+                    .iter()
+                    .find(|view| view.backend == backend.as_str() && view.server == server.as_str())
+                    .ok_or_else(|| {
+                        format!("HAProxy #{} no longer has {backend}/{server}", instance + 1)
+                    })?;
+                found.push(view);
+            }
+        }
+        Ok(found)
+    }
+
+    fn after_sessions_poll(
+        &mut self,
+        views: &[Result<Vec<ServerView>, String>],
+        deadline: Instant,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match self.views_of(views) {
+            Ok(found) => {
+                let sessions: u64 = found.iter().map(|view| view.sessions).sum();
+                if sessions == 0 {
+                    self.drained = Some(now);
+                    self.results[self.current].timings.draining = self
+                        .started
+                        .map(|started| now.saturating_duration_since(started));
+                    if self.interrupted {
+                        return self.restore(
+                            AdminTarget::Ready,
+                            Outcome::Interrupted,
+                            Stage::WaitingForSessions,
+                            "interrupted before the restart".to_owned(),
+                        );
+                    }
+                    self.phase = Phase::EnteringMaint;
+                    actions.push(self.stage(Stage::Restarting));
+                    actions.push(Action::Run(Effect::SetState(
+                        self.server(),
+                        AdminTarget::Maint,
+                    )));
+                    return actions;
+                }
+                if self.last_sessions != Some(sessions) {
+                    self.last_sessions = Some(sessions);
+                    actions.push(Action::Report(Report::SessionsLeft {
+                        server: self.server(),
+                        sessions,
+                    }));
+                }
+                if now >= deadline {
+                    return match self.settings.on_drain_timeout {
+                        OnDrainTimeout::Fail => {
+                            actions.extend(self.restore(
+                                AdminTarget::Ready,
+                                Outcome::Failed,
+                                Stage::WaitingForSessions,
+                                format!(
+                                    "{sessions} session(s) still open after drain.timeout ({}s); returned to traffic unrestarted (on_timeout: fail)",
+                                    self.settings.drain_timeout.as_secs()
+                                ),
+                            ));
+                            actions
+                        }
+                        OnDrainTimeout::Force => {
+                            self.drained = Some(now);
+                            self.results[self.current].timings.draining = self
+                                .started
+                                .map(|started| now.saturating_duration_since(started));
+                            self.phase = Phase::ForcingMaint { sessions };
+                            actions.push(self.stage(Stage::Restarting));
+                            actions.push(Action::Run(Effect::SetState(
+                                self.server(),
+                                AdminTarget::Maint,
+                            )));
+                            actions
+                        }
+                    };
+                }
+            }
+            Err(error) => {
+                if now >= deadline {
+                    return self.restore(
+                        AdminTarget::Ready,
+                        Outcome::Failed,
+                        Stage::WaitingForSessions,
+                        format!("could not confirm 0 sessions before drain.timeout: {error}"),
+                    );
+                }
+                actions.push(Action::Report(Report::PollFailed { error }));
+            }
+        }
+        self.phase = Phase::Sessions { deadline };
+        actions.push(Action::Run(Effect::Wait));
+        actions
+    }
+
+    fn start_restart(&mut self, now: Instant) -> Vec<Action> {
+        let _ = now;
+        self.results[self.current].state = ServerState::OutOfRotation;
+        self.phase = Phase::Restarting;
+        Self::run(Effect::Restart(self.current))
+    }
+
+    /// HAProxy's own checks passed after the restart: exactly DRAIN with a passing check
+    /// (or, for a server HAProxy does not check, running) on every HAProxy and backend.
+    fn after_checks_poll(
+        &mut self,
+        views: &[Result<Vec<ServerView>, String>],
+        deadline: Instant,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match self.views_of(views) {
+            Ok(found) => {
+                let confirmed = found.iter().all(|view| {
+                    view.admin.draining()
+                        && !view.admin.in_maintenance()
+                        && if view.is_checked() {
+                            view.status == "DRAIN" && view.last_check_passed()
+                        } else {
+                            view.operational == crate::haproxy::OpState::Running
+                        }
+                });
+                if confirmed {
+                    if self.interrupted {
+                        return self.finish_interrupted_out_of_rotation();
+                    }
+                    self.phase = Phase::Returning;
+                    actions.push(self.stage(Stage::ReturningToTraffic));
+                    actions.push(Action::Run(Effect::SetState(
+                        self.server(),
+                        AdminTarget::Ready,
+                    )));
+                    return actions;
+                }
+                if now >= deadline {
+                    let statuses: Vec<String> = found
+                        .iter()
+                        .map(|view| {
+                            format!(
+                                "{}/{} {} (check {})",
+                                view.backend,
+                                view.server,
+                                view.status,
+                                or_none(&view.check_status)
+                            )
+                        })
+                        .collect();
+                    return self.fail_out_of_rotation(
+                        Stage::WaitingForChecks,
+                        format!(
+                            "HAProxy's checks did not pass within ready.timeout ({}s): {}",
+                            self.settings.ready_timeout.as_secs(),
+                            statuses.join(", ")
+                        ),
+                    );
+                }
+            }
+            Err(error) => {
+                if now >= deadline {
+                    return self.fail_out_of_rotation(
+                        Stage::WaitingForChecks,
+                        format!("could not confirm HAProxy's checks: {error}"),
+                    );
+                }
+                actions.push(Action::Report(Report::PollFailed { error }));
+            }
+        }
+        self.phase = Phase::Checks { deadline };
+        actions.push(Action::Run(Effect::Wait));
+        actions
+    }
+
+    fn after_up_poll(
+        &mut self,
+        views: &[Result<Vec<ServerView>, String>],
+        deadline: Instant,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match self.views_of(views) {
+            Ok(found) => {
+                if found
+                    .iter()
+                    .all(|view| view.admin.ready() && view.is_fully_up())
+                {
+                    let server = self.server();
+                    let entry = &mut self.results[self.current];
+                    entry.state = ServerState::Done;
+                    entry.restore.clear();
+                    entry.timings.haproxy = self
+                        .healthy
+                        .map(|healthy| now.saturating_duration_since(healthy));
+                    actions.push(Action::Report(Report::ServerDone {
+                        server,
+                        timings: entry.timings,
+                    }));
+                    self.current += 1;
+                    actions.extend(self.begin_server(now));
+                    return actions;
+                }
+                if now >= deadline {
+                    let statuses: Vec<String> = found
+                        .iter()
+                        .map(|view| format!("{}/{} {}", view.backend, view.server, view.status))
+                        .collect();
+                    return self.fail_out_of_rotation(
+                        Stage::ReturningToTraffic,
+                        format!(
+                            "not exactly UP within ready.timeout: {}",
+                            statuses.join(", ")
+                        ),
+                    );
+                }
+            }
+            Err(error) => {
+                if now >= deadline {
+                    return self.fail_out_of_rotation(
+                        Stage::ReturningToTraffic,
+                        format!("could not confirm it is UP: {error}"),
+                    );
+                }
+                actions.push(Action::Report(Report::PollFailed { error }));
+            }
+        }
+        self.phase = Phase::Up { deadline };
+        actions.push(Action::Run(Effect::Wait));
+        actions
+    }
+
+    /// The server was never changed: nothing to restore.
+    fn fail_untouched(&mut self, reason: String) -> Vec<Action> {
+        vec![
+            Action::Report(Report::ServerFailed {
+                server: self.server(),
+                stage: Stage::CheckingCapacity,
+                reason: reason.clone(),
+            }),
+            self.finish(Outcome::Failed, Some(reason)),
+        ]
+    }
+
+    /// The server stays where it is (out of rotation): report and stop.
+    fn fail(&mut self, stage: Stage, reason: String) -> Vec<Action> {
+        self.results[self.current].state = ServerState::OutOfRotation;
+        self.results[self.current].restore = self.restore_commands();
+        vec![
+            Action::Report(Report::ServerFailed {
+                server: self.server(),
+                stage,
+                reason: reason.clone(),
+            }),
+            self.finish(Outcome::Failed, Some(reason)),
+        ]
+    }
+
+    /// Puts the server in maintenance everywhere (it may be half-way back), then stops.
+    fn fail_out_of_rotation(&mut self, stage: Stage, reason: String) -> Vec<Action> {
+        self.results[self.current].restore = self.restore_commands();
+        self.restore(AdminTarget::Maint, Outcome::Failed, stage, reason)
+    }
+
+    fn restore(
+        &mut self,
+        target: AdminTarget,
+        outcome: Outcome,
+        stage: Stage,
+        reason: String,
+    ) -> Vec<Action> {
+        self.phase = Phase::Restoring {
+            target,
+            outcome,
+            stage,
+            reason,
+        };
+        Self::run(Effect::SetState(self.server(), target))
+    }
+
+    fn finish_interrupted_out_of_rotation(&mut self) -> Vec<Action> {
+        self.results[self.current].restore = self.restore_commands();
+        self.restore(
+            AdminTarget::Maint,
+            Outcome::Interrupted,
+            Stage::WaitingForChecks,
+            "interrupted after the restart; left out of rotation".to_owned(),
+        )
+    }
+
+    /// An interrupt waits for the effect in flight (the driver never cuts a restart), then
+    /// stops at the next safe point: a drained server goes back to traffic unrestarted; a
+    /// restarted one stays out of rotation.
+    fn interrupt(&mut self) -> Vec<Action> {
+        self.interrupted = true;
+        match std::mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::Idle | Phase::Capacity | Phase::Finished => {
+                vec![self.finish(
+                    Outcome::Interrupted,
+                    Some("interrupted before the server was touched".to_owned()),
+                )]
+            }
+            Phase::Sessions { .. } => self.restore(
+                AdminTarget::Ready,
+                Outcome::Interrupted,
+                Stage::WaitingForSessions,
+                "interrupted while draining; returned to traffic unrestarted".to_owned(),
+            ),
+            Phase::Probing { .. } | Phase::Checks { .. } | Phase::Up { .. } => {
+                self.finish_interrupted_out_of_rotation()
+            }
+            // An effect is in flight: its result arrives next and is handled with
+            // `interrupted` set.
+            other => {
+                self.phase = other;
+                Vec::new()
+            }
+        }
+    }
+
+    fn restore_commands(&self) -> Vec<String> {
+        let server = self.server();
+        self.settings
+            .backends
+            .iter()
+            .map(|backend| format!("set server {backend}/{server} state ready"))
+            .collect()
+    }
+
+    fn finish(&mut self, outcome: Outcome, reason: Option<String>) -> Action {
+        self.phase = Phase::Finished;
+        Action::Finish(Finish {
+            outcome,
+            reason,
+            servers: self.results.clone(),
+        })
+    }
+}
+
+fn or_none(text: &str) -> &str {
+    if text.is_empty() { "none" } else { text }
+}

@@ -1,0 +1,295 @@
+//! Reports of a running rollout: progress bars on a terminal (tracing-indicatif), plain
+//! timestamped lines otherwise, JSON lines on stdout with `--output json`, and the summary.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use tracing_indicatif::span_ext::IndicatifSpanExt;
+
+use super::{EMPHASIS, ERROR, OK, Printer, WARNING};
+use crate::cli::OutputFormat;
+use crate::engine::rollout::{Finish, Outcome, Report, ServerState, Timings};
+use crate::plan::Plan;
+
+/// How a running rollout is shown.
+pub struct RolloutReporter<'a> {
+    printer: &'a Printer,
+    plan: &'a Plan,
+    /// Progress bars, when stderr is a terminal and the output is for people.
+    bars: Option<Bars>,
+}
+
+struct Bars {
+    overall: tracing::Span,
+    server: Option<tracing::Span>,
+}
+
+fn millis(duration: Option<Duration>) -> Option<u128> {
+    duration.map(|duration| duration.as_millis())
+}
+
+fn seconds(duration: Option<Duration>) -> String {
+    duration.map_or_else(
+        || "-".to_owned(),
+        |duration| format!("{:.1}s", duration.as_secs_f64()),
+    )
+}
+
+fn timings_json(timings: &Timings) -> serde_json::Value {
+    json!({
+        "draining_ms": millis(timings.draining),
+        "restarting_ms": millis(timings.restarting),
+        "health_ms": millis(timings.health),
+        "haproxy_ms": millis(timings.haproxy),
+    })
+}
+
+fn state_text(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Untouched => "untouched",
+        ServerState::Done => "restarted, back in traffic (UP)",
+        ServerState::ReturnedUnrestarted => "back in traffic, NOT restarted",
+        ServerState::OutOfRotation => "OUT OF ROTATION (maintenance)",
+        ServerState::Unknown => "UNKNOWN: check with `haproxy-rollout status`",
+    }
+}
+
+impl<'a> RolloutReporter<'a> {
+    pub fn new(printer: &'a Printer, plan: &'a Plan) -> Self {
+        let bars = printer.progress_bars().then(|| {
+            let overall = tracing::info_span!("rollout", indicatif.pb_show = tracing::field::Empty);
+            let style = indicatif::ProgressStyle::with_template(
+                "{elapsed:>4} [{bar:30}] {pos}/{len} servers back {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> ");
+            overall.pb_set_style(&style);
+            overall.pb_set_length(plan.servers.len() as u64);
+            overall.pb_start();
+            Bars {
+                overall,
+                server: None,
+            }
+        });
+        RolloutReporter {
+            printer,
+            plan,
+            bars,
+        }
+    }
+
+    /// A line for people: above the bars on a terminal, timestamped otherwise.
+    fn say(&self, text: &str) {
+        if self.printer.format == OutputFormat::Json || self.printer.quiet > 0 {
+            return;
+        }
+        if self.bars.is_some() {
+            tracing_indicatif::suspend_tracing_indicatif(|| self.printer.line(text));
+        } else {
+            let now = humantime::format_rfc3339_millis(SystemTime::now());
+            self.printer.line(&format!("{now} {text}"));
+        }
+    }
+
+    fn event(&self, event: &str, fields: serde_json::Value) {
+        let mut fields = fields;
+        fields["time"] = humantime::format_rfc3339_millis(SystemTime::now())
+            .to_string()
+            .into();
+        self.printer.json_event(event, &fields);
+    }
+
+    pub fn report(&mut self, report: &Report) {
+        match report {
+            Report::Stage { server, stage } => {
+                self.event(
+                    "stage",
+                    json!({"server": server.as_str(), "stage": stage.as_str()}),
+                );
+                if let Some(bars) = &mut self.bars {
+                    let span = bars.server.get_or_insert_with(|| {
+                        let span = tracing::info_span!(parent: &bars.overall, "server", indicatif.pb_show = tracing::field::Empty);
+                        span.pb_set_style(
+                            &indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})").expect("a valid template"),
+                        );
+                        span.pb_start();
+                        span
+                    });
+                    span.pb_set_message(&format!("{server}: {}", stage.as_str()));
+                } else {
+                    self.say(&format!("{server}: {}", stage.as_str()));
+                }
+            }
+            Report::SessionsLeft { server, sessions } => {
+                self.event(
+                    "sessions_left",
+                    json!({"server": server.as_str(), "sessions": sessions}),
+                );
+                match &self.bars {
+                    Some(bars) => {
+                        if let Some(span) = &bars.server {
+                            span.pb_set_message(&format!(
+                                "{server}: waiting for {sessions} session(s) to finish"
+                            ));
+                        }
+                    }
+                    None => self.say(&format!("{server}: {sessions} session(s) still open")),
+                }
+            }
+            Report::SessionsCut { server, sessions } => {
+                self.event(
+                    "sessions_cut",
+                    json!({"server": server.as_str(), "sessions": sessions}),
+                );
+                self.say(&format!(
+                    "{} {server}: drain.timeout passed; shut down {sessions} session(s) (on_timeout: force)",
+                    self.printer.paint(WARNING, "warning:")
+                ));
+            }
+            Report::PollFailed { error } => {
+                self.event("poll_failed", json!({"error": error}));
+                self.say(&format!(
+                    "{} {error}; polling again",
+                    self.printer.paint(WARNING, "warning:")
+                ));
+            }
+            Report::ServerDone { server, timings } => {
+                self.event(
+                    "server_done",
+                    json!({"server": server.as_str(), "timings": timings_json(timings)}),
+                );
+                if let Some(bars) = &mut self.bars {
+                    bars.server = None;
+                    bars.overall.pb_inc(1);
+                }
+                self.say(&format!(
+                    "{} {server} is back: drain {}, restart {}, health {}, HAProxy checks {}",
+                    self.printer.paint(OK, "ok"),
+                    seconds(timings.draining),
+                    seconds(timings.restarting),
+                    seconds(timings.health),
+                    seconds(timings.haproxy)
+                ));
+            }
+            Report::ServerFailed {
+                server,
+                stage,
+                reason,
+            } => {
+                self.event(
+                    "server_failed",
+                    json!({"server": server.as_str(), "stage": stage.as_str(), "reason": reason}),
+                );
+                if let Some(bars) = &mut self.bars {
+                    bars.server = None;
+                }
+                self.say(&format!(
+                    "{} {server} ({}): {reason}",
+                    self.printer.paint(ERROR, "failed:"),
+                    stage.as_str()
+                ));
+            }
+        }
+    }
+
+    /// The final summary: every server, its state now, how long each phase took, and the
+    /// commands that restore any server left out of rotation.
+    pub fn finish(mut self, finish: &Finish, elapsed: Duration) {
+        self.bars = None;
+        let outcome = match finish.outcome {
+            Outcome::Success => "success",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        };
+        if self.printer.format == OutputFormat::Json {
+            let servers: Vec<_> = finish
+                .servers
+                .iter()
+                .map(|result| {
+                    json!({
+                        "server": result.server.as_str(),
+                        "state": state_text(result.state),
+                        "timings": timings_json(&result.timings),
+                        "sessions_cut": result.sessions_cut,
+                        "restore": self.restore_lines(&result.restore),
+                    })
+                })
+                .collect();
+            self.event(
+                "summary",
+                json!({"outcome": outcome, "reason": finish.reason, "elapsed_ms": elapsed.as_millis(), "servers": servers}),
+            );
+            return;
+        }
+        let printer = self.printer;
+        printer.line("");
+        printer.line(&printer.paint(EMPHASIS, "summary"));
+        let width = finish
+            .servers
+            .iter()
+            .map(|result| result.server.as_str().len())
+            .max()
+            .unwrap_or(6);
+        printer.line(&format!(
+            "  {:<width$}  {:>7}  {:>7}  {:>7}  {:>7}  state",
+            "server", "drain", "restart", "health", "haproxy"
+        ));
+        for result in &finish.servers {
+            let state = state_text(result.state);
+            let state = match result.state {
+                ServerState::Done => printer.paint(OK, state),
+                ServerState::Untouched => state.to_owned(),
+                _ => printer.paint(ERROR, state),
+            };
+            printer.line(&format!(
+                "  {:<width$}  {:>7}  {:>7}  {:>7}  {:>7}  {state}",
+                result.server.as_str(),
+                seconds(result.timings.draining),
+                seconds(result.timings.restarting),
+                seconds(result.timings.health),
+                seconds(result.timings.haproxy),
+            ));
+            if let Some(cut) = result.sessions_cut {
+                printer.line(&format!(
+                    "  {:<width$}  {cut} session(s) were shut down at drain.timeout",
+                    ""
+                ));
+            }
+            for line in self.restore_lines(&result.restore) {
+                printer.line(&format!("  {:<width$}  to return it: {line}", ""));
+            }
+        }
+        let total = format!("{:.1}s", elapsed.as_secs_f64());
+        match finish.outcome {
+            Outcome::Success => printer.line(&printer.paint(
+                OK,
+                &format!(
+                    "rollout complete: {} server(s) restarted in {total}",
+                    finish.servers.len()
+                ),
+            )),
+            Outcome::Failed | Outcome::Interrupted => printer.line(&format!(
+                "{} rollout {outcome} after {total}: {}; no further server was touched",
+                printer.paint(ERROR, "error:"),
+                finish.reason.as_deref().unwrap_or("see above")
+            )),
+        }
+    }
+
+    /// Each restore command as a shell line an operator can paste, per HAProxy.
+    fn restore_lines(&self, commands: &[String]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for instance in &self.plan.haproxy {
+            for command in commands {
+                let target = match &instance.socket {
+                    crate::plan::SocketAddress::Unix(path) => {
+                        format!("unix-connect:{}", path.display())
+                    }
+                    crate::plan::SocketAddress::Tcp { host, port } => format!("tcp:{host}:{port}"),
+                };
+                lines.push(format!("echo '{command}' | socat stdio {target}"));
+            }
+        }
+        lines
+    }
+}

@@ -1,0 +1,277 @@
+//! A lab for `apply`: application servers started detached through the same restart script
+//! the rollout runs over SSH (so a restart really kills the process and starts a new one),
+//! haproxy in front, a real sshd, live traffic and a sampler of HAProxy's state.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::lab::{Lab, LabOptions, demo_app_binary, free_port};
+use super::sshd::Sshd;
+
+pub struct RolloutLab {
+    pub lab: Lab,
+    pub sshd: Sshd,
+    pub ports: Vec<u16>,
+    pub restart_script: PathBuf,
+}
+
+impl RolloutLab {
+    pub fn start(options: LabOptions) -> RolloutLab {
+        let dir = tempfile::Builder::new()
+            .prefix("hr-apply")
+            .tempdir()
+            .expect("temp dir");
+        let restart_script = dir.path().join("restart-app");
+        std::fs::write(
+            &restart_script,
+            restart_script_text(dir.path(), &demo_app_binary()),
+        )
+        .unwrap();
+        set_executable(&restart_script);
+        let ports: Vec<u16> = (0..options.servers).map(|_| free_port()).collect();
+        for port in &ports {
+            let status = std::process::Command::new(&restart_script)
+                .arg(port.to_string())
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "start app on {port}");
+            wait_listening(*port);
+        }
+        let sshd = Sshd::start(dir.path());
+        let lab = Lab::around(dir, Vec::new(), &ports, options);
+        RolloutLab {
+            lab,
+            sshd,
+            ports,
+            restart_script,
+        }
+    }
+
+    /// The pid of the application listening on `port`, from its pid file.
+    pub fn app_pid(&self, port: u16) -> u32 {
+        let file = self.lab.dir.path().join(format!("app-{port}.pid"));
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|error| panic!("{}: {error}", file.display()))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.ports.iter().map(|port| self.app_pid(*port)).collect()
+    }
+
+    /// A plan for this lab: `restart` is the restart script unless given, `extra` is
+    /// appended (health, drain, capacity, ...).
+    pub fn plan(&self, name: &str, restart: Option<&str>, extra: &str) -> PathBuf {
+        let servers: String = (1..=self.ports.len())
+            .map(|index| format!("  - name: app{index}\n"))
+            .collect();
+        let restart = restart.map_or_else(
+            || format!("{} {{port}}", self.restart_script.display()),
+            str::to_owned,
+        );
+        let text = format!(
+            "version: 1\nhaproxy:\n  - name: lb1\n    socket: {}\nbackends: [be_app]\nservers:\n{servers}{}\
+             restart:\n  command: {restart}\n  timeout: 30s\nhealth:\n  url: http://{{addr}}:{{port}}/health\n  within: 10s\n\
+             ready:\n  timeout: 10s\npoll_interval: 100ms\n{extra}",
+            self.lab.admin_socket.display(),
+            self.sshd.plan_section(),
+        );
+        let file = self.lab.dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+}
+
+impl Drop for RolloutLab {
+    fn drop(&mut self) {
+        // The applications are detached (not our children): stop them through their pid files.
+        for port in &self.ports {
+            if let Ok(pid) =
+                std::fs::read_to_string(self.lab.dir.path().join(format!("app-{port}.pid")))
+            {
+                let _ = std::process::Command::new("kill")
+                    .arg("-9")
+                    .arg(pid.trim())
+                    .status();
+            }
+        }
+    }
+}
+
+fn set_executable(file: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Kills the application on PORT (waiting until it is really gone) and starts a new one,
+/// detached, on the same port.
+fn restart_script_text(dir: &std::path::Path, app: &std::path::Path) -> String {
+    format!(
+        r#"#!/bin/sh
+set -eu
+port=$1
+pidfile={dir}/app-$port.pid
+if [ -f "$pidfile" ]; then
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  # Gone, or a zombie nobody reaps yet: either way it no longer serves.
+  while [ -e "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null; do sleep 0.02; done
+fi
+rm -f "$pidfile"
+setsid {app} --listen 127.0.0.1:$port --pid-file "$pidfile" </dev/null >/dev/null 2>&1 &
+echo "restarted the application on port $port"
+"#,
+        dir = dir.display(),
+        app = app.display()
+    )
+}
+
+pub fn wait_listening(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Requests sent through HAProxy until stopped, counted.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    pub ok: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+    pub failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    /// `clients` loops asking `/`, plus `slow_clients` loops asking `/slow?ms=1500`.
+    pub fn start(frontend_port: u16, clients: usize, slow_clients: usize) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for index in 0..clients + slow_clients {
+            let path = if index < clients {
+                "/"
+            } else {
+                "/slow?ms=1500"
+            };
+            let (stop, ok, failed, failures) =
+                (stop.clone(), ok.clone(), failed.clone(), failures.clone());
+            threads.push(std::thread::spawn(move || {
+                // Bounded: a forgotten stop still ends.
+                let deadline = Instant::now() + Duration::from_secs(180);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    match request(frontend_port, path) {
+                        Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(error) => {
+                            failures.lock().unwrap().push(error);
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }));
+        }
+        Traffic {
+            stop,
+            ok,
+            failed,
+            failures,
+            threads,
+        }
+    }
+
+    /// Stops and returns (succeeded, failed).
+    pub fn stop(mut self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            self.failures.lock().unwrap().clone(),
+        )
+    }
+}
+
+/// One request on a new connection; `Ok` only for a complete 200 response.
+pub fn request(port: u16, path: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map_err(|error| format!("connect: {error}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|error| format!("send: {error}"))?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|error| format!("read {path}: {error}"))?;
+    if reply.starts_with("HTTP/1.1 200") && (reply.contains("pid ") || reply.contains("slept")) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path}: {}",
+            reply.lines().next().unwrap_or("(empty reply)")
+        ))
+    }
+}
+
+/// Samples HAProxy's view every 50 ms and keeps the fewest servers seen exactly UP.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, usize)>>,
+}
+
+impl Sampler {
+    pub fn start(admin_socket: PathBuf) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = Lab::runtime();
+            let client = haproxy_rollout::haproxy::Client::new(
+                haproxy_rollout::plan::SocketAddress::Unix(admin_socket),
+                Duration::from_secs(5),
+            );
+            let (mut fewest, mut samples) = (usize::MAX, 0);
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if let Ok(views) = runtime.block_on(client.servers()) {
+                    let up = views
+                        .iter()
+                        .filter(|view| view.status == "UP" && view.admin.ready())
+                        .count();
+                    fewest = fewest.min(up);
+                    samples += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (fewest, samples)
+        });
+        Sampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns (fewest servers UP seen, samples taken).
+    pub fn stop(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
