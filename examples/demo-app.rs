@@ -1,13 +1,15 @@
 //! A small HTTP application for the demo and the tests: a real process that a restart really
 //! kills and starts again. Standard library only.
 //!
-//!     demo-app [--listen 127.0.0.1:0] [--port-file PATH] [--pid-file PATH]
+//!     demo-app [--listen 127.0.0.1:0] [--port-file PATH] [--pid-file PATH] [--check-status N]
 //!
 //! Prints `listening on ADDRESS` once it accepts connections (and writes the port to
 //! `--port-file`). Answers:
 //!   GET /health       200 "ok"
 //!   GET /slow?ms=N    200 after N milliseconds (a long request, to test draining)
 //!   GET /fail         404 (for a health check that must fail)
+//!   GET /check        200, or the status given with --check-status (a load balancer's
+//!                     check that fails while /health passes)
 //!   GET /             200 "pid N"
 
 use std::io::{BufRead, BufReader, Write};
@@ -18,6 +20,7 @@ fn main() {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut port_file = None;
     let mut pid_file = None;
+    let mut check_status: u16 = 200;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -28,6 +31,11 @@ fn main() {
             "--listen" => listen = value(),
             "--port-file" => port_file = Some(value()),
             "--pid-file" => pid_file = Some(value()),
+            "--check-status" => {
+                check_status = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--check-status takes an HTTP status"))
+            }
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -46,7 +54,7 @@ fn main() {
     let _ = std::io::stdout().flush();
     for stream in listener.incoming().flatten() {
         std::thread::spawn(move || {
-            let _ = serve(stream);
+            let _ = serve(stream, check_status);
         });
     }
 }
@@ -65,7 +73,7 @@ fn write_atomically(file: &str, text: &str) {
     std::fs::rename(&partial, file).expect("move the file into place");
 }
 
-fn serve(stream: TcpStream) -> std::io::Result<()> {
+fn serve(stream: TcpStream, check_status: u16) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -89,8 +97,8 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
             }
         }
         let target = request_line.split_whitespace().nth(1).unwrap_or("/");
-        let (status, body) = respond(target);
-        let reason = if status == 200 { "OK" } else { "Not Found" };
+        let (status, body) = respond(target, check_status);
+        let reason = if status == 200 { "OK" } else { "Error" };
         write!(
             writer,
             "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
@@ -108,10 +116,11 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
     }
 }
 
-fn respond(target: &str) -> (u16, String) {
+fn respond(target: &str, check_status: u16) -> (u16, String) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     match path {
         "/health" => (200, "ok\n".to_owned()),
+        "/check" => (check_status, format!("check {check_status}\n")),
         "/fail" => (404, "not found\n".to_owned()),
         "/slow" => {
             let millis = query

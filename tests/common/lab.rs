@@ -242,26 +242,45 @@ impl Lab {
         reply
     }
 
-    /// `show servers state` without the column that changes with time alone.
+    /// The columns of `show servers state` that a rollout changes (admin state, operational
+    /// state, weight, address), without those that move on their own (check progress, time).
     pub fn servers_state(&self) -> String {
         let reply = self.command("show servers state");
-        let mut lines = reply.lines();
-        let mut out = Vec::new();
-        out.push(lines.next().unwrap_or("").to_owned());
-        let header = lines.next().unwrap_or("");
-        out.push(header.to_owned());
-        let skip = header
+        let mut lines = reply.lines().skip(1);
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or("")
             .trim_start_matches("# ")
             .split_whitespace()
-            .position(|name| name == "srv_time_since_last_change");
-        for line in lines {
-            let fields: Vec<&str> = line
-                .split_whitespace()
-                .enumerate()
-                .filter(|(index, _)| Some(*index) != skip)
-                .map(|(_, field)| field)
-                .collect();
-            out.push(fields.join(" "));
+            .collect();
+        let keep = [
+            "be_name",
+            "srv_name",
+            "srv_addr",
+            "srv_op_state",
+            "srv_admin_state",
+            "srv_uweight",
+            "srv_port",
+        ];
+        let columns: Vec<usize> = keep
+            .iter()
+            .map(|name| {
+                header
+                    .iter()
+                    .position(|column| column == name)
+                    .expect("a known column")
+            })
+            .collect();
+        let mut out = vec![keep.join(" ")];
+        for line in lines.filter(|line| !line.trim().is_empty()) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            out.push(
+                columns
+                    .iter()
+                    .map(|index| fields[*index])
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         }
         out.join("\n")
     }

@@ -123,7 +123,10 @@ if [ -f "$pidfile" ]; then
   while [ -e "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null; do sleep 0.02; done
 fi
 rm -f "$pidfile"
-setsid {app} --listen 127.0.0.1:$port --pid-file "$pidfile" </dev/null >/dev/null 2>&1 &
+# A test can ask for the new process to fail HAProxy's check (but not its own /health).
+extra=""
+if [ -f {dir}/break-checks ]; then extra="--check-status 404"; fi
+setsid {app} --listen 127.0.0.1:$port --pid-file "$pidfile" $extra </dev/null >/dev/null 2>&1 &
 echo "restarted the application on port $port"
 "#,
         dir = dir.display(),
