@@ -280,7 +280,7 @@ impl Rollout {
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         match (phase, event) {
             (Phase::Idle, Event::Start) => self.begin_server(now),
-            (Phase::Capacity, Event::Polled(views)) => self.after_capacity_poll(&views, now),
+            (Phase::Capacity, Event::Polled(views)) => self.after_capacity_poll(&views),
             (Phase::Draining, Event::Changed(result)) => match result {
                 Ok(()) => {
                     self.results[self.current].state = ServerState::Unknown;
@@ -324,7 +324,7 @@ impl Rollout {
                         server: self.server(),
                         sessions,
                     })];
-                    actions.extend(self.start_restart(now));
+                    actions.extend(self.start_restart());
                     actions
                 }
                 Err(error) => self.fail_out_of_rotation(
@@ -333,7 +333,7 @@ impl Rollout {
                 ),
             },
             (Phase::EnteringMaint, Event::Changed(result)) => match result {
-                Ok(()) => self.start_restart(now),
+                Ok(()) => self.start_restart(),
                 Err(error) => self.fail_out_of_rotation(
                     Stage::Restarting,
                     format!("maintenance failed: {error}"),
@@ -355,8 +355,7 @@ impl Rollout {
                 }
                 Err(error) => self.fail(Stage::Restarting, format!("the restart failed: {error}")),
             },
-            (Phase::Probing { deadline, .. }, Event::Probed(Ok(()))) => {
-                let _ = deadline;
+            (Phase::Probing { .. }, Event::Probed(Ok(()))) => {
                 self.healthy = Some(now);
                 self.results[self.current].timings.health = self
                     .restarted
@@ -505,11 +504,7 @@ impl Rollout {
     }
 
     /// Property 2, at the moment of the drain.
-    fn after_capacity_poll(
-        &mut self,
-        views: &[Result<Vec<ServerView>, String>],
-        now: Instant,
-    ) -> Vec<Action> {
+    fn after_capacity_poll(&mut self, views: &[Result<Vec<ServerView>, String>]) -> Vec<Action> {
         let server = self.server();
         for (instance, result) in views.iter().enumerate() {
             let views = match result {
@@ -539,7 +534,6 @@ impl Rollout {
                 }
             }
         }
-        let _ = now;
         self.phase = Phase::Draining;
         let mut actions = vec![self.stage(Stage::Draining)];
         actions.extend(Self::run(Effect::SetState(server, AdminTarget::Drain)));
@@ -654,8 +648,7 @@ impl Rollout {
         actions
     }
 
-    fn start_restart(&mut self, now: Instant) -> Vec<Action> {
-        let _ = now;
+    fn start_restart(&mut self) -> Vec<Action> {
         self.results[self.current].state = ServerState::OutOfRotation;
         self.phase = Phase::Restarting;
         Self::run(Effect::Restart(self.current))
@@ -897,4 +890,345 @@ impl Rollout {
 
 fn or_none(text: &str) -> &str {
     if text.is_empty() { "none" } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::{AdminState, OpState};
+
+    const PLAN: &str = "version: 1\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n\
+        backends: [be_app]\nservers:\n  - name: app1\n  - name: app2\n  - name: app3\n\
+        restart:\n  command: /bin/true\n";
+
+    /// A fake HAProxy: server views that follow the state changes the engine makes, with
+    /// checks that pass as soon as a server leaves maintenance.
+    struct World {
+        views: Vec<ServerView>,
+        now: Instant,
+        effects: Vec<Effect>,
+        /// Sessions left on a server until this many polls have passed.
+        sessions: Vec<(String, u64, usize)>,
+        restart_fails: Option<String>,
+        health_fails: bool,
+    }
+
+    fn view(server: &str) -> ServerView {
+        ServerView {
+            backend: "be_app".into(),
+            server: server.into(),
+            admin: AdminState(0),
+            operational: OpState::Running,
+            status: "UP".into(),
+            check_status: "L7OK".into(),
+            check_health: Some(3),
+            check_rise: Some(2),
+            check_fall: Some(2),
+            sessions: 0,
+            weight: 1,
+            address: "10.0.0.1".into(),
+            port: Some(8080),
+        }
+    }
+
+    impl World {
+        fn new() -> Self {
+            World {
+                views: vec![view("app1"), view("app2"), view("app3")],
+                now: Instant::now(),
+                effects: Vec::new(),
+                sessions: Vec::new(),
+                restart_fails: None,
+                health_fails: false,
+            }
+        }
+
+        fn set(&mut self, server: &ServerName, target: AdminTarget) {
+            let view = self
+                .views
+                .iter_mut()
+                .find(|view| view.server == server.as_str())
+                .unwrap();
+            match target {
+                AdminTarget::Drain => {
+                    view.admin = AdminState(AdminState::FDRAIN);
+                    view.status = "DRAIN".into();
+                    view.operational = OpState::Running;
+                }
+                AdminTarget::Maint => {
+                    view.admin = AdminState(AdminState::FMAINT);
+                    view.status = "MAINT".into();
+                    view.operational = OpState::Stopped;
+                }
+                AdminTarget::Ready => {
+                    view.admin = AdminState(0);
+                    view.status = "UP".into();
+                    view.operational = OpState::Running;
+                }
+            }
+        }
+
+        fn perform(&mut self, effect: &Effect) -> Event {
+            self.now += Duration::from_millis(100);
+            match effect {
+                Effect::Poll => {
+                    for (server, sessions, polls) in &mut self.sessions {
+                        let view = self
+                            .views
+                            .iter_mut()
+                            .find(|view| &view.server == server)
+                            .unwrap();
+                        view.sessions = if *polls == 0 { 0 } else { *sessions };
+                        *polls = polls.saturating_sub(1);
+                    }
+                    Event::Polled(vec![Ok(self.views.clone())])
+                }
+                Effect::SetState(server, target) => {
+                    self.set(server, *target);
+                    Event::Changed(Ok(()))
+                }
+                Effect::ShutdownSessions(server) => {
+                    self.sessions.retain(|(name, _, _)| name != server.as_str());
+                    self.views
+                        .iter_mut()
+                        .find(|view| view.server == server.as_str())
+                        .unwrap()
+                        .sessions = 0;
+                    Event::Changed(Ok(()))
+                }
+                Effect::Restart(_) => {
+                    Event::Restarted(self.restart_fails.clone().map_or(Ok(()), Err))
+                }
+                Effect::Probe(_) if self.health_fails => {
+                    Event::Probed(Err("GET answered 503".into()))
+                }
+                Effect::Probe(_) => Event::Probed(Ok(())),
+                Effect::Wait => {
+                    self.now += Duration::from_secs(1);
+                    Event::Waited
+                }
+            }
+        }
+
+        /// Runs the engine to its finish; panics if it runs away.
+        fn run(&mut self, plan: &Plan) -> (Finish, Vec<Report>) {
+            let mut engine = Rollout::new(plan);
+            let mut event = Event::Start;
+            let mut reports = Vec::new();
+            for _ in 0..10_000 {
+                let mut next = None;
+                for action in engine.handle(event, self.now) {
+                    match action {
+                        Action::Run(effect) => next = Some(effect),
+                        Action::Report(report) => reports.push(report),
+                        Action::Finish(finish) => return (finish, reports),
+                    }
+                }
+                let effect = next.expect("an effect or a finish");
+                self.effects.push(effect.clone());
+                event = self.perform(&effect);
+            }
+            panic!("the engine never finished")
+        }
+
+        fn changes(&self) -> Vec<String> {
+            self.effects
+                .iter()
+                .filter_map(|effect| match effect {
+                    Effect::SetState(server, target) => {
+                        Some(format!("{server} {}", target.as_str()))
+                    }
+                    Effect::ShutdownSessions(server) => Some(format!("{server} shutdown")),
+                    Effect::Restart(index) => Some(format!("restart {index}")),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn plan(extra: &str) -> Plan {
+        crate::plan::parse(&format!("{PLAN}{extra}")).unwrap()
+    }
+
+    #[test]
+    fn each_server_goes_drain_maint_restart_drain_ready_in_plan_order() {
+        let mut world = World::new();
+        let (finish, _) = world.run(&plan(""));
+        assert_eq!(finish.outcome, Outcome::Success);
+        let expected: Vec<String> = ["app1", "app2", "app3"]
+            .iter()
+            .enumerate()
+            .flat_map(|(index, server)| {
+                vec![
+                    format!("{server} drain"),
+                    format!("{server} maint"),
+                    format!("restart {index}"),
+                    format!("{server} drain"),
+                    format!("{server} ready"),
+                ]
+            })
+            .collect();
+        assert_eq!(world.changes(), expected);
+        assert!(
+            finish
+                .servers
+                .iter()
+                .all(|server| server.state == ServerState::Done)
+        );
+    }
+
+    #[test]
+    fn the_restart_waits_for_sessions_to_end() {
+        let mut world = World::new();
+        world.sessions.push(("app1".into(), 2, 3));
+        let (finish, reports) = world.run(&plan(""));
+        assert_eq!(finish.outcome, Outcome::Success);
+        assert!(reports.contains(&Report::SessionsLeft {
+            server: ServerName::new("app1").unwrap(),
+            sessions: 2
+        }));
+        // Three polls saw sessions; only then maintenance and the restart.
+        let polls_before_maint = world
+            .effects
+            .iter()
+            .take_while(|effect| !matches!(effect, Effect::SetState(_, AdminTarget::Maint)))
+            .filter(|effect| **effect == Effect::Poll)
+            .count();
+        assert!(polls_before_maint >= 4, "{:?}", world.effects);
+    }
+
+    #[test]
+    fn too_few_servers_up_means_nothing_is_touched() {
+        let mut world = World::new();
+        world.views[1].status = "DOWN".into();
+        world.views[1].operational = OpState::Stopped;
+        let (finish, _) = world.run(&plan("capacity:\n  min_up: 2\n"));
+        assert_eq!(finish.outcome, Outcome::Failed);
+        assert!(world.changes().is_empty(), "{:?}", world.changes());
+        assert!(
+            finish
+                .reason
+                .unwrap()
+                .contains("1 other server(s) in rotation besides app1; min_up 2")
+        );
+    }
+
+    #[test]
+    fn weight_zero_and_up_going_down_do_not_count_as_capacity() {
+        let mut world = World::new();
+        world.views[1].weight = 0;
+        world.views[2].status = "UP 1/2".into();
+        let (finish, _) = world.run(&plan(""));
+        assert_eq!(finish.outcome, Outcome::Failed);
+        assert!(world.changes().is_empty());
+    }
+
+    #[test]
+    fn a_failed_restart_stops_everything_and_leaves_the_server_out() {
+        let mut world = World::new();
+        world.restart_fails = Some("exit 3".into());
+        let (finish, _) = world.run(&plan(""));
+        assert_eq!(finish.outcome, Outcome::Failed);
+        assert_eq!(world.changes(), ["app1 drain", "app1 maint", "restart 0"]);
+        assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
+        assert_eq!(
+            finish.servers[0].restore,
+            ["set server be_app/app1 state ready"]
+        );
+        assert_eq!(finish.servers[1].state, ServerState::Untouched);
+    }
+
+    #[test]
+    fn an_unhealthy_application_never_leaves_maintenance() {
+        let mut world = World::new();
+        world.health_fails = true;
+        let (finish, _) = world.run(&plan("health:\n  within: 5s\n"));
+        assert_eq!(finish.outcome, Outcome::Failed);
+        assert_eq!(world.changes(), ["app1 drain", "app1 maint", "restart 0"]);
+        assert!(finish.reason.unwrap().contains("GET answered 503"));
+    }
+
+    #[test]
+    fn drain_timeout_fail_returns_the_server_unrestarted() {
+        let mut world = World::new();
+        world.sessions.push(("app1".into(), 1, usize::MAX));
+        let (finish, _) = world.run(&plan("drain:\n  timeout: 3s\n  on_timeout: fail\n"));
+        assert_eq!(finish.outcome, Outcome::Failed);
+        assert_eq!(world.changes(), ["app1 drain", "app1 ready"]);
+        assert_eq!(finish.servers[0].state, ServerState::ReturnedUnrestarted);
+        assert!(finish.servers[0].restore.is_empty());
+    }
+
+    #[test]
+    fn drain_timeout_force_cuts_sessions_reports_them_and_goes_on() {
+        let mut world = World::new();
+        world.sessions.push(("app1".into(), 4, usize::MAX));
+        let (finish, reports) = world.run(&plan("drain:\n  timeout: 3s\n  on_timeout: force\n"));
+        assert_eq!(finish.outcome, Outcome::Success);
+        assert_eq!(
+            &world.changes()[..4],
+            ["app1 drain", "app1 maint", "app1 shutdown", "restart 0"]
+        );
+        assert_eq!(finish.servers[0].sessions_cut, Some(4));
+        assert!(reports.contains(&Report::SessionsCut {
+            server: ServerName::new("app1").unwrap(),
+            sessions: 4
+        }));
+    }
+
+    #[test]
+    fn status_up_n_m_is_not_back() {
+        // After `ready`, a server that shows `UP 1/2` has not passed HAProxy's checks.
+        let plan = plan("ready:\n  timeout: 2s\n");
+        let mut engine = Rollout::new(&plan);
+        let now = Instant::now();
+        let mut world = World::new();
+        let mut event = Event::Start;
+        let mut last = Vec::new();
+        for _ in 0..100 {
+            last = engine.handle(event, now + Duration::from_secs(1));
+            let effect = last.iter().find_map(|action| match action {
+                Action::Run(effect) => Some(effect.clone()),
+                _ => None,
+            });
+            let Some(effect) = effect else { break };
+            event = world.perform(&effect);
+            if effect == Effect::SetState(ServerName::new("app1").unwrap(), AdminTarget::Ready) {
+                world.views[0].status = "UP 1/2".into();
+            }
+        }
+        let finish = last.iter().find_map(|action| match action {
+            Action::Finish(finish) => Some(finish.clone()),
+            _ => None,
+        });
+        // The clock never passes the deadline here, so the engine is still waiting: not done.
+        assert!(finish.is_none(), "{finish:?}");
+        assert_ne!(engine.results[0].state, ServerState::Done);
+    }
+
+    #[test]
+    fn an_interrupt_while_draining_returns_the_server_unrestarted() {
+        let plan = plan("");
+        let mut engine = Rollout::new(&plan);
+        let now = Instant::now();
+        engine.handle(Event::Start, now);
+        let mut world = World::new();
+        world.sessions.push(("app1".into(), 1, usize::MAX));
+        engine.handle(Event::Polled(vec![Ok(world.views.clone())]), now);
+        engine.handle(Event::Changed(Ok(())), now);
+        let actions = engine.handle(Event::Interrupted, now);
+        assert_eq!(
+            actions,
+            [Action::Run(Effect::SetState(
+                ServerName::new("app1").unwrap(),
+                AdminTarget::Ready
+            ))]
+        );
+        let actions = engine.handle(Event::Changed(Ok(())), now);
+        let Some(Action::Finish(finish)) = actions.last() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(finish.outcome, Outcome::Interrupted);
+        assert_eq!(finish.servers[0].state, ServerState::ReturnedUnrestarted);
+    }
 }
