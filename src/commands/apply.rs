@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use crate::cli::ApplyArgs;
 use crate::driver::{Driver, Interrupt};
+use crate::engine::Outcome as Check;
 use crate::engine::rollout::Outcome;
-use crate::engine::{Outcome as Check, server_steps};
 use crate::exit::Exit;
 use crate::haproxy::Client;
 use crate::health::HealthChecker;
@@ -27,12 +27,7 @@ pub fn run(args: &ApplyArgs, printer: &Printer) -> anyhow::Result<Exit> {
     runtime.block_on(async {
         let observations = super::live::observe(&plan).await;
         let preflight = crate::engine::preflight::preflight(&plan, &observations);
-        let steps: Vec<_> = plan
-            .servers
-            .iter()
-            .zip(&preflight.targets)
-            .map(|(server, target)| (server, server_steps(&plan, server, target.values.as_ref())))
-            .collect();
+        let steps = super::preview_steps(&plan, &preflight);
         let targets: Option<Vec<_>> = preflight.targets.iter().map(|target| target.values.clone()).collect();
         let (false, Some(targets)) = (preflight.blocked(), targets) else {
             printer.plan_preview(&args.plan, &plan, &preflight, &steps);

@@ -48,3 +48,20 @@ pub(crate) fn load_plan(
         Err(crate::plan::LoadError::Read(error)) => Err(error.into()),
     }
 }
+
+/// Every server's steps, with the addresses pre-flight found.
+pub(crate) fn preview_steps<'p>(
+    plan: &'p crate::plan::Plan,
+    preflight: &crate::engine::Preflight,
+) -> Vec<(&'p crate::plan::Server, Vec<crate::engine::Step>)> {
+    plan.servers
+        .iter()
+        .zip(&preflight.targets)
+        .map(|(server, target)| {
+            (
+                server,
+                crate::engine::server_steps(plan, server, target.values.as_ref()),
+            )
+        })
+        .collect()
+}

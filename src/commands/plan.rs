@@ -2,7 +2,7 @@
 //! nothing, and prints every command `apply` would run. It only ever sends `show` commands.
 
 use crate::cli::PlanArgs;
-use crate::engine::{self, server_steps};
+use crate::engine;
 use crate::exit::Exit;
 use crate::report::Printer;
 
@@ -13,12 +13,7 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<Exit> {
     };
     let observations = super::live::runtime()?.block_on(super::live::observe(&plan));
     let preflight = engine::preflight::preflight(&plan, &observations);
-    let steps: Vec<_> = plan
-        .servers
-        .iter()
-        .zip(&preflight.targets)
-        .map(|(server, target)| (server, server_steps(&plan, server, target.values.as_ref())))
-        .collect();
+    let steps = super::preview_steps(&plan, &preflight);
     printer.plan_preview(&args.plan, &plan, &preflight, &steps);
     Ok(if preflight.blocked() {
         Exit::PreflightFailed

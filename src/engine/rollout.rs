@@ -303,10 +303,6 @@ impl Rollout {
             (Phase::Sessions { deadline }, Event::Polled(views)) => {
                 self.after_sessions_poll(&views, deadline, now)
             }
-            (Phase::Sessions { deadline }, Event::Waited) => {
-                self.phase = Phase::Sessions { deadline };
-                Self::run(Effect::Poll)
-            }
             (Phase::ForcingMaint { sessions }, Event::Changed(result)) => match result {
                 Ok(()) => {
                     self.phase = Phase::ForcingShutdown { sessions };
@@ -400,6 +396,14 @@ impl Rollout {
                 };
                 Self::run(Effect::Probe(self.current))
             }
+            // Every wait for HAProxy's state ends the same way: poll again.
+            (
+                phase @ (Phase::Sessions { .. } | Phase::Checks { .. } | Phase::Up { .. }),
+                Event::Waited,
+            ) => {
+                self.phase = phase;
+                Self::run(Effect::Poll)
+            }
             (Phase::LeavingMaint, Event::Changed(result)) => match result {
                 Ok(()) => {
                     self.phase = Phase::Checks {
@@ -415,10 +419,6 @@ impl Rollout {
             (Phase::Checks { deadline }, Event::Polled(views)) => {
                 self.after_checks_poll(&views, deadline, now)
             }
-            (Phase::Checks { deadline }, Event::Waited) => {
-                self.phase = Phase::Checks { deadline };
-                Self::run(Effect::Poll)
-            }
             (Phase::Returning, Event::Changed(result)) => match result {
                 Ok(()) => {
                     self.phase = Phase::Up {
@@ -433,10 +433,6 @@ impl Rollout {
             },
             (Phase::Up { deadline }, Event::Polled(views)) => {
                 self.after_up_poll(&views, deadline, now)
-            }
-            (Phase::Up { deadline }, Event::Waited) => {
-                self.phase = Phase::Up { deadline };
-                Self::run(Effect::Poll)
             }
             (
                 Phase::Restoring {
