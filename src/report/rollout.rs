@@ -229,7 +229,8 @@ impl<'a> RolloutReporter<'a> {
             .iter()
             .map(|result| result.server.as_str().len())
             .max()
-            .unwrap_or(6);
+            .unwrap_or(0)
+            .max("server".len());
         printer.line(&format!(
             "  {:<width$}  {:>7}  {:>7}  {:>7}  {:>7}  state",
             "server", "drain", "restart", "health", "haproxy"
