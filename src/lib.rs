@@ -10,6 +10,8 @@ pub mod engine;
 pub mod exit;
 pub mod haproxy;
 pub mod health;
+pub mod journal;
+pub mod lock;
 pub mod plan;
 pub mod report;
 pub mod ssh;

@@ -1,0 +1,385 @@
+//! The journal: every state change a rollout makes is written (and fsynced) before it is
+//! made, and its result after, so an interrupted rollout can be resumed or cleaned up.
+//!
+//! One JSON object per line in `journal.jsonl`, in the rollout's state directory
+//! (`$XDG_STATE_HOME/haproxy-rollout/rollouts/<id>/`, files mode 0600).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The state directory: `--state-dir`, else `$XDG_STATE_HOME/haproxy-rollout`, else
+/// `~/.local/state/haproxy-rollout`.
+pub fn state_root(flag: Option<&Path>) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir.to_owned();
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir).join("haproxy-rollout");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".local/state/haproxy-rollout")
+}
+
+/// Creates a directory (and its parents) readable by its owner only.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Where one plan's rollout keeps its journal and lock: named after the plan file's
+/// absolute path, so the same plan always finds its own.
+pub fn rollout_dir(root: &Path, plan_file: &Path) -> std::io::Result<PathBuf> {
+    let absolute = std::fs::canonicalize(plan_file)?;
+    let id = &sha256_hex(absolute.as_os_str().as_encoded_bytes())[..16];
+    Ok(root.join("rollouts").join(id))
+}
+
+/// One HAProxy process as the rollout first saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    pub haproxy: String,
+    pub pid: u32,
+    pub start_time_sec: Option<u64>,
+}
+
+/// A state change the rollout makes, or the restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Drain,
+    Maint,
+    Ready,
+    ShutdownSessions,
+    Restart,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    Begin {
+        time: String,
+        plan: PathBuf,
+        plan_hash: String,
+        pid: u32,
+        host: String,
+        haproxy: Vec<ProcessIdentity>,
+        servers: Vec<String>,
+        /// The servers an earlier, interrupted run finished (on `resume`).
+        #[serde(default)]
+        done_before: Vec<String>,
+    },
+    /// About to make `change` on `server` (written before it is made).
+    Intent {
+        time: String,
+        server: String,
+        change: Change,
+    },
+    /// The change was made (or failed).
+    Outcome {
+        time: String,
+        server: String,
+        change: Change,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    ServerDone {
+        time: String,
+        server: String,
+    },
+    /// HAProxy reloaded; `reapplied` is the state put back on the server in flight.
+    Reload {
+        time: String,
+        haproxy: String,
+        pid: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reapplied: Option<String>,
+    },
+    End {
+        time: String,
+        outcome: String,
+        summary: serde_json::Value,
+    },
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// An open journal; every append is fsynced before it returns.
+pub struct Journal {
+    file: File,
+    pub path: PathBuf,
+}
+
+impl Journal {
+    /// Starts a new journal in `dir`; the previous one (a finished rollout) is kept as
+    /// `journal.previous.jsonl`.
+    pub fn create(dir: &Path) -> std::io::Result<Journal> {
+        private_dir(dir)?;
+        let path = dir.join("journal.jsonl");
+        if path.exists() {
+            std::fs::rename(&path, dir.join("journal.previous.jsonl"))?;
+        }
+        Self::open(&path)
+    }
+
+    /// Appends to an existing journal (resume, abort of an interrupted rollout).
+    pub fn open(path: &Path) -> std::io::Result<Journal> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        // The directory entry must be durable too.
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(Journal {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn append(&mut self, record: &Record) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.sync_data()
+    }
+
+    /// Every complete record; a torn last line (a crash mid-write) is ignored.
+    pub fn read(path: &Path) -> std::io::Result<Vec<Record>> {
+        let reader = BufReader::new(File::open(path)?);
+        let mut records = Vec::new();
+        for line in reader.lines() {
+            match serde_json::from_str(&line?) {
+                Ok(record) => records.push(record),
+                Err(_) => break,
+            }
+        }
+        Ok(records)
+    }
+}
+
+/// What a journal says about a rollout that did not reach its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    pub plan: PathBuf,
+    pub plan_hash: String,
+    pub started: String,
+    pub pid: u32,
+    pub host: String,
+    /// Servers restarted and back, in order.
+    pub done: Vec<String>,
+    pub in_flight: Option<InFlight>,
+}
+
+/// The server the rollout was working on when it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub server: String,
+    /// Changes made (their outcome was recorded as ok), in order.
+    pub applied: Vec<Change>,
+    /// A change that was about to be made, or being made, when the rollout stopped: it may
+    /// or may not have happened.
+    pub pending: Option<Change>,
+}
+
+impl InFlight {
+    /// The restart was asked for: it may have run, fully or in part.
+    pub fn restart_attempted(&self) -> bool {
+        self.applied.contains(&Change::Restart) || self.pending == Some(Change::Restart)
+    }
+
+    /// The last admin state this rollout set on the server.
+    pub fn last_state(&self) -> Option<Change> {
+        self.applied
+            .iter()
+            .rev()
+            .find(|change| matches!(change, Change::Drain | Change::Maint | Change::Ready))
+            .copied()
+    }
+}
+
+/// Reads the story of the last rollout: `None` when it ended (or never began).
+pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
+    let mut result: Option<Interrupted> = None;
+    for record in records {
+        match record {
+            Record::Begin {
+                time,
+                plan,
+                plan_hash,
+                pid,
+                host,
+                done_before,
+                ..
+            } => {
+                result = Some(Interrupted {
+                    plan: plan.clone(),
+                    plan_hash: plan_hash.clone(),
+                    started: time.clone(),
+                    pid: *pid,
+                    host: host.clone(),
+                    done: done_before.clone(),
+                    in_flight: None,
+                });
+            }
+            Record::Intent { server, change, .. } => {
+                let state = result.as_mut()?;
+                let in_flight = state.in_flight.get_or_insert_with(|| InFlight {
+                    server: server.clone(),
+                    applied: Vec::new(),
+                    pending: None,
+                });
+                if &in_flight.server != server {
+                    *in_flight = InFlight {
+                        server: server.clone(),
+                        applied: Vec::new(),
+                        pending: None,
+                    };
+                }
+                in_flight.pending = Some(*change);
+            }
+            Record::Outcome {
+                server, change, ok, ..
+            } => {
+                let state = result.as_mut()?;
+                if let Some(in_flight) = state
+                    .in_flight
+                    .as_mut()
+                    .filter(|flight| &flight.server == server)
+                {
+                    in_flight.pending = None;
+                    if *ok {
+                        in_flight.applied.push(*change);
+                    } else if *change == Change::Restart {
+                        // A failed restart may still have done part of its work.
+                        in_flight.applied.push(Change::Restart);
+                    }
+                }
+            }
+            Record::ServerDone { server, .. } => {
+                let state = result.as_mut()?;
+                state.done.push(server.clone());
+                state.in_flight = None;
+            }
+            Record::Reload { .. } => {}
+            Record::End { .. } => result = None,
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(server: &str, change: Change) -> Record {
+        Record::Intent {
+            time: now(),
+            server: server.into(),
+            change,
+        }
+    }
+
+    fn outcome(server: &str, change: Change) -> Record {
+        Record::Outcome {
+            time: now(),
+            server: server.into(),
+            change,
+            ok: true,
+            error: None,
+        }
+    }
+
+    fn begin() -> Record {
+        Record::Begin {
+            time: now(),
+            plan: "/plans/p.yaml".into(),
+            plan_hash: "abc".into(),
+            pid: 42,
+            host: "ci-1".into(),
+            haproxy: vec![],
+            servers: vec!["app1".into(), "app2".into()],
+            done_before: vec![],
+        }
+    }
+
+    #[test]
+    fn a_journal_survives_reopening_and_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::create(dir.path()).unwrap();
+        journal.append(&begin()).unwrap();
+        journal.append(&intent("app1", Change::Drain)).unwrap();
+        drop(journal);
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("journal.jsonl"))
+            .unwrap();
+        file.write_all(b"{\"record\":\"outc").unwrap();
+        let records = Journal::read(&dir.path().join("journal.jsonl")).unwrap();
+        assert_eq!(records.len(), 2);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("journal.jsonl"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_interrupted_rollout_names_the_done_servers_and_the_one_in_flight() {
+        let records = vec![
+            begin(),
+            intent("app1", Change::Drain),
+            outcome("app1", Change::Drain),
+            intent("app1", Change::Maint),
+            outcome("app1", Change::Maint),
+            intent("app1", Change::Restart),
+            outcome("app1", Change::Restart),
+            Record::ServerDone {
+                time: now(),
+                server: "app1".into(),
+            },
+            intent("app2", Change::Drain),
+            outcome("app2", Change::Drain),
+            intent("app2", Change::Maint),
+        ];
+        let state = interrupted(&records).unwrap();
+        assert_eq!(state.done, ["app1"]);
+        let in_flight = state.in_flight.unwrap();
+        assert_eq!(in_flight.server, "app2");
+        assert_eq!(in_flight.applied, [Change::Drain]);
+        assert_eq!(in_flight.pending, Some(Change::Maint));
+        assert!(!in_flight.restart_attempted());
+    }
+
+    #[test]
+    fn a_rollout_that_ended_is_not_interrupted() {
+        let records = vec![
+            begin(),
+            Record::End {
+                time: now(),
+                outcome: "success".into(),
+                summary: serde_json::json!({}),
+            },
+        ];
+        assert_eq!(interrupted(&records), None);
+    }
+}
