@@ -46,6 +46,16 @@ pub struct GlobalArgs {
     /// When to use colors; `auto` honours NO_COLOR and uses color only on a terminal.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
     pub color: ColorChoice,
+
+    /// Where rollouts keep their journal and locks [default: $XDG_STATE_HOME/haproxy-rollout,
+    /// else ~/.local/state/haproxy-rollout].
+    #[arg(
+        long,
+        value_name = "DIR",
+        global = true,
+        env = "HAPROXY_ROLLOUT_STATE_DIR"
+    )]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,10 +98,13 @@ pub enum Command {
     #[command(after_help = "Example:\n  haproxy-rollout status plans/single.yaml --output json")]
     Status(OptionalPlanArgs),
 
-    /// Stop a running rollout at the next safe point (from another shell or pipeline step).
+    /// Stop a running rollout at the next safe point (from another shell or pipeline step),
+    /// or clean up after an interrupted one.
     #[command(
         after_help = "Examples:\n  haproxy-rollout abort plans/single.yaml\n  \
-        haproxy-rollout abort plans/single.yaml --now"
+        haproxy-rollout abort plans/single.yaml --now\n\n\
+        A server only drained goes back to traffic; a restart in progress is let finish and\n\
+        the server returns only if its health and HAProxy's checks pass. Exit status 4."
     )]
     Abort(AbortArgs),
 
@@ -151,7 +164,7 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 pub struct AbortArgs {
     /// The plan file (YAML) of the rollout to stop.
-    pub plan: Option<PathBuf>,
+    pub plan: PathBuf,
 
     /// Return at once instead of waiting for the rollout to stop.
     #[arg(long)]

@@ -1,37 +1,61 @@
 //! Runs a rollout: performs each effect the engine asks for (runtime API, SSH, HTTP, a poll
 //! interval) and feeds the result back, until the engine finishes.
 //!
-//! Exactly one effect runs at a time. A signal never cuts an effect short (a restart in
-//! progress is let finish); it is delivered to the engine between effects, and cuts only a
-//! poll-interval wait.
+//! Exactly one effect runs at a time. Every state change is written to the journal before
+//! it is made and after. A safe stop never cuts an effect short (a restart in progress is
+//! let finish); it is handed to the engine between effects. `abort --now` abandons the
+//! effect in flight. After every effect, and every poll interval while a restart runs, each
+//! HAProxy's identity is checked: after a reload, the state the server in flight must have
+//! is put back before anything else happens.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::engine::rollout::{Action, Effect, Event, Finish, Report, Rollout};
-use crate::haproxy::{AdminTarget, Client};
+use crate::engine::rollout::{Action, Effect, Event, Finish, Report, RestartFailure, Rollout};
+use crate::haproxy::{AdminTarget, Client, ClientError, Info};
 use crate::health::{HealthChecker, health_url};
+use crate::journal::{Change, Journal, Record, now};
 use crate::plan::{Plan, ServerName};
-use crate::ssh::{KILL_AFTER, PlaceholderValues, SshPool, remote_command};
+use crate::ssh::{KILL_AFTER, PlaceholderValues, SshError, SshPool, remote_command};
 
-/// Set by a signal handler; read between effects.
+/// How hard the operator asked to stop.
 #[derive(Clone, Default)]
 pub struct Interrupt {
-    flag: Arc<AtomicBool>,
+    level: Arc<AtomicU8>,
     notify: Arc<Notify>,
 }
 
+const SAFE: u8 = 1;
+const NOW: u8 = 2;
+
 impl Interrupt {
-    pub fn trigger(&self) {
-        self.flag.store(true, Ordering::SeqCst);
+    /// Stop at the next safe point.
+    pub fn safe(&self) {
+        self.level.fetch_max(SAFE, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
 
-    pub fn is_set(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+    /// Stop now, abandoning the step in flight.
+    pub fn now(&self) {
+        self.level.fetch_max(NOW, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn level(&self) -> u8 {
+        self.level.load(Ordering::SeqCst)
+    }
+
+    async fn reached(&self, level: u8) {
+        loop {
+            let notified = self.notify.notified();
+            if self.level() >= level {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -39,34 +63,56 @@ pub struct Driver<'a> {
     pub plan: &'a Plan,
     pub clients: Vec<Client>,
     pub targets: Vec<PlaceholderValues>,
-    pub ssh: &'a SshPool,
+    /// `None` when this run restarts nothing (settling after an interrupted rollout).
+    pub ssh: Option<&'a SshPool>,
     pub health: HealthChecker,
     pub interrupt: Interrupt,
+    pub journal: Mutex<Journal>,
+    /// Each HAProxy's process identity as the rollout first saw it.
+    pub identities: Mutex<Vec<Info>>,
+}
+
+fn change_of(target: AdminTarget) -> Change {
+    match target {
+        AdminTarget::Drain => Change::Drain,
+        AdminTarget::Maint => Change::Maint,
+        AdminTarget::Ready => Change::Ready,
+    }
 }
 
 impl Driver<'_> {
-    pub async fn run(&self, mut report: impl FnMut(&Report)) -> Finish {
-        let mut engine = Rollout::new(self.plan);
+    /// Runs `engine` to its finish. `report` sees every report, the driver's own included.
+    pub async fn run(&self, mut engine: Rollout, mut report: impl FnMut(&Report)) -> Finish {
         let mut event = Event::Start;
-        let mut interrupt_delivered = false;
+        let (mut safe_delivered, mut now_delivered) = (false, false);
         loop {
-            if self.interrupt.is_set() && !interrupt_delivered {
-                interrupt_delivered = true;
+            let level = self.interrupt.level();
+            let actions = if level >= NOW && !now_delivered {
+                now_delivered = true;
+                safe_delivered = true;
+                engine.handle(Event::AbortNow, Instant::now())
+            } else if level >= SAFE && !safe_delivered {
+                safe_delivered = true;
                 let actions = engine.handle(Event::Interrupted, Instant::now());
-                if !actions.is_empty() {
-                    match self.follow(actions, &mut report) {
-                        Ok(effect) => {
-                            event = self.perform(effect).await;
-                            continue;
-                        }
-                        Err(finish) => return finish,
-                    }
+                if actions.is_empty() {
+                    engine.handle(event, Instant::now())
+                } else {
+                    actions
                 }
-            }
-            let actions = engine.handle(event, Instant::now());
-            match self.follow(actions, &mut report) {
-                Ok(effect) => event = self.perform(effect).await,
+            } else {
+                engine.handle(event, Instant::now())
+            };
+            let effect = match self.follow(actions, &mut report) {
+                Ok(effect) => effect,
                 Err(finish) => return finish,
+            };
+            event = tokio::select! {
+                biased;
+                () = self.interrupt.reached(NOW), if !now_delivered => Event::Waited,
+                event = self.perform(effect, &engine, &mut report) => event,
+            };
+            if !now_delivered && self.interrupt.level() < NOW {
+                self.check_reloads(&engine, &mut report).await;
             }
         }
     }
@@ -80,7 +126,15 @@ impl Driver<'_> {
         let mut effect = None;
         for action in actions {
             match action {
-                Action::Report(event) => report(&event),
+                Action::Report(event) => {
+                    if let Report::ServerDone { server, .. } = &event {
+                        self.write(Record::ServerDone {
+                            time: now(),
+                            server: server.to_string(),
+                        });
+                    }
+                    report(&event);
+                }
                 Action::Finish(finish) => return Err(finish),
                 Action::Run(next) => {
                     debug_assert!(effect.is_none(), "the engine asks for one effect at a time");
@@ -92,31 +146,144 @@ impl Driver<'_> {
         Ok(effect.unwrap_or(Effect::Wait))
     }
 
-    async fn perform(&self, effect: Effect) -> Event {
+    fn write(&self, record: Record) {
+        // A journal that cannot be written must not go unnoticed: it is what makes an
+        // interrupted rollout recoverable.
+        if let Err(error) = self
+            .journal
+            .lock()
+            .expect("the journal lock")
+            .append(&record)
+        {
+            tracing::error!("cannot write the journal: {error}");
+        }
+    }
+
+    fn intent(&self, server: &ServerName, change: Change) {
+        self.write(Record::Intent {
+            time: now(),
+            server: server.to_string(),
+            change,
+        });
+    }
+
+    fn outcome<T, E: std::fmt::Display>(
+        &self,
+        server: &ServerName,
+        change: Change,
+        result: &Result<T, E>,
+    ) {
+        self.write(Record::Outcome {
+            time: now(),
+            server: server.to_string(),
+            change,
+            ok: result.is_ok(),
+            error: result.as_ref().err().map(ToString::to_string),
+        });
+    }
+
+    async fn perform(
+        &self,
+        effect: Effect,
+        engine: &Rollout,
+        report: &mut impl FnMut(&Report),
+    ) -> Event {
         match effect {
             Effect::Poll => Event::Polled(self.poll().await),
             Effect::SetState(server, target) => {
-                Event::Changed(self.set_state(&server, target).await)
+                self.intent(&server, change_of(target));
+                let result = self.set_state(&server, target).await;
+                self.outcome(&server, change_of(target), &result);
+                Event::Changed(result)
             }
             Effect::ShutdownSessions(server) => {
-                Event::Changed(self.shutdown_sessions(&server).await)
+                self.intent(&server, Change::ShutdownSessions);
+                let result = self.shutdown_sessions(&server).await;
+                self.outcome(&server, Change::ShutdownSessions, &result);
+                Event::Changed(result)
             }
-            Effect::Restart(index) => Event::Restarted(self.restart(index).await),
+            Effect::Restart(index) => {
+                let server = self.plan.servers[index].name.clone();
+                self.intent(&server, Change::Restart);
+                // While the restart runs, a reload would put the server back into traffic:
+                // watch for it and put maintenance back at once.
+                let result = {
+                    let restart = self.restart(index);
+                    tokio::pin!(restart);
+                    loop {
+                        tokio::select! {
+                            result = &mut restart => break result,
+                            () = tokio::time::sleep(self.plan.poll_interval) => {
+                                self.check_reloads(engine, report).await;
+                            }
+                        }
+                    }
+                };
+                self.outcome(
+                    &server,
+                    Change::Restart,
+                    &result.as_ref().map_err(restart_failure_text),
+                );
+                Event::Restarted(result)
+            }
             Effect::Probe(index) => {
                 let server = &self.plan.servers[index];
                 let url = health_url(server.health_url(self.plan), &self.targets[index]);
                 Event::Probed(self.health.probe(&url).await)
             }
             Effect::Wait => {
-                let notified = self.interrupt.notify.notified();
-                if !self.interrupt.is_set() {
-                    tokio::select! {
-                        () = tokio::time::sleep(self.plan.poll_interval) => {}
-                        () = notified => {}
-                    }
+                tokio::select! {
+                    () = tokio::time::sleep(self.plan.poll_interval) => {}
+                    () = self.interrupt.reached(SAFE) => {}
                 }
                 Event::Waited
             }
+        }
+    }
+
+    /// Reads every HAProxy's identity; after a reload, puts back the state the server in
+    /// flight must have (a reload drops runtime-set states) and reports it.
+    async fn check_reloads(&self, engine: &Rollout, report: &mut impl FnMut(&Report)) {
+        for (index, client) in self.clients.iter().enumerate() {
+            let Ok(info) = client.info().await else {
+                continue;
+            };
+            let reloaded = {
+                let mut identities = self.identities.lock().expect("the identities lock");
+                let reloaded = info.reloaded_since(&identities[index]);
+                if reloaded {
+                    identities[index] = info.clone();
+                }
+                reloaded
+            };
+            if !reloaded {
+                continue;
+            }
+            let instance = &self.plan.haproxy[index];
+            let expected = engine.expected_state();
+            let mut reapplied = None;
+            if let Some((server, target)) = &expected {
+                self.intent(server, change_of(*target));
+                let result = self
+                    .set_state_on(client, instance.unreachable_timeout, server, *target)
+                    .await;
+                self.outcome(server, change_of(*target), &result);
+                reapplied = Some(match result {
+                    Ok(()) => format!("{server} {}", target.as_str()),
+                    Err(error) => format!("{server} {} FAILED: {error}", target.as_str()),
+                });
+            }
+            self.write(Record::Reload {
+                time: now(),
+                haproxy: instance.name.to_string(),
+                pid: info.pid,
+                reapplied: reapplied.clone(),
+            });
+            report(&Report::Reloaded {
+                haproxy: instance.name.to_string(),
+                pid: info.pid,
+                reapplied,
+            });
         }
     }
 
@@ -132,50 +299,121 @@ impl Driver<'_> {
 
     /// The same change on every HAProxy and backend at once (lockstep).
     async fn set_state(&self, server: &ServerName, target: AdminTarget) -> Result<(), String> {
-        let changes = self.clients.iter().flat_map(|client| {
-            self.plan
-                .backends
-                .iter()
-                .map(move |backend| async move { client.set_state(backend, server, target).await })
-        });
-        collect_errors(futures::future::join_all(changes).await)
+        let changes = self
+            .clients
+            .iter()
+            .zip(&self.plan.haproxy)
+            .map(|(client, instance)| {
+                self.set_state_on(client, instance.unreachable_timeout, server, target)
+            });
+        let errors: Vec<String> = futures::future::join_all(changes)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Every backend on one HAProxy, each retried while the HAProxy is unreachable.
+    async fn set_state_on(
+        &self,
+        client: &Client,
+        deadline: Duration,
+        server: &ServerName,
+        target: AdminTarget,
+    ) -> Result<(), String> {
+        for backend in &self.plan.backends {
+            retry(deadline, || client.set_state(backend, server, target)).await?;
+        }
+        Ok(())
     }
 
     async fn shutdown_sessions(&self, server: &ServerName) -> Result<(), String> {
-        let changes = self.clients.iter().flat_map(|client| {
-            self.plan
-                .backends
+        let changes =
+            self.clients
                 .iter()
-                .map(move |backend| async move { client.shutdown_sessions(backend, server).await })
-        });
-        collect_errors(futures::future::join_all(changes).await)
+                .zip(&self.plan.haproxy)
+                .map(|(client, instance)| async move {
+                    for backend in &self.plan.backends {
+                        retry(instance.unreachable_timeout, || {
+                            client.shutdown_sessions(backend, server)
+                        })
+                        .await?;
+                    }
+                    Ok::<(), String>(())
+                });
+        let errors: Vec<String> = futures::future::join_all(changes)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
-    async fn restart(&self, index: usize) -> Result<(), String> {
+    async fn restart(&self, index: usize) -> Result<(), RestartFailure> {
         let values = &self.targets[index];
         let restart = &self.plan.restart;
         let command = remote_command(&restart.command, values, restart.timeout);
         // The remote `timeout` stops the command; the local deadline only guards against a
         // connection that hangs.
-        let deadline = restart.timeout + KILL_AFTER + std::time::Duration::from_secs(5);
+        let deadline = restart.timeout + KILL_AFTER + Duration::from_secs(5);
         tracing::debug!(host = %values.host, %command, "restart");
-        self.ssh
-            .run(&values.host, &command, deadline)
-            .await
-            .map(|output| tracing::debug!(output = %output.trim_end(), "restart output"))
-            .map_err(|error| error.to_string())
+        let Some(ssh) = self.ssh else {
+            return Err(RestartFailure::Failed(
+                "no SSH connection was opened for this run".to_owned(),
+            ));
+        };
+        match ssh.run(&values.host, &command, deadline).await {
+            Ok(output) => {
+                tracing::debug!(output = %output.trim_end(), "restart output");
+                Ok(())
+            }
+            Err(error @ (SshError::Lost { .. } | SshError::Timeout { .. })) => {
+                Err(RestartFailure::Unknown(error.to_string()))
+            }
+            Err(error) => Err(RestartFailure::Failed(error.to_string())),
+        }
     }
 }
 
-fn collect_errors(results: Vec<Result<(), crate::haproxy::ClientError>>) -> Result<(), String> {
-    let errors: Vec<String> = results
-        .into_iter()
-        .filter_map(Result::err)
-        .map(|error| crate::commands::error_chain(&error))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
+fn restart_failure_text(failure: &RestartFailure) -> String {
+    match failure {
+        RestartFailure::Failed(text) | RestartFailure::Unknown(text) => text.clone(),
+    }
+}
+
+/// Retries a runtime-API change while HAProxy cannot be reached (100 ms, doubling, at most
+/// 2 s apart), until `deadline`; any other error is final at once.
+async fn retry<F, Fut>(deadline: Duration, mut attempt: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(()) => return Ok(()),
+            Err(error @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. })) => {
+                if start.elapsed() + pause > deadline {
+                    return Err(format!(
+                        "{} (retried for {}s)",
+                        crate::commands::error_chain(&error),
+                        start.elapsed().as_secs()
+                    ));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(crate::commands::error_chain(&error)),
+        }
     }
 }

@@ -39,19 +39,6 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_exit_2() {
-    for args in [vec!["abort"], vec!["resume", "plans/single.yaml"]] {
-        let outcome = rollout(args.clone()).run().code(2);
-        assert!(
-            outcome.stderr.contains("is not built yet")
-                && outcome.stderr.contains("nothing was touched"),
-            "{args:?}: {}",
-            outcome.stderr
-        );
-    }
-}
-
-#[test]
 fn completions_for_each_shell() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let outcome = rollout(["completions", shell]).run().code(0);

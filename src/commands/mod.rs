@@ -1,11 +1,13 @@
 //! One file per subcommand: wiring from the command line to the parts that do the work.
 
+mod abort;
 mod apply;
 mod completions;
 mod live;
 mod man;
-mod pending;
 mod plan;
+mod resume;
+mod rollout;
 mod schema;
 mod status;
 mod validate;
@@ -17,13 +19,14 @@ use crate::exit::Exit;
 use crate::report::Printer;
 
 pub fn run(cli: Cli, printer: &Printer) -> Exit {
+    let state_dir = cli.global.state_dir.as_deref();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, printer),
         Command::Plan(args) => plan::run(&args, printer),
-        Command::Apply(args) => apply::run(&args, printer),
-        Command::Status(args) => status::run(&args, printer),
-        Command::Abort(_) => pending::run("abort"),
-        Command::Resume(_) => pending::run("resume"),
+        Command::Apply(args) => apply::run(&args, printer, state_dir),
+        Command::Status(args) => status::run(&args, printer, state_dir),
+        Command::Abort(args) => abort::run(&args, printer, state_dir),
+        Command::Resume(args) => resume::run(&args, printer, state_dir),
         Command::Schema => schema::run(),
         Command::Completions { shell } => completions::run(shell),
         Command::Man { out_dir } => man::run(out_dir.as_deref(), printer),

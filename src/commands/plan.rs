@@ -12,7 +12,7 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<Exit> {
         Err(exit) => return Ok(exit),
     };
     let observations = super::live::runtime()?.block_on(super::live::observe(&plan));
-    let preflight = engine::preflight::preflight(&plan, &observations);
+    let preflight = engine::preflight::preflight(&plan, &observations, &[]);
     let steps = super::preview_steps(&plan, &preflight);
     printer.plan_preview(&args.plan, &plan, &preflight, &steps);
     Ok(if preflight.blocked() {

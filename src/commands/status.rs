@@ -5,7 +5,11 @@ use crate::exit::Exit;
 use crate::report::Printer;
 use crate::report::live::StatusRow;
 
-pub fn run(args: &OptionalPlanArgs, printer: &Printer) -> anyhow::Result<Exit> {
+pub fn run(
+    args: &OptionalPlanArgs,
+    printer: &Printer,
+    state_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Exit> {
     let Some(file) = &args.plan else {
         anyhow::bail!("`status` needs a plan file in this version: haproxy-rollout status PLAN");
     };
@@ -44,9 +48,74 @@ pub fn run(args: &OptionalPlanArgs, printer: &Printer) -> anyhow::Result<Exit> {
         }
     }
     printer.status(&rows);
+    rollout_state(file, printer, state_dir)?;
     Ok(if complete {
         Exit::Success
     } else {
         Exit::PreflightFailed
     })
+}
+
+/// A running rollout (from its lock) or an interrupted one (from its journal).
+fn rollout_state(
+    file: &std::path::Path,
+    printer: &Printer,
+    state_dir: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let root = crate::journal::state_root(state_dir);
+    let dir = crate::journal::rollout_dir(&root, file)?;
+    if let Some(holder) = crate::lock::Lock::holder(&dir.join("lock")) {
+        printer.json_event(
+            "rollout",
+            &serde_json::json!({"state": "running", "holder": holder}),
+        );
+        printer.warning(&format!("a rollout of this plan is running: {holder}"));
+        return Ok(());
+    }
+    let records = match crate::journal::Journal::read(&dir.join("journal.jsonl")) {
+        Ok(records) => records,
+        Err(_) => return Ok(()),
+    };
+    let Some(interrupted) = crate::journal::interrupted(&records) else {
+        return Ok(());
+    };
+    let in_flight = interrupted.in_flight.as_ref().map(|flight| {
+        let mut changes: Vec<String> = flight
+            .applied
+            .iter()
+            .map(|change| format!("{change:?}").to_lowercase())
+            .collect();
+        if let Some(pending) = flight.pending {
+            changes.push(format!(
+                "{} (not confirmed)",
+                format!("{pending:?}").to_lowercase()
+            ));
+        }
+        (flight.server.clone(), changes)
+    });
+    printer.json_event(
+        "rollout",
+        &serde_json::json!({
+            "state": "interrupted",
+            "started": interrupted.started,
+            "pid": interrupted.pid,
+            "host": interrupted.host,
+            "done": interrupted.done,
+            "in_flight": in_flight.as_ref().map(|(server, changes)| serde_json::json!({"server": server, "changes": changes})),
+        }),
+    );
+    let flight_text = in_flight.map_or_else(
+        || "no server in flight".to_owned(),
+        |(server, changes)| format!("{server} in flight ({})", changes.join(", then ")),
+    );
+    printer.warning(&format!(
+        "an interrupted rollout of this plan: started {} by pid {} on {}; done: {}; {flight_text}. \
+         Continue it with `haproxy-rollout resume {plan}` or clean up with `haproxy-rollout abort {plan}`",
+        interrupted.started,
+        interrupted.pid,
+        interrupted.host,
+        if interrupted.done.is_empty() { "none".to_owned() } else { interrupted.done.join(", ") },
+        plan = file.display()
+    ));
+    Ok(())
 }

@@ -17,12 +17,24 @@ pub enum Event {
     Polled(Vec<Result<Vec<ServerView>, String>>),
     /// The result of a state change or session shutdown on every HAProxy and backend.
     Changed(Result<(), String>),
-    Restarted(Result<(), String>),
+    Restarted(Result<(), RestartFailure>),
     Probed(Result<(), String>),
     /// One poll interval passed.
     Waited,
-    /// The operator asked to stop (signal): stop at the next safe point.
+    /// Stop at the next safe point (`abort`, SIGINT, SIGTERM).
     Interrupted,
+    /// Stop now (`abort --now`, a second SIGINT): the effect in flight was abandoned.
+    AbortNow,
+}
+
+/// Why a restart did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartFailure {
+    /// It ran and failed: non-zero exit, timeout.
+    Failed(String),
+    /// The connection was lost: it may or may not have run. Health and HAProxy's checks
+    /// settle it.
+    Unknown(String),
 }
 
 /// Something the driver must do, then report back.
@@ -82,6 +94,10 @@ pub enum ServerState {
     Untouched,
     /// Restarted and back in traffic, UP on every HAProxy.
     Done,
+    /// Restarted by an earlier run of this rollout (before an interruption).
+    DoneEarlier,
+    /// Back in traffic and proven healthy, but whether the restart ran is unknown.
+    BackRestartUnknown,
     /// Drained, then returned to traffic without a restart.
     ReturnedUnrestarted,
     /// Out of rotation (maintenance) on every HAProxy.
@@ -123,7 +139,7 @@ pub enum Report {
         server: ServerName,
         sessions: u64,
     },
-    /// A poll could not read one HAProxy; polling goes on until the step's deadline.
+    /// A poll could not read one HAProxy; polling goes on until its unreachable deadline.
     PollFailed {
         error: String,
     },
@@ -135,6 +151,13 @@ pub enum Report {
         server: ServerName,
         stage: Stage,
         reason: String,
+    },
+    /// HAProxy reloaded (the driver saw its process change) and the state the server in
+    /// flight must have was put back.
+    Reloaded {
+        haproxy: String,
+        pid: u32,
+        reapplied: Option<String>,
     },
 }
 
@@ -153,6 +176,15 @@ pub struct Finish {
     pub servers: Vec<ServerResult>,
 }
 
+/// Where to start when settling the server an interrupted rollout left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Never restarted: return it to traffic.
+    ReturnUnrestarted,
+    /// The restart was attempted: return it only once its health and HAProxy's checks pass.
+    AfterRestart,
+}
+
 /// The settings the engine decides with, taken from the plan.
 #[derive(Debug, Clone)]
 struct Settings {
@@ -163,6 +195,8 @@ struct Settings {
     on_drain_timeout: OnDrainTimeout,
     health_within: Duration,
     ready_timeout: Duration,
+    /// Per HAProxy instance: how long it may stay unreadable before the rollout stops.
+    unreachable_timeouts: Vec<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +227,7 @@ enum Phase {
     Up {
         deadline: Instant,
     },
-    /// A corrective change after a failure; then the rollout finishes.
+    /// A corrective change after a failure or an abort; then the rollout finishes.
     Restoring {
         target: AdminTarget,
         outcome: Outcome,
@@ -203,18 +237,37 @@ enum Phase {
     Finished,
 }
 
+/// How the rollout is being stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stop {
+    /// Keep going.
+    No,
+    /// The operator asked to stop at the next safe point.
+    Interrupted,
+    /// Settle the server in flight, then stop with this failure (e.g. the SSH connection
+    /// was lost during its restart).
+    AfterThisServer(String),
+}
+
 pub struct Rollout {
     settings: Settings,
     results: Vec<ServerResult>,
+    /// Servers this run rolls (false: done before an interruption).
+    rolls: Vec<bool>,
     current: usize,
     phase: Phase,
+    settle: Option<Settle>,
+    /// A server an interrupted run left in maintenance: redone from its restart.
+    restart_directly: Option<usize>,
     /// When the current server's phases started.
     started: Option<Instant>,
     drained: Option<Instant>,
     restarted: Option<Instant>,
     healthy: Option<Instant>,
     last_sessions: Option<u64>,
-    interrupted: bool,
+    /// Per HAProxy instance: since when every poll of it failed.
+    unreadable_since: Vec<Option<Instant>>,
+    stop: Stop,
 }
 
 impl Rollout {
@@ -231,6 +284,11 @@ impl Rollout {
             on_drain_timeout: plan.drain.on_timeout,
             health_within: plan.health.within,
             ready_timeout: plan.ready.timeout,
+            unreachable_timeouts: plan
+                .haproxy
+                .iter()
+                .map(|instance| instance.unreachable_timeout)
+                .collect(),
         };
         let results = settings
             .servers
@@ -244,17 +302,43 @@ impl Rollout {
             })
             .collect();
         Rollout {
+            rolls: vec![true; settings.servers.len()],
+            unreadable_since: vec![None; settings.unreachable_timeouts.len()],
             settings,
             results,
             current: 0,
             phase: Phase::Idle,
+            settle: None,
+            restart_directly: None,
             started: None,
             drained: None,
             restarted: None,
             healthy: None,
             last_sessions: None,
-            interrupted: false,
+            stop: Stop::No,
         }
+    }
+
+    /// Continues an interrupted rollout: the servers at `done` were restarted before. A
+    /// server it left in maintenance (`in_maintenance`) is redone from its restart, without
+    /// leaving maintenance first.
+    pub fn resume(plan: &Plan, done: &[usize], in_maintenance: Option<usize>) -> Self {
+        let mut rollout = Rollout::new(plan);
+        for index in done {
+            rollout.rolls[*index] = false;
+            rollout.results[*index].state = ServerState::DoneEarlier;
+        }
+        rollout.restart_directly = in_maintenance;
+        rollout
+    }
+
+    /// Settles the one server an interrupted rollout left out of rotation, then stops.
+    pub fn settle(plan: &Plan, done: &[usize], server: usize, from: Settle) -> Self {
+        let mut rollout = Rollout::resume(plan, done, None);
+        rollout.current = server;
+        rollout.settle = Some(from);
+        rollout.stop = Stop::Interrupted;
+        rollout
     }
 
     fn server(&self) -> ServerName {
@@ -272,93 +356,123 @@ impl Rollout {
         })
     }
 
+    fn interrupted(&self) -> bool {
+        self.stop == Stop::Interrupted
+    }
+
+    /// The admin state the server in flight must have now: what a reload of HAProxy drops
+    /// and the driver puts back. `None` when nothing this rollout set is in force.
+    pub fn expected_state(&self) -> Option<(ServerName, AdminTarget)> {
+        let target = match &self.phase {
+            Phase::Draining
+            | Phase::Sessions { .. }
+            | Phase::LeavingMaint
+            | Phase::Checks { .. } => AdminTarget::Drain,
+            Phase::ForcingMaint { .. }
+            | Phase::ForcingShutdown { .. }
+            | Phase::EnteringMaint
+            | Phase::Restarting
+            | Phase::Probing { .. } => AdminTarget::Maint,
+            Phase::Restoring {
+                target: AdminTarget::Maint,
+                ..
+            } => AdminTarget::Maint,
+            _ => return None,
+        };
+        Some((self.server(), target))
+    }
+
     /// Takes one event and returns what to do next.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
-        if event == Event::Interrupted {
-            return self.interrupt();
+        match event {
+            Event::Interrupted => return self.interrupt(),
+            Event::AbortNow => return self.abort_now(),
+            _ => {}
         }
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         match (phase, event) {
             (Phase::Idle, Event::Start) => self.begin_server(now),
             (Phase::Capacity, Event::Polled(views)) => self.after_capacity_poll(&views),
-            (Phase::Draining, Event::Changed(result)) => match result {
-                Ok(()) => {
-                    self.results[self.current].state = ServerState::Unknown;
-                    self.results[self.current].restore = self.restore_commands();
-                    self.phase = Phase::Sessions {
-                        deadline: now + self.settings.drain_timeout,
-                    };
-                    let mut actions = vec![self.stage(Stage::WaitingForSessions)];
-                    actions.extend(Self::run(Effect::Poll));
-                    actions
+            (Phase::Draining, Event::Changed(Ok(()))) => {
+                self.results[self.current].state = ServerState::Unknown;
+                self.results[self.current].restore = self.restore_commands();
+                if self.interrupted() {
+                    return self.return_unrestarted("interrupted while draining");
                 }
-                // Part of the drain may have landed: put the server back everywhere.
-                Err(error) => self.restore(
-                    AdminTarget::Ready,
-                    Outcome::Failed,
-                    Stage::Draining,
-                    format!("drain failed: {error}"),
-                ),
-            },
+                self.phase = Phase::Sessions {
+                    deadline: now + self.settings.drain_timeout,
+                };
+                let mut actions = vec![self.stage(Stage::WaitingForSessions)];
+                actions.extend(Self::run(Effect::Poll));
+                actions
+            }
+            // Part of the drain may have landed: put the server back everywhere.
+            (Phase::Draining, Event::Changed(Err(error))) => self.restore(
+                AdminTarget::Ready,
+                Stage::Draining,
+                format!("drain failed: {error}"),
+            ),
             (Phase::Sessions { deadline }, Event::Polled(views)) => {
                 self.after_sessions_poll(&views, deadline, now)
             }
-            (Phase::ForcingMaint { sessions }, Event::Changed(result)) => match result {
-                Ok(()) => {
-                    self.phase = Phase::ForcingShutdown { sessions };
-                    Self::run(Effect::ShutdownSessions(self.server()))
-                }
-                Err(error) => self.fail_out_of_rotation(
-                    Stage::WaitingForSessions,
-                    format!("maintenance failed: {error}"),
-                ),
-            },
-            (Phase::ForcingShutdown { sessions }, Event::Changed(result)) => match result {
-                Ok(()) => {
-                    self.results[self.current].sessions_cut = Some(sessions);
-                    let mut actions = vec![Action::Report(Report::SessionsCut {
-                        server: self.server(),
-                        sessions,
-                    })];
+            (Phase::ForcingMaint { sessions }, Event::Changed(Ok(()))) => {
+                self.phase = Phase::ForcingShutdown { sessions };
+                Self::run(Effect::ShutdownSessions(self.server()))
+            }
+            (Phase::ForcingShutdown { sessions }, Event::Changed(Ok(()))) => {
+                self.results[self.current].sessions_cut = Some(sessions);
+                let mut actions = vec![Action::Report(Report::SessionsCut {
+                    server: self.server(),
+                    sessions,
+                })];
+                if self.interrupted() {
+                    actions.extend(self.return_unrestarted("interrupted before the restart"));
+                } else {
                     actions.extend(self.start_restart());
-                    actions
                 }
-                Err(error) => self.fail_out_of_rotation(
-                    Stage::WaitingForSessions,
-                    format!("shutting sessions down failed: {error}"),
-                ),
-            },
-            (Phase::EnteringMaint, Event::Changed(result)) => match result {
-                Ok(()) => self.start_restart(),
-                Err(error) => self.fail_out_of_rotation(
-                    Stage::Restarting,
-                    format!("maintenance failed: {error}"),
-                ),
-            },
-            (Phase::Restarting, Event::Restarted(result)) => match result {
-                Ok(()) => {
-                    self.restarted = Some(now);
-                    self.results[self.current].timings.restarting = self
-                        .drained
-                        .map(|drained| now.saturating_duration_since(drained));
-                    self.phase = Phase::Probing {
-                        deadline: now + self.settings.health_within,
-                        last_error: None,
-                    };
-                    let mut actions = vec![self.stage(Stage::WaitingForHealth)];
-                    actions.extend(Self::run(Effect::Probe(self.current)));
-                    actions
+                actions
+            }
+            (
+                Phase::ForcingMaint { .. } | Phase::ForcingShutdown { .. },
+                Event::Changed(Err(error)),
+            ) => self.fail_out_of_rotation(
+                Stage::WaitingForSessions,
+                format!("cutting the remaining sessions failed: {error}"),
+            ),
+            (Phase::EnteringMaint, Event::Changed(Ok(()))) => {
+                if self.interrupted() {
+                    return self.return_unrestarted("interrupted before the restart");
                 }
-                Err(error) => self.fail(Stage::Restarting, format!("the restart failed: {error}")),
-            },
+                self.start_restart()
+            }
+            (Phase::EnteringMaint, Event::Changed(Err(error))) => {
+                self.fail_out_of_rotation(Stage::Restarting, format!("maintenance failed: {error}"))
+            }
+            (Phase::Restarting, Event::Restarted(result)) => {
+                match result {
+                    Ok(()) => {}
+                    Err(RestartFailure::Failed(error)) => {
+                        return self
+                            .fail(Stage::Restarting, format!("the restart failed: {error}"));
+                    }
+                    Err(RestartFailure::Unknown(error)) => {
+                        self.stop = Stop::AfterThisServer(format!(
+                            "the restart's outcome is unknown ({error}); {} was settled by its health and HAProxy's checks, and the rollout stopped",
+                            self.server()
+                        ));
+                    }
+                }
+                self.restarted = Some(now);
+                self.results[self.current].timings.restarting = self
+                    .drained
+                    .map(|drained| now.saturating_duration_since(drained));
+                self.start_probing(now)
+            }
             (Phase::Probing { .. }, Event::Probed(Ok(()))) => {
                 self.healthy = Some(now);
                 self.results[self.current].timings.health = self
                     .restarted
                     .map(|restarted| now.saturating_duration_since(restarted));
-                if self.interrupted {
-                    return self.finish_interrupted_out_of_rotation();
-                }
                 self.phase = Phase::LeavingMaint;
                 let mut actions = vec![self.stage(Stage::WaitingForChecks)];
                 actions.extend(Self::run(Effect::SetState(
@@ -404,33 +518,29 @@ impl Rollout {
                 self.phase = phase;
                 Self::run(Effect::Poll)
             }
-            (Phase::LeavingMaint, Event::Changed(result)) => match result {
-                Ok(()) => {
-                    self.phase = Phase::Checks {
-                        deadline: now + self.settings.ready_timeout,
-                    };
-                    Self::run(Effect::Poll)
-                }
-                Err(error) => self.fail_out_of_rotation(
-                    Stage::WaitingForChecks,
-                    format!("leaving maintenance failed: {error}"),
-                ),
-            },
+            (Phase::LeavingMaint, Event::Changed(Ok(()))) => {
+                self.phase = Phase::Checks {
+                    deadline: now + self.settings.ready_timeout,
+                };
+                Self::run(Effect::Poll)
+            }
+            (Phase::LeavingMaint, Event::Changed(Err(error))) => self.fail_out_of_rotation(
+                Stage::WaitingForChecks,
+                format!("leaving maintenance failed: {error}"),
+            ),
             (Phase::Checks { deadline }, Event::Polled(views)) => {
                 self.after_checks_poll(&views, deadline, now)
             }
-            (Phase::Returning, Event::Changed(result)) => match result {
-                Ok(()) => {
-                    self.phase = Phase::Up {
-                        deadline: now + self.settings.ready_timeout,
-                    };
-                    Self::run(Effect::Poll)
-                }
-                Err(error) => self.fail_out_of_rotation(
-                    Stage::ReturningToTraffic,
-                    format!("returning to traffic failed: {error}"),
-                ),
-            },
+            (Phase::Returning, Event::Changed(Ok(()))) => {
+                self.phase = Phase::Up {
+                    deadline: now + self.settings.ready_timeout,
+                };
+                Self::run(Effect::Poll)
+            }
+            (Phase::Returning, Event::Changed(Err(error))) => self.fail_out_of_rotation(
+                Stage::ReturningToTraffic,
+                format!("returning to traffic failed: {error}"),
+            ),
             (Phase::Up { deadline }, Event::Polled(views)) => {
                 self.after_up_poll(&views, deadline, now)
             }
@@ -443,28 +553,31 @@ impl Rollout {
                 },
                 Event::Changed(result),
             ) => {
-                let result_state = match (target, &result) {
+                let state = match (target, &result) {
                     (AdminTarget::Ready, Ok(())) => ServerState::ReturnedUnrestarted,
                     (AdminTarget::Maint, Ok(())) => ServerState::OutOfRotation,
                     (_, _) => ServerState::Unknown,
                 };
                 let entry = &mut self.results[self.current];
-                entry.state = result_state;
-                if result_state == ServerState::ReturnedUnrestarted {
+                entry.state = state;
+                if state == ServerState::ReturnedUnrestarted {
                     entry.restore.clear();
                 }
                 let reason = match result {
                     Ok(()) => reason,
                     Err(error) => format!(
-                        "{reason}; then putting it {} failed too: {error}",
+                        "{reason}; then putting it {} failed too, so its state is not confirmed: {error}",
                         target.as_str()
                     ),
                 };
-                let mut actions = vec![Action::Report(Report::ServerFailed {
-                    server: self.server(),
-                    stage,
-                    reason: reason.clone(),
-                })];
+                let mut actions = Vec::new();
+                if outcome == Outcome::Failed {
+                    actions.push(Action::Report(Report::ServerFailed {
+                        server: self.server(),
+                        stage,
+                        reason: reason.clone(),
+                    }));
+                }
                 actions.push(self.finish(outcome, Some(reason)));
                 actions
             }
@@ -479,20 +592,55 @@ impl Rollout {
     }
 
     fn begin_server(&mut self, now: Instant) -> Vec<Action> {
-        if self.current >= self.settings.servers.len() {
-            return vec![self.finish(Outcome::Success, None)];
-        }
-        if self.interrupted {
-            return vec![self.finish(
-                Outcome::Interrupted,
-                Some("interrupted between servers".to_owned()),
-            )];
-        }
         self.started = Some(now);
         self.drained = None;
         self.restarted = None;
         self.healthy = None;
         self.last_sessions = None;
+        if let Some(settle) = self.settle.take() {
+            self.results[self.current].restore = self.restore_commands();
+            self.results[self.current].state = ServerState::Unknown;
+            return match settle {
+                Settle::ReturnUnrestarted => {
+                    self.return_unrestarted("settled after an interrupted rollout")
+                }
+                Settle::AfterRestart => self.start_probing(now),
+            };
+        }
+        while self.current < self.settings.servers.len() && !self.rolls[self.current] {
+            self.current += 1;
+        }
+        if self.current >= self.settings.servers.len() {
+            return vec![self.finish(Outcome::Success, None)];
+        }
+        match &self.stop {
+            Stop::No => {}
+            Stop::Interrupted => {
+                return vec![self.finish(
+                    Outcome::Interrupted,
+                    Some("stopped by the operator".to_owned()),
+                )];
+            }
+            Stop::AfterThisServer(reason) => {
+                let reason = reason.clone();
+                return vec![self.finish(Outcome::Failed, Some(reason))];
+            }
+        }
+        if self.restart_directly == Some(self.current) {
+            // Out of rotation already: no capacity to check, nothing to drain. Maintenance
+            // is set again (a reload since may have dropped it), then the restart.
+            self.restart_directly = None;
+            self.drained = Some(now);
+            self.results[self.current].state = ServerState::OutOfRotation;
+            self.results[self.current].restore = self.restore_commands();
+            self.phase = Phase::EnteringMaint;
+            let mut actions = vec![self.stage(Stage::Restarting)];
+            actions.extend(Self::run(Effect::SetState(
+                self.server(),
+                AdminTarget::Maint,
+            )));
+            return actions;
+        }
         self.phase = Phase::Capacity;
         let mut actions = vec![self.stage(Stage::CheckingCapacity)];
         actions.extend(Self::run(Effect::Poll));
@@ -536,27 +684,56 @@ impl Rollout {
         actions
     }
 
+    /// The server's view on every HAProxy and backend. An unreadable HAProxy is an error
+    /// while it has been unreadable for less than its `unreachable_timeout`, and stops the
+    /// rollout (`Err(Err(...))`) after.
     fn views_of<'v>(
-        &self,
+        &mut self,
         views: &'v [Result<Vec<ServerView>, String>],
-    ) -> Result<Vec<&'v ServerView>, String> {
+        now: Instant,
+    ) -> Result<Vec<&'v ServerView>, Result<String, String>> {
         let server = self.server();
         let mut found = Vec::new();
+        let mut problem = None;
         for (instance, result) in views.iter().enumerate() {
-            let views = result
-                .as_ref()
-                .map_err(|error| format!("HAProxy #{}: {error}", instance + 1))?;
+            let views = match result {
+                Ok(views) => {
+                    self.unreadable_since[instance] = None;
+                    views
+                }
+                Err(error) => {
+                    let since = *self.unreadable_since[instance].get_or_insert(now);
+                    let limit = self.settings.unreachable_timeouts[instance];
+                    if now.saturating_duration_since(since) >= limit {
+                        return Err(Err(format!(
+                            "HAProxy #{} has been unreachable for {}s (its unreachable_timeout): {error}",
+                            instance + 1,
+                            limit.as_secs()
+                        )));
+                    }
+                    problem = Some(format!("HAProxy #{}: {error}", instance + 1));
+                    continue;
+                }
+            };
             for backend in &self.settings.backends {
-                let view = views
+                match views
                     .iter()
                     .find(|view| view.backend == backend.as_str() && view.server == server.as_str())
-                    .ok_or_else(|| {
-                        format!("HAProxy #{} no longer has {backend}/{server}", instance + 1)
-                    })?;
-                found.push(view);
+                {
+                    Some(view) => found.push(view),
+                    None => {
+                        return Err(Err(format!(
+                            "HAProxy #{} no longer has {backend}/{server}",
+                            instance + 1
+                        )));
+                    }
+                }
             }
         }
-        Ok(found)
+        match problem {
+            Some(problem) => Err(Ok(problem)),
+            None => Ok(found),
+        }
     }
 
     fn after_sessions_poll(
@@ -566,7 +743,7 @@ impl Rollout {
         now: Instant,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
-        match self.views_of(views) {
+        match self.views_of(views, now) {
             Ok(found) => {
                 let sessions: u64 = found.iter().map(|view| view.sessions).sum();
                 if sessions == 0 {
@@ -574,14 +751,6 @@ impl Rollout {
                     self.results[self.current].timings.draining = self
                         .started
                         .map(|started| now.saturating_duration_since(started));
-                    if self.interrupted {
-                        return self.restore(
-                            AdminTarget::Ready,
-                            Outcome::Interrupted,
-                            Stage::WaitingForSessions,
-                            "interrupted before the restart".to_owned(),
-                        );
-                    }
                     self.phase = Phase::EnteringMaint;
                     actions.push(self.stage(Stage::Restarting));
                     actions.push(Action::Run(Effect::SetState(
@@ -602,7 +771,6 @@ impl Rollout {
                         OnDrainTimeout::Fail => {
                             actions.extend(self.restore(
                                 AdminTarget::Ready,
-                                Outcome::Failed,
                                 Stage::WaitingForSessions,
                                 format!(
                                     "{sessions} session(s) still open after drain.timeout ({}s); returned to traffic unrestarted (on_timeout: fail)",
@@ -627,11 +795,17 @@ impl Rollout {
                     };
                 }
             }
-            Err(error) => {
+            Err(Err(fatal)) => {
+                return self.restore(
+                    AdminTarget::Ready,
+                    Stage::WaitingForSessions,
+                    format!("could not confirm 0 sessions: {fatal}"),
+                );
+            }
+            Err(Ok(error)) => {
                 if now >= deadline {
                     return self.restore(
                         AdminTarget::Ready,
-                        Outcome::Failed,
                         Stage::WaitingForSessions,
                         format!("could not confirm 0 sessions before drain.timeout: {error}"),
                     );
@@ -650,6 +824,16 @@ impl Rollout {
         Self::run(Effect::Restart(self.current))
     }
 
+    fn start_probing(&mut self, now: Instant) -> Vec<Action> {
+        self.phase = Phase::Probing {
+            deadline: now + self.settings.health_within,
+            last_error: None,
+        };
+        let mut actions = vec![self.stage(Stage::WaitingForHealth)];
+        actions.extend(Self::run(Effect::Probe(self.current)));
+        actions
+    }
+
     /// HAProxy's own checks passed after the restart: exactly DRAIN with a passing check
     /// (or, for a server HAProxy does not check, running) on every HAProxy and backend.
     fn after_checks_poll(
@@ -659,7 +843,7 @@ impl Rollout {
         now: Instant,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
-        match self.views_of(views) {
+        match self.views_of(views, now) {
             Ok(found) => {
                 let confirmed = found.iter().all(|view| {
                     view.admin.draining()
@@ -671,9 +855,6 @@ impl Rollout {
                         }
                 });
                 if confirmed {
-                    if self.interrupted {
-                        return self.finish_interrupted_out_of_rotation();
-                    }
                     self.phase = Phase::Returning;
                     actions.push(self.stage(Stage::ReturningToTraffic));
                     actions.push(Action::Run(Effect::SetState(
@@ -705,7 +886,8 @@ impl Rollout {
                     );
                 }
             }
-            Err(error) => {
+            Err(Err(fatal)) => return self.fail_out_of_rotation(Stage::WaitingForChecks, fatal),
+            Err(Ok(error)) => {
                 if now >= deadline {
                     return self.fail_out_of_rotation(
                         Stage::WaitingForChecks,
@@ -727,7 +909,7 @@ impl Rollout {
         now: Instant,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
-        match self.views_of(views) {
+        match self.views_of(views, now) {
             Ok(found) => {
                 if found
                     .iter()
@@ -735,7 +917,11 @@ impl Rollout {
                 {
                     let server = self.server();
                     let entry = &mut self.results[self.current];
-                    entry.state = ServerState::Done;
+                    entry.state = if matches!(self.stop, Stop::AfterThisServer(_)) {
+                        ServerState::BackRestartUnknown
+                    } else {
+                        ServerState::Done
+                    };
                     entry.restore.clear();
                     entry.timings.haproxy = self
                         .healthy
@@ -762,7 +948,8 @@ impl Rollout {
                     );
                 }
             }
-            Err(error) => {
+            Err(Err(fatal)) => return self.fail_out_of_rotation(Stage::ReturningToTraffic, fatal),
+            Err(Ok(error)) => {
                 if now >= deadline {
                     return self.fail_out_of_rotation(
                         Stage::ReturningToTraffic,
@@ -777,15 +964,25 @@ impl Rollout {
         actions
     }
 
+    /// What a stop now means for the outcome: the operator's interrupt wins.
+    fn failure_outcome(&self) -> Outcome {
+        if self.interrupted() {
+            Outcome::Interrupted
+        } else {
+            Outcome::Failed
+        }
+    }
+
     /// The server was never changed: nothing to restore.
     fn fail_untouched(&mut self, reason: String) -> Vec<Action> {
+        let outcome = self.failure_outcome();
         vec![
             Action::Report(Report::ServerFailed {
                 server: self.server(),
                 stage: Stage::CheckingCapacity,
                 reason: reason.clone(),
             }),
-            self.finish(Outcome::Failed, Some(reason)),
+            self.finish(outcome, Some(reason)),
         ]
     }
 
@@ -793,74 +990,88 @@ impl Rollout {
     fn fail(&mut self, stage: Stage, reason: String) -> Vec<Action> {
         self.results[self.current].state = ServerState::OutOfRotation;
         self.results[self.current].restore = self.restore_commands();
+        let outcome = self.failure_outcome();
         vec![
             Action::Report(Report::ServerFailed {
                 server: self.server(),
                 stage,
                 reason: reason.clone(),
             }),
-            self.finish(Outcome::Failed, Some(reason)),
+            self.finish(outcome, Some(reason)),
         ]
     }
 
     /// Puts the server in maintenance everywhere (it may be half-way back), then stops.
     fn fail_out_of_rotation(&mut self, stage: Stage, reason: String) -> Vec<Action> {
         self.results[self.current].restore = self.restore_commands();
-        self.restore(AdminTarget::Maint, Outcome::Failed, stage, reason)
+        self.restore(AdminTarget::Maint, stage, reason)
     }
 
-    fn restore(
-        &mut self,
-        target: AdminTarget,
-        outcome: Outcome,
-        stage: Stage,
-        reason: String,
-    ) -> Vec<Action> {
+    /// Back to traffic without a restart, then stop (an interrupt before the restart).
+    fn return_unrestarted(&mut self, why: &str) -> Vec<Action> {
+        self.phase = Phase::Restoring {
+            target: AdminTarget::Ready,
+            outcome: Outcome::Interrupted,
+            stage: Stage::Draining,
+            reason: format!("{why}; {} returned to traffic unrestarted", self.server()),
+        };
+        Self::run(Effect::SetState(self.server(), AdminTarget::Ready))
+    }
+
+    fn restore(&mut self, target: AdminTarget, stage: Stage, reason: String) -> Vec<Action> {
         self.phase = Phase::Restoring {
             target,
-            outcome,
+            outcome: self.failure_outcome(),
             stage,
             reason,
         };
         Self::run(Effect::SetState(self.server(), target))
     }
 
-    fn finish_interrupted_out_of_rotation(&mut self) -> Vec<Action> {
-        self.results[self.current].restore = self.restore_commands();
-        self.restore(
-            AdminTarget::Maint,
-            Outcome::Interrupted,
-            Stage::WaitingForChecks,
-            "interrupted after the restart; left out of rotation".to_owned(),
-        )
-    }
-
-    /// An interrupt waits for the effect in flight (the driver never cuts a restart), then
-    /// stops at the next safe point: a drained server goes back to traffic unrestarted; a
-    /// restarted one stays out of rotation.
+    /// Stop at the next safe point: a server only drained goes back to traffic unrestarted;
+    /// a restart in progress is let finish, and the server returns only once its health and
+    /// HAProxy's checks pass (else it stays out, as on any failure); no new server starts.
     fn interrupt(&mut self) -> Vec<Action> {
-        self.interrupted = true;
+        if self.stop == Stop::No {
+            self.stop = Stop::Interrupted;
+        }
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Idle | Phase::Capacity | Phase::Finished => {
                 vec![self.finish(
                     Outcome::Interrupted,
-                    Some("interrupted before the server was touched".to_owned()),
+                    Some("stopped by the operator before the next server".to_owned()),
                 )]
             }
-            Phase::Sessions { .. } => self.restore(
-                AdminTarget::Ready,
-                Outcome::Interrupted,
-                Stage::WaitingForSessions,
-                "interrupted while draining; returned to traffic unrestarted".to_owned(),
-            ),
-            Phase::Probing { .. } | Phase::Checks { .. } | Phase::Up { .. } => {
-                self.finish_interrupted_out_of_rotation()
-            }
-            // An effect is in flight: its result arrives next and is handled with
-            // `interrupted` set.
+            Phase::Sessions { .. } => self.return_unrestarted("interrupted while draining"),
+            // An effect is in flight, or the server is past its restart: the next event
+            // continues, and the stop takes effect at the next safe point.
             other => {
                 self.phase = other;
                 Vec::new()
+            }
+        }
+    }
+
+    /// Stop now: the effect in flight was abandoned; a touched server is left out of
+    /// rotation (maintenance), whatever it was doing.
+    fn abort_now(&mut self) -> Vec<Action> {
+        self.stop = Stop::Interrupted;
+        match std::mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::Idle | Phase::Capacity | Phase::Finished => {
+                vec![self.finish(
+                    Outcome::Interrupted,
+                    Some("aborted with --now before the next server".to_owned()),
+                )]
+            }
+            _ => {
+                self.results[self.current].restore = self.restore_commands();
+                self.phase = Phase::Restoring {
+                    target: AdminTarget::Maint,
+                    outcome: Outcome::Interrupted,
+                    stage: Stage::Restarting,
+                    reason: format!("aborted with --now; {} left out of rotation", self.server()),
+                };
+                Self::run(Effect::SetState(self.server(), AdminTarget::Maint))
             }
         }
     }
@@ -992,9 +1203,11 @@ mod tests {
                         .sessions = 0;
                     Event::Changed(Ok(()))
                 }
-                Effect::Restart(_) => {
-                    Event::Restarted(self.restart_fails.clone().map_or(Ok(()), Err))
-                }
+                Effect::Restart(_) => Event::Restarted(
+                    self.restart_fails
+                        .clone()
+                        .map_or(Ok(()), |error| Err(RestartFailure::Failed(error))),
+                ),
                 Effect::Probe(_) if self.health_fails => {
                     Event::Probed(Err("GET answered 503".into()))
                 }

@@ -229,6 +229,8 @@ pub struct Haproxy {
     pub socket: SocketAddress,
     /// Deadline for one runtime-API command.
     pub timeout: Duration,
+    /// How long it may stay unreachable mid-rollout before the rollout stops safely.
+    pub unreachable_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

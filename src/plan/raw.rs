@@ -118,10 +118,13 @@ pub struct RawHaproxy {
     pub socket: Option<Located<String>>,
     /// Deadline for one runtime-API command: connect, send, read the reply. Default: 5s.
     pub timeout: Option<Located<PlanDuration>>,
+    /// How long this HAProxy may stay unreachable mid-rollout (commands retried with
+    /// backoff) before the rollout stops safely. Default: 30s.
+    pub unreachable_timeout: Option<Located<PlanDuration>>,
 }
 
 impl RawHaproxy {
-    pub const KEYS: &[&str] = &["name", "socket", "timeout"];
+    pub const KEYS: &[&str] = &["name", "socket", "timeout", "unreachable_timeout"];
 }
 
 /// One server, as named in the backends.
@@ -498,6 +501,7 @@ impl DecodeItem for RawHaproxy {
                 "/run/haproxy/admin.sock or tcp://HOST:PORT",
             ),
             timeout: decoder.optional(fields, "timeout"),
+            unreachable_timeout: decoder.optional(fields, "unreachable_timeout"),
         }
     }
 }

@@ -18,6 +18,7 @@ use super::raw::{
 
 pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
 pub const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_UNREACHABLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Polling faster than this only loads the HAProxy socket.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -199,14 +200,17 @@ impl Checker<'_> {
             name,
             socket,
             timeout,
+            unreachable_timeout,
         } = item.value;
         let name = name.and_then(|name| self.name(&name, InstanceName::new));
         let socket = socket.and_then(|socket| self.socket(&socket));
         let timeout = self.positive(timeout, DEFAULT_SOCKET_TIMEOUT);
+        let unreachable_timeout = self.positive(unreachable_timeout, DEFAULT_UNREACHABLE_TIMEOUT);
         Some(Haproxy {
             name: name?,
             socket: socket?,
             timeout: timeout?,
+            unreachable_timeout: unreachable_timeout?,
         })
     }
 

@@ -48,6 +48,10 @@ fn state_text(state: ServerState) -> &'static str {
     match state {
         ServerState::Untouched => "untouched",
         ServerState::Done => "restarted, back in traffic (UP)",
+        ServerState::DoneEarlier => "restarted before the interruption",
+        ServerState::BackRestartUnknown => {
+            "back in traffic (UP), healthy; whether the restart ran is UNKNOWN"
+        }
         ServerState::ReturnedUnrestarted => "back in traffic, NOT restarted",
         ServerState::OutOfRotation => "OUT OF ROTATION (maintenance)",
         ServerState::Unknown => "UNKNOWN: check with `haproxy-rollout status`",
@@ -171,6 +175,24 @@ impl<'a> RolloutReporter<'a> {
                     seconds(timings.haproxy)
                 ));
             }
+            Report::Reloaded {
+                haproxy,
+                pid,
+                reapplied,
+            } => {
+                self.event(
+                    "reloaded",
+                    json!({"haproxy": haproxy, "pid": pid, "reapplied": reapplied}),
+                );
+                let what = reapplied.as_deref().map_or_else(
+                    || "nothing to put back".to_owned(),
+                    |text| format!("put back: {text}"),
+                );
+                self.say(&format!(
+                    "{} HAProxy {haproxy} reloaded (new pid {pid}); {what}",
+                    self.printer.paint(WARNING, "warning:")
+                ));
+            }
             Report::ServerFailed {
                 server,
                 stage,
@@ -196,29 +218,9 @@ impl<'a> RolloutReporter<'a> {
     /// commands that restore any server left out of rotation.
     pub fn finish(mut self, finish: &Finish, elapsed: Duration) {
         self.bars = None;
-        let outcome = match finish.outcome {
-            Outcome::Success => "success",
-            Outcome::Failed => "failed",
-            Outcome::Interrupted => "interrupted",
-        };
+        let outcome = outcome_text(finish.outcome);
         if self.printer.format == OutputFormat::Json {
-            let servers: Vec<_> = finish
-                .servers
-                .iter()
-                .map(|result| {
-                    json!({
-                        "server": result.server.as_str(),
-                        "state": state_text(result.state),
-                        "timings": timings_json(&result.timings),
-                        "sessions_cut": result.sessions_cut,
-                        "restore": self.restore_lines(&result.restore),
-                    })
-                })
-                .collect();
-            self.event(
-                "summary",
-                json!({"outcome": outcome, "reason": finish.reason, "elapsed_ms": elapsed.as_millis(), "servers": servers}),
-            );
+            self.event("summary", summary_json(self.plan, finish, elapsed));
             return;
         }
         let printer = self.printer;
@@ -238,7 +240,7 @@ impl<'a> RolloutReporter<'a> {
         for result in &finish.servers {
             let state = state_text(result.state);
             let state = match result.state {
-                ServerState::Done => printer.paint(OK, state),
+                ServerState::Done | ServerState::DoneEarlier => printer.paint(OK, state),
                 ServerState::Untouched => state.to_owned(),
                 _ => printer.paint(ERROR, state),
             };
@@ -277,10 +279,47 @@ impl<'a> RolloutReporter<'a> {
         }
     }
 
-    /// Each restore command as a shell line an operator can paste, per HAProxy.
     fn restore_lines(&self, commands: &[String]) -> Vec<String> {
+        restore_lines(self.plan, commands)
+    }
+}
+
+/// The summary as data: for `--output json` and for the journal's last record.
+pub fn summary_json(plan: &Plan, finish: &Finish, elapsed: Duration) -> serde_json::Value {
+    let servers: Vec<_> = finish
+        .servers
+        .iter()
+        .map(|result| {
+            json!({
+                "server": result.server.as_str(),
+                "state": state_text(result.state),
+                "timings": timings_json(&result.timings),
+                "sessions_cut": result.sessions_cut,
+                "restore": restore_lines(plan, &result.restore),
+            })
+        })
+        .collect();
+    json!({
+        "outcome": outcome_text(finish.outcome),
+        "reason": finish.reason,
+        "elapsed_ms": elapsed.as_millis(),
+        "servers": servers,
+    })
+}
+
+pub fn outcome_text(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::Failed => "failed",
+        Outcome::Interrupted => "interrupted",
+    }
+}
+
+/// Each restore command as a shell line an operator can paste, per HAProxy.
+fn restore_lines(plan: &Plan, commands: &[String]) -> Vec<String> {
+    {
         let mut lines = Vec::new();
-        for instance in &self.plan.haproxy {
+        for instance in &plan.haproxy {
             for command in commands {
                 let target = match &instance.socket {
                     crate::plan::SocketAddress::Unix(path) => {

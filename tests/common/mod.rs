@@ -59,7 +59,13 @@ impl Run {
             .current_dir(root())
             .stdin(Stdio::null())
             .env_remove("RUST_LOG")
-            .env_remove("NO_COLOR");
+            .env_remove("NO_COLOR")
+            // Journals and locks of tests stay inside the build directory.
+            .env(
+                "HAPROXY_ROLLOUT_STATE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR"))
+                    .join(format!("state-{}", std::process::id())),
+            );
         for (key, value) in &self.env {
             match value {
                 Some(value) => command.env(key, value),

@@ -1,0 +1,179 @@
+//! `abort PLAN`: stops a running `apply` at its next safe point and waits for it, or, when
+//! none runs, cleans up after an interrupted one with the same rules.
+
+use std::time::Duration;
+
+use crate::cli::AbortArgs;
+use crate::engine::rollout::Settle;
+use crate::exit::Exit;
+use crate::journal::{Change, Record};
+use crate::lock::Lock;
+use crate::report::Printer;
+
+use super::rollout::{Context, Run, Start};
+
+pub fn run(
+    args: &AbortArgs,
+    printer: &Printer,
+    state_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Exit> {
+    let context = match Context::load(&args.plan, printer, state_dir)? {
+        Ok(context) => context,
+        Err(exit) => return Ok(exit),
+    };
+    if let Some(holder) = Lock::holder(&context.lock_path()) {
+        if holder.host != crate::lock::hostname() {
+            anyhow::bail!("the rollout runs on another host: {holder}; abort it there");
+        }
+        let signal = if args.now { "-USR1" } else { "-TERM" };
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(holder.pid.to_string())
+            .status()?;
+        if !status.success() {
+            anyhow::bail!("cannot signal {holder}");
+        }
+        printer.note(&format!(
+            "asked {holder} to stop {}",
+            if args.now {
+                "now"
+            } else {
+                "at its next safe point"
+            }
+        ));
+        if args.no_wait {
+            return Ok(Exit::Aborted);
+        }
+        while Lock::holder(&context.lock_path()).is_some() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return report_end(&context, printer);
+    }
+
+    let _locks = match context.lock("abort") {
+        Ok(locks) => locks,
+        Err(exit) => return Ok(exit),
+    };
+    let Some(interrupted) = crate::journal::interrupted(&context.records()?) else {
+        printer.note(&format!(
+            "no rollout of {} is running or interrupted; nothing to do",
+            args.plan.display()
+        ));
+        return Ok(Exit::Success);
+    };
+    let index_of = |name: &str| {
+        context
+            .plan
+            .servers
+            .iter()
+            .position(|server| server.name.as_str() == name)
+    };
+    let done: Vec<usize> = interrupted
+        .done
+        .iter()
+        .filter_map(|name| index_of(name))
+        .collect();
+    let flight = interrupted
+        .in_flight
+        .as_ref()
+        .filter(|flight| !flight.applied.is_empty() || flight.pending.is_some());
+    let Some((flight, server)) =
+        flight.and_then(|flight| Some((flight, index_of(&flight.server)?)))
+    else {
+        let mut journal = crate::journal::Journal::open(&context.journal_path())?;
+        journal.append(&Record::End {
+            time: crate::journal::now(),
+            outcome: "interrupted".to_owned(),
+            summary: serde_json::json!({"reason": "aborted between servers; no server was out of rotation"}),
+        })?;
+        printer.note("the interrupted rollout had no server in flight; nothing to put back");
+        return Ok(Exit::Aborted);
+    };
+    let from = if flight.restart_attempted() {
+        Settle::AfterRestart
+    } else {
+        Settle::ReturnUnrestarted
+    };
+    printer.note(&format!(
+        "cleaning up the rollout interrupted since {}: {} was in flight ({}); {}",
+        interrupted.started,
+        flight.server,
+        describe(flight),
+        match from {
+            Settle::AfterRestart =>
+                "it returns to traffic only if its health and HAProxy's checks pass",
+            Settle::ReturnUnrestarted => "it was not restarted and returns to traffic",
+        }
+    ));
+    Run {
+        context: &context,
+        start: Start::Settle { done, server, from },
+        confirm: false,
+        ours: vec![flight.server.clone()],
+        done_before: interrupted.done.clone(),
+        continue_journal: true,
+    }
+    .execute()
+    .map(|exit| {
+        if exit == Exit::Success {
+            Exit::Aborted
+        } else {
+            exit
+        }
+    })
+}
+
+fn describe(flight: &crate::journal::InFlight) -> String {
+    let mut parts: Vec<String> = flight
+        .applied
+        .iter()
+        .map(|change| format!("{change:?}").to_lowercase())
+        .collect();
+    if let Some(pending) = flight.pending {
+        parts.push(format!(
+            "{} (not confirmed)",
+            format!("{pending:?}").to_lowercase()
+        ));
+    }
+    if flight.restart_attempted() && !flight.applied.contains(&Change::Restart) {
+        parts.push("the restart may have run".to_owned());
+    }
+    parts.join(", then ")
+}
+
+/// After the rollout stopped: its summary from the journal, and the exit status it means.
+fn report_end(context: &Context, printer: &Printer) -> anyhow::Result<Exit> {
+    let records = context.records()?;
+    let Some(Record::End {
+        outcome, summary, ..
+    }) = records
+        .iter()
+        .rev()
+        .find(|record| matches!(record, Record::End { .. }))
+    else {
+        printer.error("the rollout stopped without writing its end: it was killed; run `abort` again to clean up");
+        return Ok(Exit::RolloutFailed);
+    };
+    printer.json_event("summary", summary);
+    if printer.format == crate::cli::OutputFormat::Human {
+        printer.note(&format!("the rollout ended: {outcome}"));
+        for server in summary["servers"].as_array().into_iter().flatten() {
+            printer.note(&format!(
+                "  {}: {}",
+                server["server"].as_str().unwrap_or("?"),
+                server["state"].as_str().unwrap_or("?")
+            ));
+            for line in server["restore"].as_array().into_iter().flatten() {
+                printer.note(&format!(
+                    "      to return it: {}",
+                    line.as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    Ok(match outcome.as_str() {
+        "success" => Exit::Success,
+        "failed" => Exit::RolloutFailed,
+        _ => Exit::Aborted,
+    })
+}

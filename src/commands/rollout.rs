@@ -1,0 +1,385 @@
+//! What `apply`, `resume` and `abort` share: the plan lock and the locks of the backends it
+//! touches, the journal, pre-flight, SSH, and running the engine through the driver.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::driver::{Driver, Interrupt};
+use crate::engine::rollout::{Outcome, Rollout};
+use crate::engine::{Observation, Outcome as Check, Preflight};
+use crate::exit::Exit;
+use crate::haproxy::Client;
+use crate::health::HealthChecker;
+use crate::journal::{self, Journal, ProcessIdentity, Record};
+use crate::lock::{Holder, Lock, LockError};
+use crate::plan::Plan;
+use crate::report::Printer;
+use crate::report::rollout::{RolloutReporter, outcome_text, summary_json};
+use crate::ssh::SshPool;
+
+/// A plan loaded for a rollout, with where its journal and lock live.
+pub(crate) struct Context<'a> {
+    pub printer: &'a Printer,
+    pub file: PathBuf,
+    pub plan: Plan,
+    pub plan_hash: String,
+    pub root: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl<'a> Context<'a> {
+    /// Loads the plan; `Err` carries the exit status after printing why.
+    pub fn load(
+        file: &Path,
+        printer: &'a Printer,
+        state_dir: Option<&Path>,
+    ) -> anyhow::Result<Result<Self, Exit>> {
+        let plan = match super::load_plan(file, printer)? {
+            Ok(plan) => plan,
+            Err(exit) => return Ok(Err(exit)),
+        };
+        let text = std::fs::read(file)?;
+        let root = journal::state_root(state_dir);
+        let dir = journal::rollout_dir(&root, file)?;
+        Ok(Ok(Context {
+            printer,
+            file: file.to_owned(),
+            plan,
+            plan_hash: journal::sha256_hex(&text),
+            root,
+            dir,
+        }))
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join("journal.jsonl")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+
+    /// The journal's records, empty when there is none.
+    pub fn records(&self) -> anyhow::Result<Vec<Record>> {
+        match Journal::read(&self.journal_path()) {
+            Ok(records) => Ok(records),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(error) => Err(anyhow::Error::new(error)
+                .context(format!("cannot read {}", self.journal_path().display()))),
+        }
+    }
+
+    /// Property 8: the plan's lock, then one lock per HAProxy socket and backend, so two
+    /// rollouts never change the same servers at once, even from different plan files.
+    pub fn lock(&self, command: &str) -> Result<Locks, Exit> {
+        let me = Holder::me(command);
+        let mut paths = vec![(
+            self.lock_path(),
+            format!("the rollout of {}", self.file.display()),
+        )];
+        for instance in &self.plan.haproxy {
+            for backend in &self.plan.backends {
+                let key = journal::sha256_hex(format!("{}|{backend}", instance.socket).as_bytes());
+                paths.push((
+                    self.root.join("locks").join(format!("{}.lock", &key[..16])),
+                    format!("backend {backend} on {}", instance.socket),
+                ));
+            }
+        }
+        let mut locks = Vec::new();
+        for (path, what) in paths {
+            match Lock::acquire(&path, &what, &me) {
+                Ok(lock) => {
+                    if let Some(stale) = &lock.stale {
+                        self.printer.warning(&format!(
+                            "{what} had a stale lock from {stale}, which is gone: it was interrupted"
+                        ));
+                    }
+                    locks.push(lock);
+                }
+                Err(error @ LockError::Held { .. }) => {
+                    self.printer
+                        .failure(&anyhow::anyhow!("{error}; nothing was changed"));
+                    return Err(Exit::Locked);
+                }
+                Err(error) => {
+                    self.printer.failure(&anyhow::Error::new(error));
+                    return Err(Exit::Usage);
+                }
+            }
+        }
+        Ok(Locks { _held: locks })
+    }
+}
+
+/// Held for as long as the rollout runs.
+pub(crate) struct Locks {
+    _held: Vec<Lock>,
+}
+
+/// How the engine starts.
+pub(crate) enum Start {
+    Fresh,
+    Resume {
+        done: Vec<usize>,
+        in_maintenance: Option<usize>,
+    },
+    Settle {
+        done: Vec<usize>,
+        server: usize,
+        from: crate::engine::rollout::Settle,
+    },
+}
+
+pub(crate) struct Run<'a> {
+    pub context: &'a Context<'a>,
+    pub start: Start,
+    /// Ask before starting when stdin is a terminal.
+    pub confirm: bool,
+    /// Servers an interrupted run took out of rotation (pre-flight expects their state).
+    pub ours: Vec<String>,
+    /// Servers done before an interruption, recorded again in the new journal section.
+    pub done_before: Vec<String>,
+    /// Append to the existing journal instead of starting a new one.
+    pub continue_journal: bool,
+}
+
+impl Run<'_> {
+    pub fn execute(self) -> anyhow::Result<Exit> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(self.execute_async())
+    }
+
+    async fn execute_async(self) -> anyhow::Result<Exit> {
+        let Context { printer, plan, .. } = self.context;
+        let observations = super::live::observe(plan).await;
+        let ours: Vec<&str> = self.ours.iter().map(String::as_str).collect();
+        let settling = matches!(self.start, Start::Settle { .. });
+        let preflight = crate::engine::preflight::preflight(plan, &observations, &ours);
+        let steps = super::preview_steps(plan, &preflight);
+        let targets: Option<Vec<_>> = preflight
+            .targets
+            .iter()
+            .map(|target| target.values.clone())
+            .collect();
+        let targets = match targets {
+            Some(targets) if !preflight.blocked() || settling => targets,
+            _ => {
+                printer.plan_preview(&self.context.file, plan, &preflight, &steps);
+                return Ok(Exit::PreflightFailed);
+            }
+        };
+        for warning in preflight.with(Check::Warning) {
+            printer.warning(&warning.text);
+        }
+
+        // Property 1: every SSH host reachable with a verified key before anything changes.
+        let ssh = if settling {
+            None
+        } else {
+            let hosts: Vec<String> = targets.iter().map(|values| values.host.clone()).collect();
+            match SshPool::connect(&plan.ssh, &hosts).await {
+                Ok(ssh) => Some(ssh),
+                Err(error) => {
+                    printer.failure(&anyhow::anyhow!(
+                        "pre-flight failed: {error}; nothing was changed"
+                    ));
+                    return Ok(Exit::PreflightFailed);
+                }
+            }
+        };
+
+        if self.confirm && std::io::stdin().is_terminal() {
+            printer.plan_preview(&self.context.file, plan, &preflight, &steps);
+            if !ask(&format!(
+                "Restart {} server(s) now? [y/N] ",
+                plan.servers.len()
+            ))? {
+                printer.error("not confirmed; nothing was changed");
+                if let Some(ssh) = ssh {
+                    ssh.close().await;
+                }
+                return Ok(Exit::Aborted);
+            }
+        } else if !settling {
+            summarize_preflight(printer, plan, &preflight, &targets);
+        }
+
+        let journal = self.open_journal(&observations)?;
+        let engine = match self.start {
+            Start::Fresh => Rollout::new(plan),
+            Start::Resume {
+                done,
+                in_maintenance,
+            } => Rollout::resume(plan, &done, in_maintenance),
+            Start::Settle { done, server, from } => Rollout::settle(plan, &done, server, from),
+        };
+        let interrupt = Interrupt::default();
+        spawn_signal_handler(interrupt.clone());
+        let driver = Driver {
+            plan,
+            clients: plan
+                .haproxy
+                .iter()
+                .map(|instance| Client::new(instance.socket.clone(), instance.timeout))
+                .collect(),
+            targets,
+            ssh: ssh.as_ref(),
+            health: HealthChecker::new(plan.health.timeout, plan.health.expect_status)?,
+            interrupt,
+            journal: Mutex::new(journal),
+            identities: Mutex::new(
+                observations
+                    .iter()
+                    .map(|observation| match &observation.state {
+                        Ok(snapshot) => snapshot.info.clone(),
+                        Err(_) => crate::haproxy::Info {
+                            version: String::new(),
+                            pid: 0,
+                            start_time_sec: None,
+                            uptime_sec: None,
+                            stopping: false,
+                        },
+                    })
+                    .collect(),
+            ),
+        };
+        let started = Instant::now();
+        let mut reporter = RolloutReporter::new(printer, plan);
+        let finish = driver.run(engine, |report| reporter.report(report)).await;
+        let elapsed = started.elapsed();
+        let end = Record::End {
+            time: journal::now(),
+            outcome: outcome_text(finish.outcome).to_owned(),
+            summary: summary_json(plan, &finish, elapsed),
+        };
+        if let Err(error) = driver
+            .journal
+            .lock()
+            .expect("the journal lock")
+            .append(&end)
+        {
+            printer.error(&format!("cannot write the end of the journal: {error}"));
+        }
+        reporter.finish(&finish, elapsed);
+        if let Some(ssh) = ssh {
+            ssh.close().await;
+        }
+        Ok(match finish.outcome {
+            Outcome::Success => Exit::Success,
+            Outcome::Failed => Exit::RolloutFailed,
+            Outcome::Interrupted => Exit::Aborted,
+        })
+    }
+
+    fn open_journal(&self, observations: &[Observation]) -> anyhow::Result<Journal> {
+        let context = self.context;
+        let mut journal = if self.continue_journal {
+            Journal::open(&context.journal_path())?
+        } else {
+            Journal::create(&context.dir)?
+        };
+        journal.append(&Record::Begin {
+            time: journal::now(),
+            plan: std::fs::canonicalize(&context.file)?,
+            plan_hash: context.plan_hash.clone(),
+            pid: std::process::id(),
+            host: crate::lock::hostname(),
+            haproxy: observations
+                .iter()
+                .filter_map(|observation| {
+                    observation
+                        .state
+                        .as_ref()
+                        .ok()
+                        .map(|snapshot| ProcessIdentity {
+                            haproxy: observation.instance.name.to_string(),
+                            pid: snapshot.info.pid,
+                            start_time_sec: snapshot.info.start_time_sec,
+                        })
+                })
+                .collect(),
+            servers: context
+                .plan
+                .servers
+                .iter()
+                .map(|server| server.name.to_string())
+                .collect(),
+            done_before: self.done_before.clone(),
+        })?;
+        Ok(journal)
+    }
+}
+
+fn summarize_preflight(
+    printer: &Printer,
+    plan: &Plan,
+    preflight: &Preflight,
+    targets: &[crate::ssh::PlaceholderValues],
+) {
+    let mut hosts: Vec<&str> = targets.iter().map(|values| values.host.as_str()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    let _ = preflight;
+    printer.note(&format!(
+        "pre-flight passed: {} HAProxy instance(s), {} server(s), SSH to {} host(s) verified",
+        plan.haproxy.len(),
+        plan.servers.len(),
+        hosts.len()
+    ));
+}
+
+fn ask(question: &str) -> anyhow::Result<bool> {
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// SIGINT and SIGTERM stop at the next safe point; a second one, or SIGUSR1 (what
+/// `abort --now` sends), stops now.
+fn spawn_signal_handler(interrupt: Interrupt) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut interrupt_signal), Ok(mut terminate), Ok(mut now)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::user_defined1()),
+        ) else {
+            tracing::warn!(
+                "cannot watch signals: SIGINT would end the rollout without a safe stop"
+            );
+            return;
+        };
+        let mut safe_seen = false;
+        loop {
+            tokio::select! {
+                _ = interrupt_signal.recv() => {}
+                _ = terminate.recv() => {}
+                _ = now.recv() => {
+                    tracing::warn!("abort --now: stopping without waiting; the server in flight is left out of rotation");
+                    interrupt.now();
+                    continue;
+                }
+            }
+            if safe_seen {
+                tracing::warn!(
+                    "second signal: stopping now; the server in flight is left out of rotation"
+                );
+                interrupt.now();
+            } else {
+                safe_seen = true;
+                tracing::warn!(
+                    "signal received: stopping at the next safe point (the step in progress finishes first; a second signal stops now)"
+                );
+                interrupt.safe();
+            }
+        }
+    });
+}
