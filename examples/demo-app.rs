@@ -6,7 +6,8 @@
 //! Prints `listening on ADDRESS` once it accepts connections (and writes the port to
 //! `--port-file`). Answers:
 //!   GET /health       200 "ok"
-//!   GET /slow?ms=N    200 after N milliseconds (a long request, to test draining)
+//!   GET /slow?ms=N    200 after N milliseconds (a long request, to test draining); any
+//!                     path ending in /slow does the same
 //!   GET /fail         404 (for a health check that must fail)
 //!   GET /check        200, or the status given with --check-status (a load balancer's
 //!                     check that fails while /health passes)
@@ -118,6 +119,11 @@ fn serve(stream: TcpStream, check_status: u16) -> std::io::Result<()> {
 
 fn respond(target: &str, check_status: u16) -> (u16, String) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = if path.ends_with("/slow") {
+        "/slow"
+    } else {
+        path
+    };
     match path {
         "/health" => (200, "ok\n".to_owned()),
         "/check" => (check_status, format!("check {check_status}\n")),

@@ -70,6 +70,48 @@ pub struct Driver<'a> {
     pub journal: Mutex<Journal>,
     /// Each HAProxy's process identity as the rollout first saw it.
     pub identities: Mutex<Vec<Info>>,
+    /// Old HAProxy processes a reload replaced while a server was draining: their
+    /// sessions cannot be read over the new process's socket.
+    pub old_processes: Mutex<Vec<OldProcess>>,
+}
+
+/// An HAProxy process replaced by a reload, which may still be finishing sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct OldProcess {
+    pub instance: usize,
+    pub pid: u32,
+    /// The HAProxy runs on this machine, so whether the process still runs can be seen.
+    pub local: bool,
+}
+
+impl OldProcess {
+    /// Whether it may still hold sessions: a local process until it is gone (or a zombie);
+    /// a remote one cannot be seen, so always.
+    fn may_hold_sessions(&self) -> bool {
+        if !self.local {
+            return true;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            // The state follows the parenthesised command name: `Z` is a zombie.
+            Ok(stat) => !stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Whether a runtime API address is on this machine.
+pub fn is_local(address: &crate::plan::SocketAddress) -> bool {
+    match address {
+        crate::plan::SocketAddress::Unix(_) => true,
+        crate::plan::SocketAddress::Tcp { host, .. } => {
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
 }
 
 fn change_of(target: AdminTarget) -> Change {
@@ -111,7 +153,8 @@ impl Driver<'_> {
                 () = self.interrupt.reached(NOW), if !now_delivered => Event::Waited,
                 event = self.perform(effect, &engine, &mut report) => event,
             };
-            if !now_delivered && self.interrupt.level() < NOW {
+            if !now_delivered && self.interrupt.level() < NOW && !matches!(event, Event::Polled(_))
+            {
                 self.check_reloads(&engine, &mut report).await;
             }
         }
@@ -189,7 +232,14 @@ impl Driver<'_> {
         report: &mut impl FnMut(&Report),
     ) -> Event {
         match effect {
-            Effect::Poll => Event::Polled(self.poll().await),
+            Effect::Poll => {
+                let mut views = self.poll().await;
+                // Identities are read after the views: unchanged, the views came from the
+                // same process; changed, a reload happened and the old process counts.
+                self.check_reloads(engine, report).await;
+                self.count_old_processes(&mut views, engine);
+                Event::Polled(views)
+            }
             Effect::SetState(server, target) => {
                 self.intent(&server, change_of(target));
                 let result = self.set_state(&server, target).await;
@@ -248,18 +298,26 @@ impl Driver<'_> {
             let Ok(info) = client.info().await else {
                 continue;
             };
-            let reloaded = {
+            let old_pid = {
                 let mut identities = self.identities.lock().expect("the identities lock");
-                let reloaded = info.reloaded_since(&identities[index]);
-                if reloaded {
-                    identities[index] = info.clone();
+                if !info.reloaded_since(&identities[index]) {
+                    continue;
                 }
-                reloaded
+                std::mem::replace(&mut identities[index], info.clone()).pid
             };
-            if !reloaded {
-                continue;
-            }
             let instance = &self.plan.haproxy[index];
+            if engine.draining_before_restart() && old_pid != 0 && old_pid != info.pid {
+                // Sessions the old process still serves are invisible from here on: count
+                // them as present until it is gone.
+                self.old_processes
+                    .lock()
+                    .expect("the old processes lock")
+                    .push(OldProcess {
+                        instance: index,
+                        pid: old_pid,
+                        local: is_local(&instance.socket),
+                    });
+            }
             let expected = engine.expected_state();
             let mut reapplied = None;
             if let Some((server, target)) = &expected {
@@ -295,6 +353,30 @@ impl Driver<'_> {
                 .map_err(|error| crate::commands::error_chain(&error))
         });
         futures::future::join_all(reads).await
+    }
+
+    /// An old process a reload replaced may still serve sessions on the server in flight;
+    /// until it is gone, that server counts at least one session there.
+    fn count_old_processes(
+        &self,
+        results: &mut [Result<Vec<crate::haproxy::ServerView>, String>],
+        engine: &Rollout,
+    ) {
+        let mut old = self.old_processes.lock().expect("the old processes lock");
+        old.retain(OldProcess::may_hold_sessions);
+        let Some((server, _)) = engine.expected_state() else {
+            return;
+        };
+        for process in old.iter() {
+            if let Some(Ok(views)) = results.get_mut(process.instance) {
+                for view in views
+                    .iter_mut()
+                    .filter(|view| view.server == server.as_str())
+                {
+                    view.sessions = view.sessions.max(1);
+                }
+            }
+        }
     }
 
     /// The same change on every HAProxy and backend at once (lockstep).

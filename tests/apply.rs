@@ -6,18 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::lab::LabOptions;
-use common::rollout;
 use common::rollout_lab::{RolloutLab, Sampler, Traffic};
+use common::{events, rollout};
 
 fn path(file: &std::path::Path) -> &str {
     file.to_str().unwrap()
-}
-
-fn events(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
-        .collect()
 }
 
 fn summary(events: &[serde_json::Value]) -> &serde_json::Value {

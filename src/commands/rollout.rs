@@ -248,6 +248,7 @@ impl Run<'_> {
                     })
                     .collect(),
             ),
+            old_processes: Mutex::new(Vec::new()),
         };
         let started = Instant::now();
         let mut reporter = RolloutReporter::new(printer, plan);

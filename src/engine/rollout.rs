@@ -360,6 +360,12 @@ impl Rollout {
         self.stop == Stop::Interrupted
     }
 
+    /// The server in flight is draining and not yet restarted: sessions held by an old
+    /// HAProxy process (after a reload) still matter.
+    pub fn draining_before_restart(&self) -> bool {
+        matches!(self.phase, Phase::Draining | Phase::Sessions { .. })
+    }
+
     /// The admin state the server in flight must have now: what a reload of HAProxy drops
     /// and the driver puts back. `None` when nothing this rollout set is in force.
     pub fn expected_state(&self) -> Option<(ServerName, AdminTarget)> {

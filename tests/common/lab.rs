@@ -106,6 +106,8 @@ pub struct LabOptions {
     /// `rise`/`fall` of every server's check.
     pub rise: u32,
     pub fall: u32,
+    /// Route `/to/appN/...` to appN (`use-server`), to put a request on one server.
+    pub route_by_path: bool,
 }
 
 impl Default for LabOptions {
@@ -116,6 +118,7 @@ impl Default for LabOptions {
             disabled: Vec::new(),
             rise: 2,
             fall: 2,
+            route_by_path: false,
         }
     }
 }
@@ -124,6 +127,8 @@ pub struct Lab {
     pub dir: tempfile::TempDir,
     pub apps: Vec<App>,
     pub haproxy: Process,
+    /// Processes replaced by a reload, still finishing their sessions.
+    pub old_haproxy: Vec<Process>,
     pub admin_socket: PathBuf,
     pub operator_socket: PathBuf,
     pub user_socket: PathBuf,
@@ -181,6 +186,7 @@ impl Lab {
                         dir,
                         apps,
                         haproxy,
+                        old_haproxy: Vec::new(),
                         admin_socket,
                         operator_socket,
                         user_socket,
@@ -202,6 +208,46 @@ impl Lab {
             }
         }
         panic!("haproxy did not start: {last_error}");
+    }
+
+    /// Reloads HAProxy the classic way: a new process with the same configuration takes
+    /// over the sockets (`-sf`) and the old one finishes its sessions. Runtime-set states
+    /// (drain, maint) are lost, as in production without a server-state file.
+    pub fn reload(&mut self) {
+        let config_file = self.dir.path().join("haproxy.cfg");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("haproxy.log"))
+            .unwrap();
+        let old_pid = self.haproxy.pid();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config_file)
+            .arg("-sf")
+            .arg(old_pid.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the new haproxy");
+        let old = std::mem::replace(&mut self.haproxy, Process { child });
+        self.old_haproxy.push(old);
+        let start = Instant::now();
+        loop {
+            let reply = self.command("show info");
+            if reply
+                .lines()
+                .any(|line| line.starts_with("Pid: ") && line != format!("Pid: {old_pid}"))
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < START_DEADLINE,
+                "the new haproxy never answered"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn client(&self) -> Client {
@@ -326,6 +372,13 @@ fn config(
     frontend_port: u16,
 ) -> String {
     let mut servers = String::new();
+    if options.route_by_path {
+        for index in 1..=ports.len() {
+            servers.push_str(&format!(
+                "    use-server app{index} if {{ path_beg /to/app{index}/ }}\n"
+            ));
+        }
+    }
     for (index, port) in ports.iter().enumerate() {
         let disabled = if options.disabled.contains(&index) {
             " disabled"

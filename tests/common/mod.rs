@@ -2,9 +2,11 @@
 
 #![allow(
     dead_code,
+    unused_imports,
     reason = "each test binary uses a different part of the harness"
 )]
 
+mod background;
 pub mod lab;
 pub mod rollout_lab;
 pub mod sshd;
@@ -12,6 +14,8 @@ pub mod sshd;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+pub use background::{Background, events};
 
 /// The repository root, so tests can name files such as `plans/single.yaml`.
 pub fn root() -> &'static Path {
@@ -53,6 +57,53 @@ impl Run {
     }
 
     pub fn run(self) -> Outcome {
+        let mut command = self.command();
+        let output = command.output().expect("the haproxy-rollout binary runs");
+        Outcome {
+            code: output
+                .status
+                .code()
+                .expect("exited, not killed by a signal"),
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+
+    /// Starts the binary in the background; its stdout lines are collected as they come.
+    pub fn spawn(self) -> Background {
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the haproxy-rollout binary starts");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let collected = lines.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let stderr_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut text);
+            text
+        });
+        Background {
+            child,
+            lines,
+            reader: Some(reader),
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_haproxy-rollout"));
         command
             .args(&self.args)
@@ -72,15 +123,7 @@ impl Run {
                 None => command.env_remove(key),
             };
         }
-        let output = command.output().expect("the haproxy-rollout binary runs");
-        Outcome {
-            code: output
-                .status
-                .code()
-                .expect("exited, not killed by a signal"),
-            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-        }
+        command
     }
 }
 
