@@ -1446,4 +1446,257 @@ mod tests {
         assert_eq!(finish.outcome, Outcome::Interrupted);
         assert_eq!(finish.servers[0].state, ServerState::ReturnedUnrestarted);
     }
+
+    /// Drives `engine` with the fake world, delivering `interrupt` right after `when`
+    /// matches an effect about to run.
+    fn run_with(
+        world: &mut World,
+        mut engine: Rollout,
+        when: impl Fn(&Effect) -> bool,
+        interrupt: Event,
+    ) -> Finish {
+        let mut event = Event::Start;
+        let mut delivered = false;
+        for _ in 0..10_000 {
+            let mut next = None;
+            for action in engine.handle(event, world.now) {
+                match action {
+                    Action::Run(effect) => next = Some(effect),
+                    Action::Report(_) => {}
+                    Action::Finish(finish) => return finish,
+                }
+            }
+            let effect = next.expect("an effect or a finish");
+            world.effects.push(effect.clone());
+            event = world.perform(&effect);
+            if !delivered && when(&effect) {
+                delivered = true;
+                let actions = engine.handle(interrupt.clone(), world.now);
+                if let Some(Action::Run(effect)) = actions
+                    .iter()
+                    .find(|action| matches!(action, Action::Run(_)))
+                {
+                    world.effects.push(effect.clone());
+                    event = world.perform(effect);
+                }
+                if let Some(Action::Finish(finish)) = actions
+                    .into_iter()
+                    .find(|action| matches!(action, Action::Finish(_)))
+                {
+                    return finish;
+                }
+            }
+        }
+        panic!("the engine never finished")
+    }
+
+    #[test]
+    fn an_abort_during_the_restart_lets_it_finish_returns_the_healthy_server_and_starts_no_other() {
+        let plan = plan("");
+        let mut world = World::new();
+        let finish = run_with(
+            &mut world,
+            Rollout::new(&plan),
+            |effect| matches!(effect, Effect::Restart(0)),
+            Event::Interrupted,
+        );
+        assert_eq!(finish.outcome, Outcome::Interrupted);
+        assert_eq!(
+            world.changes(),
+            [
+                "app1 drain",
+                "app1 maint",
+                "restart 0",
+                "app1 drain",
+                "app1 ready"
+            ]
+        );
+        assert_eq!(finish.servers[0].state, ServerState::Done);
+        assert_eq!(finish.servers[1].state, ServerState::Untouched);
+    }
+
+    #[test]
+    fn abort_now_leaves_the_server_in_flight_out_of_rotation() {
+        let plan = plan("");
+        let mut world = World::new();
+        world.sessions.push(("app1".into(), 1, usize::MAX));
+        let finish = run_with(
+            &mut world,
+            Rollout::new(&plan),
+            |effect| *effect == Effect::Wait,
+            Event::AbortNow,
+        );
+        assert_eq!(finish.outcome, Outcome::Interrupted);
+        assert_eq!(world.changes(), ["app1 drain", "app1 maint"]);
+        assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
+        assert_eq!(
+            finish.servers[0].restore,
+            ["set server be_app/app1 state ready"]
+        );
+    }
+
+    #[test]
+    fn resume_skips_done_servers_and_restarts_one_left_in_maintenance_without_leaving_it() {
+        let plan = plan("");
+        let mut world = World::new();
+        world.set(&ServerName::new("app2").unwrap(), AdminTarget::Maint);
+        let mut engine = Rollout::resume(&plan, &[0], Some(1));
+        let mut event = Event::Start;
+        let finish = loop {
+            let actions = engine.handle(event, world.now);
+            if let Some(Action::Finish(finish)) = actions
+                .iter()
+                .find(|action| matches!(action, Action::Finish(_)))
+            {
+                break finish.clone();
+            }
+            let effect = actions
+                .iter()
+                .find_map(|action| match action {
+                    Action::Run(effect) => Some(effect.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            world.effects.push(effect.clone());
+            event = world.perform(&effect);
+        };
+        assert_eq!(finish.outcome, Outcome::Success);
+        let changes = world.changes();
+        assert_eq!(
+            &changes[..3],
+            ["app2 maint", "restart 1", "app2 drain"],
+            "no drain before the restart"
+        );
+        assert!(
+            !changes.iter().any(|change| change.starts_with("app1")),
+            "app1 was done before"
+        );
+        assert_eq!(finish.servers[0].state, ServerState::DoneEarlier);
+        assert_eq!(finish.servers[1].state, ServerState::Done);
+        assert_eq!(finish.servers[2].state, ServerState::Done);
+    }
+
+    #[test]
+    fn settling_after_a_restart_returns_the_server_only_once_healthy_then_stops() {
+        let plan = plan("");
+        let mut world = World::new();
+        world.set(&ServerName::new("app1").unwrap(), AdminTarget::Maint);
+        let finish = run_with(
+            &mut world,
+            Rollout::settle(&plan, &[], 0, Settle::AfterRestart),
+            |_| false,
+            Event::Waited,
+        );
+        assert_eq!(finish.outcome, Outcome::Interrupted);
+        assert_eq!(world.changes(), ["app1 drain", "app1 ready"]);
+        assert_eq!(finish.servers[0].state, ServerState::Done);
+        assert_eq!(finish.servers[1].state, ServerState::Untouched);
+
+        let mut world = World::new();
+        world.health_fails = true;
+        world.set(&ServerName::new("app1").unwrap(), AdminTarget::Maint);
+        let plan = super::tests::plan("health:\n  within: 2s\n");
+        let finish = run_with(
+            &mut world,
+            Rollout::settle(&plan, &[], 0, Settle::AfterRestart),
+            |_| false,
+            Event::Waited,
+        );
+        assert_eq!(
+            world.changes(),
+            Vec::<String>::new(),
+            "an unhealthy server never leaves maintenance"
+        );
+        assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
+    }
+
+    #[test]
+    fn a_lost_ssh_connection_is_settled_by_checks_and_stops_the_rollout() {
+        let plan = plan("");
+        let mut engine = Rollout::new(&plan);
+        let mut world = World::new();
+        let mut event = Event::Start;
+        let finish = loop {
+            let actions = engine.handle(event, world.now);
+            if let Some(Action::Finish(finish)) = actions
+                .iter()
+                .find(|action| matches!(action, Action::Finish(_)))
+            {
+                break finish.clone();
+            }
+            let effect = actions
+                .iter()
+                .find_map(|action| match action {
+                    Action::Run(effect) => Some(effect.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            world.effects.push(effect.clone());
+            event = match effect {
+                Effect::Restart(_) => {
+                    Event::Restarted(Err(RestartFailure::Unknown("connection lost".into())))
+                }
+                _ => world.perform(&effect),
+            };
+        };
+        assert_eq!(finish.outcome, Outcome::Failed);
+        assert!(finish.reason.unwrap().contains("outcome is unknown"));
+        assert_eq!(finish.servers[0].state, ServerState::BackRestartUnknown);
+        assert_eq!(finish.servers[1].state, ServerState::Untouched);
+    }
+
+    #[test]
+    fn an_haproxy_unreachable_past_its_deadline_stops_the_rollout() {
+        let plan = plan("");
+        let mut engine = Rollout::new(&plan);
+        let now = Instant::now();
+        let views = vec![view("app1"), view("app2"), view("app3")];
+        engine.handle(Event::Start, now);
+        engine.handle(Event::Polled(vec![Ok(views)]), now);
+        engine.handle(Event::Changed(Ok(())), now);
+        let unreadable = || Event::Polled(vec![Err("connection refused".into())]);
+        let actions = engine.handle(unreadable(), now + Duration::from_secs(1));
+        assert!(
+            actions.contains(&Action::Run(Effect::Wait)),
+            "still within unreachable_timeout: {actions:?}"
+        );
+        let actions = engine.handle(unreadable(), now + Duration::from_secs(40));
+        assert_eq!(
+            actions,
+            [Action::Run(Effect::SetState(
+                ServerName::new("app1").unwrap(),
+                AdminTarget::Ready
+            ))],
+            "past it: put the server back (it was never restarted) and stop"
+        );
+    }
+
+    #[test]
+    fn the_expected_state_follows_the_phase() {
+        let plan = plan("");
+        let mut engine = Rollout::new(&plan);
+        let now = Instant::now();
+        let app1 = ServerName::new("app1").unwrap();
+        assert_eq!(engine.expected_state(), None);
+        engine.handle(Event::Start, now);
+        engine.handle(
+            Event::Polled(vec![Ok(vec![view("app1"), view("app2"), view("app3")])]),
+            now,
+        );
+        assert_eq!(
+            engine.expected_state(),
+            Some((app1.clone(), AdminTarget::Drain))
+        );
+        assert!(engine.draining_before_restart());
+        engine.handle(Event::Changed(Ok(())), now);
+        engine.handle(
+            Event::Polled(vec![Ok(vec![view("app1"), view("app2"), view("app3")])]),
+            now,
+        );
+        assert_eq!(
+            engine.expected_state(),
+            Some((app1.clone(), AdminTarget::Maint))
+        );
+        assert!(!engine.draining_before_restart());
+    }
 }
