@@ -171,7 +171,7 @@ impl Driver<'_> {
             match action {
                 Action::Report(event) => {
                     if let Report::ServerDone { server, .. } = &event {
-                        self.write(Record::ServerDone {
+                        let _ = self.write(Record::ServerDone {
                             time: now(),
                             server: server.to_string(),
                         });
@@ -189,25 +189,33 @@ impl Driver<'_> {
         Ok(effect.unwrap_or(Effect::Wait))
     }
 
-    fn write(&self, record: Record) {
+    fn write(&self, record: Record) -> Result<(), String> {
         // A journal that cannot be written must not go unnoticed: it is what makes an
         // interrupted rollout recoverable.
-        if let Err(error) = self
-            .journal
+        self.journal
             .lock()
             .expect("the journal lock")
             .append(&record)
-        {
-            tracing::error!("cannot write the journal: {error}");
-        }
+            .map_err(|error| {
+                tracing::error!("cannot write the journal: {error}");
+                format!("cannot write the journal: {error}")
+            })
     }
 
-    fn intent(&self, server: &ServerName, change: Change) {
-        self.write(Record::Intent {
+    /// Journals a change about to be made. A change that moves the rollout forward (drain,
+    /// cutting sessions, the restart) is not made unless this succeeded; a change in the
+    /// safe direction (maintenance, back to ready) is made anyway, since it is how the
+    /// rollout stops safely.
+    fn intent(&self, server: &ServerName, change: Change) -> Result<(), String> {
+        let written = self.write(Record::Intent {
             time: now(),
             server: server.to_string(),
             change,
         });
+        match change {
+            Change::Drain | Change::ShutdownSessions | Change::Restart => written,
+            Change::Maint | Change::Ready => Ok(()),
+        }
     }
 
     fn outcome<T, E: std::fmt::Display>(
@@ -216,7 +224,7 @@ impl Driver<'_> {
         change: Change,
         result: &Result<T, E>,
     ) {
-        self.write(Record::Outcome {
+        let _ = self.write(Record::Outcome {
             time: now(),
             server: server.to_string(),
             change,
@@ -241,20 +249,26 @@ impl Driver<'_> {
                 Event::Polled(views)
             }
             Effect::SetState(server, target) => {
-                self.intent(&server, change_of(target));
+                if let Err(error) = self.intent(&server, change_of(target)) {
+                    return Event::Changed(Err(error));
+                }
                 let result = self.set_state(&server, target).await;
                 self.outcome(&server, change_of(target), &result);
                 Event::Changed(result)
             }
             Effect::ShutdownSessions(server) => {
-                self.intent(&server, Change::ShutdownSessions);
+                if let Err(error) = self.intent(&server, Change::ShutdownSessions) {
+                    return Event::Changed(Err(error));
+                }
                 let result = self.shutdown_sessions(&server).await;
                 self.outcome(&server, Change::ShutdownSessions, &result);
                 Event::Changed(result)
             }
             Effect::Restart(index) => {
                 let server = self.plan.servers[index].name.clone();
-                self.intent(&server, Change::Restart);
+                if let Err(error) = self.intent(&server, Change::Restart) {
+                    return Event::Restarted(Err(RestartFailure::Failed(error)));
+                }
                 // While the restart runs, a reload would put the server back into traffic:
                 // watch for it and put maintenance back at once.
                 let result = {
@@ -321,7 +335,7 @@ impl Driver<'_> {
             let expected = engine.expected_state();
             let mut reapplied = None;
             if let Some((server, target)) = &expected {
-                self.intent(server, change_of(*target));
+                let _ = self.intent(server, change_of(*target));
                 let result = self
                     .set_state_on(client, instance.unreachable_timeout, server, *target)
                     .await;
@@ -331,7 +345,7 @@ impl Driver<'_> {
                     Err(error) => format!("{server} {} FAILED: {error}", target.as_str()),
                 });
             }
-            self.write(Record::Reload {
+            let _ = self.write(Record::Reload {
                 time: now(),
                 haproxy: instance.name.to_string(),
                 pid: info.pid,
