@@ -97,6 +97,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+#[derive(Clone)]
 pub struct LabOptions {
     pub servers: usize,
     /// The path of HAProxy's own health check.

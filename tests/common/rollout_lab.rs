@@ -12,6 +12,8 @@ use super::sshd::Sshd;
 
 pub struct RolloutLab {
     pub lab: Lab,
+    /// A second HAProxy in front of the same servers, when asked for.
+    pub second: Option<Lab>,
     pub sshd: Sshd,
     pub ports: Vec<u16>,
     pub restart_script: PathBuf,
@@ -44,10 +46,21 @@ impl RolloutLab {
         let lab = Lab::around(dir, Vec::new(), &ports, options);
         RolloutLab {
             lab,
+            second: None,
             sshd,
             ports,
             restart_script,
         }
+    }
+
+    /// Starts a second HAProxy, with its own sockets and frontend, in front of the same
+    /// application servers.
+    pub fn add_second_haproxy(&mut self, options: LabOptions) {
+        let dir = tempfile::Builder::new()
+            .prefix("hr-lb2")
+            .tempdir()
+            .expect("temp dir");
+        self.second = Some(Lab::around(dir, Vec::new(), &self.ports, options));
     }
 
     /// The pid of the application listening on `port`, from its pid file.
