@@ -25,14 +25,17 @@ pub fn run(
         if holder.host != crate::lock::hostname() {
             anyhow::bail!("the rollout runs on another host: {holder}; abort it there");
         }
-        let signal = if args.now { "-USR1" } else { "-TERM" };
-        let status = std::process::Command::new("kill")
-            .arg(signal)
-            .arg(holder.pid.to_string())
-            .status()?;
-        if !status.success() {
-            anyhow::bail!("cannot signal {holder}");
-        }
+        let signal = if args.now {
+            rustix::process::Signal::USR1
+        } else {
+            rustix::process::Signal::TERM
+        };
+        let pid = i32::try_from(holder.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| anyhow::anyhow!("the lock names an impossible pid: {holder}"))?;
+        rustix::process::kill_process(pid, signal)
+            .map_err(|error| anyhow::anyhow!("cannot signal {holder}: {error}"))?;
         printer.note(&format!(
             "asked {holder} to stop {}",
             if args.now {

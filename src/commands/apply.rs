@@ -12,12 +12,8 @@ pub fn run(
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Exit> {
-    let context = match Context::load(&args.plan, printer, state_dir)? {
-        Ok(context) => context,
-        Err(exit) => return Ok(exit),
-    };
-    let _locks = match context.lock("apply") {
-        Ok(locks) => locks,
+    let (context, _locks) = match Context::load_locked(&args.plan, printer, state_dir, "apply")? {
+        Ok(loaded) => loaded,
         Err(exit) => return Ok(exit),
     };
     if let Some(interrupted) = crate::journal::interrupted(&context.records()?) {

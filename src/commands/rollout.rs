@@ -53,6 +53,20 @@ impl<'a> Context<'a> {
         }))
     }
 
+    /// Loads the plan and takes its locks, for the commands that change servers.
+    pub fn load_locked(
+        file: &Path,
+        printer: &'a Printer,
+        state_dir: Option<&Path>,
+        command: &str,
+    ) -> anyhow::Result<Result<(Self, Locks), Exit>> {
+        let context = match Context::load(file, printer, state_dir)? {
+            Ok(context) => context,
+            Err(exit) => return Ok(Err(exit)),
+        };
+        Ok(context.lock(command).map(|locks| (context, locks)))
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         self.dir.join("journal.jsonl")
     }

@@ -840,6 +840,34 @@ impl Rollout {
         actions
     }
 
+    /// The server's views for a wait that only ends on a condition (HAProxy's checks, UP):
+    /// `Err` carries what to do instead, when an HAProxy cannot be read. Before `deadline`
+    /// that is waiting once more in `phase`; after it, or past an unreachable deadline, the
+    /// server is put out of rotation and the rollout stops.
+    fn awaited_views<'v>(
+        &mut self,
+        views: &'v [Result<Vec<ServerView>, String>],
+        (deadline, now): (Instant, Instant),
+        stage: Stage,
+        what: &str,
+        phase: Phase,
+    ) -> Result<Vec<&'v ServerView>, Vec<Action>> {
+        match self.views_of(views, now) {
+            Ok(found) => Ok(found),
+            Err(Err(fatal)) => Err(self.fail_out_of_rotation(stage, fatal)),
+            Err(Ok(error)) if now >= deadline => {
+                Err(self.fail_out_of_rotation(stage, format!("could not confirm {what}: {error}")))
+            }
+            Err(Ok(error)) => {
+                self.phase = phase;
+                Err(vec![
+                    Action::Report(Report::PollFailed { error }),
+                    Action::Run(Effect::Wait),
+                ])
+            }
+        }
+    }
+
     /// HAProxy's own checks passed after the restart: exactly DRAIN with a passing check
     /// (or, for a server HAProxy does not check, running) on every HAProxy and backend.
     fn after_checks_poll(
@@ -848,64 +876,57 @@ impl Rollout {
         deadline: Instant,
         now: Instant,
     ) -> Vec<Action> {
-        let mut actions = Vec::new();
-        match self.views_of(views, now) {
-            Ok(found) => {
-                let confirmed = found.iter().all(|view| {
-                    view.admin.draining()
-                        && !view.admin.in_maintenance()
-                        && if view.is_checked() {
-                            view.status == "DRAIN" && view.last_check_passed()
-                        } else {
-                            view.operational == crate::haproxy::OpState::Running
-                        }
-                });
-                if confirmed {
-                    self.phase = Phase::Returning;
-                    actions.push(self.stage(Stage::ReturningToTraffic));
-                    actions.push(Action::Run(Effect::SetState(
-                        self.server(),
-                        AdminTarget::Ready,
-                    )));
-                    return actions;
+        let phase = Phase::Checks { deadline };
+        let found = match self.awaited_views(
+            views,
+            (deadline, now),
+            Stage::WaitingForChecks,
+            "HAProxy's checks",
+            phase.clone(),
+        ) {
+            Ok(found) => found,
+            Err(actions) => return actions,
+        };
+        let confirmed = found.iter().all(|view| {
+            view.admin.draining()
+                && !view.admin.in_maintenance()
+                && if view.is_checked() {
+                    view.status == "DRAIN" && view.last_check_passed()
+                } else {
+                    view.operational == crate::haproxy::OpState::Running
                 }
-                if now >= deadline {
-                    let statuses: Vec<String> = found
-                        .iter()
-                        .map(|view| {
-                            format!(
-                                "{}/{} {} (check {})",
-                                view.backend,
-                                view.server,
-                                view.status,
-                                or_none(&view.check_status)
-                            )
-                        })
-                        .collect();
-                    return self.fail_out_of_rotation(
-                        Stage::WaitingForChecks,
-                        format!(
-                            "HAProxy's checks did not pass within ready.timeout ({}s): {}",
-                            self.settings.ready_timeout.as_secs(),
-                            statuses.join(", ")
-                        ),
-                    );
-                }
-            }
-            Err(Err(fatal)) => return self.fail_out_of_rotation(Stage::WaitingForChecks, fatal),
-            Err(Ok(error)) => {
-                if now >= deadline {
-                    return self.fail_out_of_rotation(
-                        Stage::WaitingForChecks,
-                        format!("could not confirm HAProxy's checks: {error}"),
-                    );
-                }
-                actions.push(Action::Report(Report::PollFailed { error }));
-            }
+        });
+        if confirmed {
+            self.phase = Phase::Returning;
+            return vec![
+                self.stage(Stage::ReturningToTraffic),
+                Action::Run(Effect::SetState(self.server(), AdminTarget::Ready)),
+            ];
         }
-        self.phase = Phase::Checks { deadline };
-        actions.push(Action::Run(Effect::Wait));
-        actions
+        if now >= deadline {
+            let statuses: Vec<String> = found
+                .iter()
+                .map(|view| {
+                    format!(
+                        "{}/{} {} (check {})",
+                        view.backend,
+                        view.server,
+                        view.status,
+                        or_none(&view.check_status)
+                    )
+                })
+                .collect();
+            return self.fail_out_of_rotation(
+                Stage::WaitingForChecks,
+                format!(
+                    "HAProxy's checks did not pass within ready.timeout ({}s): {}",
+                    self.settings.ready_timeout.as_secs(),
+                    statuses.join(", ")
+                ),
+            );
+        }
+        self.phase = phase;
+        Self::run(Effect::Wait)
     }
 
     fn after_up_poll(
@@ -914,60 +935,55 @@ impl Rollout {
         deadline: Instant,
         now: Instant,
     ) -> Vec<Action> {
-        let mut actions = Vec::new();
-        match self.views_of(views, now) {
-            Ok(found) => {
-                if found
-                    .iter()
-                    .all(|view| view.admin.ready() && view.is_fully_up())
-                {
-                    let server = self.server();
-                    let entry = &mut self.results[self.current];
-                    entry.state = if matches!(self.stop, Stop::AfterThisServer(_)) {
-                        ServerState::BackRestartUnknown
-                    } else {
-                        ServerState::Done
-                    };
-                    entry.restore.clear();
-                    entry.timings.haproxy = self
-                        .healthy
-                        .map(|healthy| now.saturating_duration_since(healthy));
-                    actions.push(Action::Report(Report::ServerDone {
-                        server,
-                        timings: entry.timings,
-                    }));
-                    self.current += 1;
-                    actions.extend(self.begin_server(now));
-                    return actions;
-                }
-                if now >= deadline {
-                    let statuses: Vec<String> = found
-                        .iter()
-                        .map(|view| format!("{}/{} {}", view.backend, view.server, view.status))
-                        .collect();
-                    return self.fail_out_of_rotation(
-                        Stage::ReturningToTraffic,
-                        format!(
-                            "not exactly UP within ready.timeout: {}",
-                            statuses.join(", ")
-                        ),
-                    );
-                }
-            }
-            Err(Err(fatal)) => return self.fail_out_of_rotation(Stage::ReturningToTraffic, fatal),
-            Err(Ok(error)) => {
-                if now >= deadline {
-                    return self.fail_out_of_rotation(
-                        Stage::ReturningToTraffic,
-                        format!("could not confirm it is UP: {error}"),
-                    );
-                }
-                actions.push(Action::Report(Report::PollFailed { error }));
-            }
+        let phase = Phase::Up { deadline };
+        let found = match self.awaited_views(
+            views,
+            (deadline, now),
+            Stage::ReturningToTraffic,
+            "it is UP",
+            phase.clone(),
+        ) {
+            Ok(found) => found,
+            Err(actions) => return actions,
+        };
+        if found
+            .iter()
+            .all(|view| view.admin.ready() && view.is_fully_up())
+        {
+            let server = self.server();
+            let entry = &mut self.results[self.current];
+            entry.state = if matches!(self.stop, Stop::AfterThisServer(_)) {
+                ServerState::BackRestartUnknown
+            } else {
+                ServerState::Done
+            };
+            entry.restore.clear();
+            entry.timings.haproxy = self
+                .healthy
+                .map(|healthy| now.saturating_duration_since(healthy));
+            let mut actions = vec![Action::Report(Report::ServerDone {
+                server,
+                timings: entry.timings,
+            })];
+            self.current += 1;
+            actions.extend(self.begin_server(now));
+            return actions;
         }
-        self.phase = Phase::Up { deadline };
-        actions.push(Action::Run(Effect::Wait));
-        actions
+        if now >= deadline {
+            let statuses: Vec<String> = found
+                .iter()
+                .map(|view| format!("{}/{} {}", view.backend, view.server, view.status))
+                .collect();
+            return self.fail_out_of_rotation(
+                Stage::ReturningToTraffic,
+                format!(
+                    "not exactly UP within ready.timeout: {}",
+                    statuses.join(", ")
+                ),
+            );
+        }
+        self.phase = phase;
+        Self::run(Effect::Wait)
     }
 
     /// What a stop now means for the outcome: the operator's interrupt wins.
