@@ -295,6 +295,7 @@ impl Driver<'_> {
                 let url = health_url(server.health_url(self.plan), &self.targets[index]);
                 Event::Probed(self.health.probe(&url).await)
             }
+            Effect::Hook(point, index) => Event::HookDone(self.hook(point, index).await),
             Effect::Wait => {
                 tokio::select! {
                     () = tokio::time::sleep(self.plan.poll_interval) => {}
@@ -477,6 +478,30 @@ impl Driver<'_> {
             }
             Err(error) => Err(RestartFailure::Failed(error.to_string())),
         }
+    }
+}
+
+impl Driver<'_> {
+    /// Runs a hook of the server at `index`, over SSH on its host or here (`local`).
+    async fn hook(&self, point: crate::plan::HookPoint, index: usize) -> Result<(), String> {
+        let Some(hook) = self.plan.hooks.get(point) else {
+            return Ok(());
+        };
+        let values = &self.targets[index];
+        let command = remote_command(&hook.command, values, hook.timeout);
+        let deadline = hook.timeout + KILL_AFTER + Duration::from_secs(5);
+        tracing::debug!(hook = point.as_str(), local = hook.local, %command, "hook");
+        let result = if hook.local {
+            crate::ssh::run_local(&command, deadline).await
+        } else {
+            match self.ssh {
+                Some(ssh) => ssh.run(&values.host, &command, deadline).await,
+                None => return Err("no SSH connection was opened for this run".to_owned()),
+            }
+        };
+        result
+            .map(|output| tracing::debug!(output = %output.trim_end(), "hook output"))
+            .map_err(|error| error.to_string())
     }
 }
 

@@ -218,6 +218,59 @@ impl SshPool {
     }
 }
 
+/// Runs a command line (as built by `remote_command`) on this machine, with output captured
+/// and the same deadline rules as a remote one.
+pub async fn run_local(command: &str, deadline: Duration) -> Result<String, SshError> {
+    let host = "this machine".to_owned();
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| SshError::Lost {
+            host: host.clone(),
+            command: command.to_owned(),
+            detail: format!("cannot start sh: {error}"),
+        })?;
+    let output = tokio::time::timeout(deadline, child.wait_with_output())
+        .await
+        .map_err(|_| SshError::Timeout {
+            host: host.clone(),
+            command: command.to_owned(),
+            timeout: deadline,
+        })?
+        .map_err(|error| SshError::Lost {
+            host: host.clone(),
+            command: command.to_owned(),
+            detail: error.to_string(),
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    match output.status.code() {
+        Some(0) => Ok(stdout),
+        Some(124) => Err(SshError::Timeout {
+            host,
+            command: command.to_owned(),
+            timeout: deadline.saturating_sub(KILL_AFTER),
+        }),
+        Some(status) => Err(SshError::Exit {
+            host,
+            command: command.to_owned(),
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(SshError::Lost {
+            host,
+            command: command.to_owned(),
+            detail: "it was killed by a signal".to_owned(),
+        }),
+    }
+}
+
 /// `~/x` → `$HOME/x`; ssh expands `~` itself only in some places.
 pub fn expand_home(path: &std::path::Path) -> std::path::PathBuf {
     match (path.strip_prefix("~"), std::env::var_os("HOME")) {

@@ -118,3 +118,80 @@ fn two_haproxy_instances_over_unix_and_tcp_are_changed_in_lockstep_under_traffic
         .collect();
     assert_eq!(done, ["app1", "app2", "app3"]);
 }
+
+/// See: #6, test 6.
+#[test]
+fn a_failing_after_restart_hook_on_the_third_server_stops_the_rollout() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let marks = lab.lab.dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let third = lab.ports[2];
+    let hooks = format!(
+        "hooks:\n\
+         \x20 before_drain:\n    command: /usr/bin/touch {marks}/before-{{server}}\n\
+         \x20 after_restart:\n    command: \"test {{port}} != {third} || {{{{ echo 'warm-up failed' >&2; exit 7; }}}}\"\n    timeout: 10s\n\
+         \x20 after_ready:\n    command: /usr/bin/touch {marks}/ready-{{server}}\n\
+         \x20 on_failure:\n    command: /usr/bin/touch {marks}/failed-{{server}}\n    local: true\n",
+        marks = marks.display()
+    );
+    let plan = lab.plan("hooks.yaml", None, &hooks);
+    let preview = rollout(["--color", "never", "plan", plan.to_str().unwrap()])
+        .run()
+        .code(0);
+    assert!(
+        preview
+            .stdout
+            .contains("before_drain hook, ssh root@127.0.0.1"),
+        "{}",
+        preview.stdout
+    );
+    assert!(
+        preview
+            .stdout
+            .contains("on_failure hook, only if the rollout fails on this server, locally"),
+        "{}",
+        preview.stdout
+    );
+
+    let before = lab.pids();
+    let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()])
+        .run()
+        .code(1);
+    let after = lab.pids();
+    assert!(
+        before.iter().zip(&after).all(|(old, new)| old != new),
+        "all three were restarted"
+    );
+    let events = events(&outcome.stdout);
+    let summary = events.last().unwrap();
+    let reason = summary["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("its after_restart hook failed") && reason.contains("exited with status 7"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("warm-up failed"),
+        "the hook's output is in the report: {reason}"
+    );
+    assert_eq!(
+        summary["servers"][2]["state"],
+        "OUT OF ROTATION (maintenance)"
+    );
+    assert_eq!(
+        summary["servers"][1]["state"],
+        "restarted, back in traffic (UP)"
+    );
+    assert!(lab.lab.view("app3").admin.in_maintenance());
+    for file in [
+        "before-app1",
+        "before-app2",
+        "before-app3",
+        "ready-app1",
+        "ready-app2",
+        "failed-app3",
+    ] {
+        assert!(marks.join(file).exists(), "{file} ran");
+    }
+    assert!(!marks.join("ready-app3").exists());
+    assert!(!marks.join("failed-app1").exists());
+}

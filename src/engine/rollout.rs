@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::haproxy::{AdminTarget, ServerView};
-use crate::plan::{BackendName, OnDrainTimeout, Plan, ServerName};
+use crate::plan::{BackendName, HookPoint, OnDrainTimeout, Plan, ServerName};
 
 /// What the driver reports back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub enum Event {
     Changed(Result<(), String>),
     Restarted(Result<(), RestartFailure>),
     Probed(Result<(), String>),
+    /// A hook finished: `Err` carries why it failed, with its output.
+    HookDone(Result<(), String>),
     /// One poll interval passed.
     Waited,
     /// Stop at the next safe point (`abort`, SIGINT, SIGTERM).
@@ -50,6 +52,8 @@ pub enum Effect {
     Restart(usize),
     /// Ask the health URL of the server at this plan index once.
     Probe(usize),
+    /// Run a hook for the server at this plan index.
+    Hook(HookPoint, usize),
     /// Wait one poll interval.
     Wait,
 }
@@ -71,6 +75,7 @@ pub enum Stage {
     WaitingForHealth,
     WaitingForChecks,
     ReturningToTraffic,
+    Hook(HookPoint),
 }
 
 impl Stage {
@@ -83,6 +88,10 @@ impl Stage {
             Stage::WaitingForHealth => "waiting for its health endpoint",
             Stage::WaitingForChecks => "waiting for HAProxy's checks",
             Stage::ReturningToTraffic => "returning to traffic",
+            Stage::Hook(HookPoint::BeforeDrain) => "running its before_drain hook",
+            Stage::Hook(HookPoint::AfterRestart) => "running its after_restart hook",
+            Stage::Hook(HookPoint::AfterReady) => "running its after_ready hook",
+            Stage::Hook(HookPoint::OnFailure) => "running its on_failure hook",
         }
     }
 }
@@ -197,6 +206,8 @@ struct Settings {
     ready_timeout: Duration,
     /// Per HAProxy instance: how long it may stay unreadable before the rollout stops.
     unreachable_timeouts: Vec<Duration>,
+    /// The hook points the plan has a command for.
+    hooks: Vec<HookPoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +237,14 @@ enum Phase {
     Returning,
     Up {
         deadline: Instant,
+    },
+    BeforeDrainHook,
+    AfterRestartHook,
+    AfterReadyHook,
+    /// The failure hook runs; then the rollout finishes with this.
+    OnFailureHook {
+        outcome: Outcome,
+        reason: Option<String>,
     },
     /// A corrective change after a failure or an abort; then the rollout finishes.
     Restoring {
@@ -268,6 +287,8 @@ pub struct Rollout {
     /// Per HAProxy instance: since when every poll of it failed.
     unreadable_since: Vec<Option<Instant>>,
     stop: Stop,
+    /// Settling after an interrupted rollout runs no hooks: it only puts a server right.
+    hooks_enabled: bool,
 }
 
 impl Rollout {
@@ -289,6 +310,15 @@ impl Rollout {
                 .iter()
                 .map(|instance| instance.unreachable_timeout)
                 .collect(),
+            hooks: [
+                HookPoint::BeforeDrain,
+                HookPoint::AfterRestart,
+                HookPoint::AfterReady,
+                HookPoint::OnFailure,
+            ]
+            .into_iter()
+            .filter(|point| plan.hooks.get(*point).is_some())
+            .collect(),
         };
         let results = settings
             .servers
@@ -316,6 +346,7 @@ impl Rollout {
             healthy: None,
             last_sessions: None,
             stop: Stop::No,
+            hooks_enabled: true,
         }
     }
 
@@ -338,6 +369,7 @@ impl Rollout {
         rollout.current = server;
         rollout.settle = Some(from);
         rollout.stop = Stop::Interrupted;
+        rollout.hooks_enabled = false;
         rollout
     }
 
@@ -378,6 +410,7 @@ impl Rollout {
             | Phase::ForcingShutdown { .. }
             | Phase::EnteringMaint
             | Phase::Restarting
+            | Phase::AfterRestartHook
             | Phase::Probing { .. } => AdminTarget::Maint,
             Phase::Restoring {
                 target: AdminTarget::Maint,
@@ -472,7 +505,7 @@ impl Rollout {
                 self.results[self.current].timings.restarting = self
                     .drained
                     .map(|drained| now.saturating_duration_since(drained));
-                self.start_probing(now)
+                self.after_restart(now)
             }
             (Phase::Probing { .. }, Event::Probed(Ok(()))) => {
                 self.healthy = Some(now);
@@ -587,6 +620,50 @@ impl Rollout {
                 actions.push(self.finish(outcome, Some(reason)));
                 actions
             }
+            (Phase::BeforeDrainHook, Event::HookDone(Ok(()))) => {
+                if self.interrupted() {
+                    return vec![self.finish(
+                        Outcome::Interrupted,
+                        Some("stopped by the operator before the server was drained".to_owned()),
+                    )];
+                }
+                self.start_drain()
+            }
+            (Phase::BeforeDrainHook, Event::HookDone(Err(error))) => {
+                self.fail_untouched(format!("its before_drain hook failed: {error}"))
+            }
+            (Phase::AfterRestartHook, Event::HookDone(Ok(()))) => self.start_probing(now),
+            (Phase::AfterRestartHook, Event::HookDone(Err(error))) => self.fail(
+                Stage::Hook(HookPoint::AfterRestart),
+                format!("its after_restart hook failed: {error}"),
+            ),
+            (Phase::AfterReadyHook, Event::HookDone(Ok(()))) => self.complete_server(now),
+            // The server passed its health check and HAProxy's: it stays in traffic.
+            (Phase::AfterReadyHook, Event::HookDone(Err(error))) => {
+                let reason = format!(
+                    "its after_ready hook failed: {error}; {} is back in traffic (it passed its checks)",
+                    self.server()
+                );
+                let outcome = self.failure_outcome();
+                vec![
+                    Action::Report(Report::ServerFailed {
+                        server: self.server(),
+                        stage: Stage::Hook(HookPoint::AfterReady),
+                        reason: reason.clone(),
+                    }),
+                    self.finish(outcome, Some(reason)),
+                ]
+            }
+            (Phase::OnFailureHook { outcome, reason }, Event::HookDone(result)) => {
+                let reason = match result {
+                    Ok(()) => reason,
+                    Err(error) => Some(format!(
+                        "{}; its on_failure hook failed too: {error}",
+                        reason.unwrap_or_default()
+                    )),
+                };
+                vec![self.finish(outcome, reason)]
+            }
             (phase, event) => {
                 // An event the current phase does not expect is a driver bug; stop safely
                 // rather than guess.
@@ -629,6 +706,8 @@ impl Rollout {
             }
             Stop::AfterThisServer(reason) => {
                 let reason = reason.clone();
+                // The failure belongs to the server just settled, not to the next one.
+                self.current -= 1;
                 return vec![self.finish(Outcome::Failed, Some(reason))];
             }
         }
@@ -684,10 +763,37 @@ impl Rollout {
                 }
             }
         }
+        if self.has_hook(HookPoint::BeforeDrain) {
+            return self.run_hook(HookPoint::BeforeDrain, Phase::BeforeDrainHook);
+        }
+        self.start_drain()
+    }
+
+    fn start_drain(&mut self) -> Vec<Action> {
         self.phase = Phase::Draining;
-        let mut actions = vec![self.stage(Stage::Draining)];
-        actions.extend(Self::run(Effect::SetState(server, AdminTarget::Drain)));
-        actions
+        vec![
+            self.stage(Stage::Draining),
+            Action::Run(Effect::SetState(self.server(), AdminTarget::Drain)),
+        ]
+    }
+
+    fn has_hook(&self, point: HookPoint) -> bool {
+        self.hooks_enabled && self.settings.hooks.contains(&point)
+    }
+
+    fn run_hook(&mut self, point: HookPoint, phase: Phase) -> Vec<Action> {
+        self.phase = phase;
+        vec![
+            self.stage(Stage::Hook(point)),
+            Action::Run(Effect::Hook(point, self.current)),
+        ]
+    }
+
+    fn after_restart(&mut self, now: Instant) -> Vec<Action> {
+        if self.has_hook(HookPoint::AfterRestart) {
+            return self.run_hook(HookPoint::AfterRestart, Phase::AfterRestartHook);
+        }
+        self.start_probing(now)
     }
 
     /// The server's view on every HAProxy and backend. An unreadable HAProxy is an error
@@ -961,13 +1067,11 @@ impl Rollout {
             entry.timings.haproxy = self
                 .healthy
                 .map(|healthy| now.saturating_duration_since(healthy));
-            let mut actions = vec![Action::Report(Report::ServerDone {
-                server,
-                timings: entry.timings,
-            })];
-            self.current += 1;
-            actions.extend(self.begin_server(now));
-            return actions;
+            let _ = server;
+            if self.has_hook(HookPoint::AfterReady) {
+                return self.run_hook(HookPoint::AfterReady, Phase::AfterReadyHook);
+            }
+            return self.complete_server(now);
         }
         if now >= deadline {
             let statuses: Vec<String> = found
@@ -984,6 +1088,17 @@ impl Rollout {
         }
         self.phase = phase;
         Self::run(Effect::Wait)
+    }
+
+    /// The server is back and every hook passed: report it and start the next.
+    fn complete_server(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = vec![Action::Report(Report::ServerDone {
+            server: self.server(),
+            timings: self.results[self.current].timings,
+        })];
+        self.current += 1;
+        actions.extend(self.begin_server(now));
+        actions
     }
 
     /// What a stop now means for the outcome: the operator's interrupt wins.
@@ -1079,12 +1194,13 @@ impl Rollout {
     fn abort_now(&mut self) -> Vec<Action> {
         self.stop = Stop::Interrupted;
         match std::mem::replace(&mut self.phase, Phase::Idle) {
-            Phase::Idle | Phase::Capacity | Phase::Finished => {
+            Phase::Idle | Phase::Capacity | Phase::BeforeDrainHook | Phase::Finished => {
                 vec![self.finish(
                     Outcome::Interrupted,
                     Some("aborted with --now before the next server".to_owned()),
                 )]
             }
+            Phase::OnFailureHook { outcome, reason } => vec![self.finish(outcome, reason)],
             _ => {
                 self.results[self.current].restore = self.restore_commands();
                 self.phase = Phase::Restoring {
@@ -1108,6 +1224,16 @@ impl Rollout {
     }
 
     fn finish(&mut self, outcome: Outcome, reason: Option<String>) -> Action {
+        let failure_hook_due = outcome == Outcome::Failed
+            && self.has_hook(HookPoint::OnFailure)
+            && self.current < self.settings.servers.len()
+            && !matches!(self.phase, Phase::OnFailureHook { .. });
+        if failure_hook_due {
+            // Runs once; the rollout then finishes as it was going to.
+            self.hooks_enabled = false;
+            self.phase = Phase::OnFailureHook { outcome, reason };
+            return Action::Run(Effect::Hook(HookPoint::OnFailure, self.current));
+        }
         self.phase = Phase::Finished;
         Action::Finish(Finish {
             outcome,
@@ -1140,6 +1266,8 @@ mod tests {
         sessions: Vec<(String, u64, usize)>,
         restart_fails: Option<String>,
         health_fails: bool,
+        /// Hooks that fail: (point, server index).
+        failing_hooks: Vec<(HookPoint, usize)>,
     }
 
     fn view(server: &str) -> ServerView {
@@ -1169,6 +1297,7 @@ mod tests {
                 sessions: Vec::new(),
                 restart_fails: None,
                 health_fails: false,
+                failing_hooks: Vec::new(),
             }
         }
 
@@ -1234,6 +1363,13 @@ mod tests {
                     Event::Probed(Err("GET answered 503".into()))
                 }
                 Effect::Probe(_) => Event::Probed(Ok(())),
+                Effect::Hook(point, index) => {
+                    Event::HookDone(if self.failing_hooks.contains(&(*point, *index)) {
+                        Err("exit 1".into())
+                    } else {
+                        Ok(())
+                    })
+                }
                 Effect::Wait => {
                     self.now += Duration::from_secs(1);
                     Event::Waited
@@ -1271,6 +1407,7 @@ mod tests {
                     }
                     Effect::ShutdownSessions(server) => Some(format!("{server} shutdown")),
                     Effect::Restart(index) => Some(format!("restart {index}")),
+                    Effect::Hook(point, index) => Some(format!("{} {index}", point.as_str())),
                     _ => None,
                 })
                 .collect()
@@ -1714,5 +1851,86 @@ mod tests {
             Some((app1.clone(), AdminTarget::Maint))
         );
         assert!(!engine.draining_before_restart());
+    }
+
+    const HOOKS: &str = concat!(
+        "hooks:\n",
+        "  before_drain:\n    command: /bin/true\n",
+        "  after_restart:\n    command: /bin/true\n",
+        "  after_ready:\n    command: /bin/true\n",
+        "  on_failure:\n    command: /bin/true\n    local: true\n",
+    );
+
+    #[test]
+    fn hooks_run_at_their_points_around_each_server() {
+        let mut world = World::new();
+        let (finish, _) = world.run(&plan(HOOKS));
+        assert_eq!(finish.outcome, Outcome::Success);
+        let changes = world.changes();
+        assert_eq!(
+            &changes[..7],
+            [
+                "before_drain 0",
+                "app1 drain",
+                "app1 maint",
+                "restart 0",
+                "after_restart 0",
+                "app1 drain",
+                "app1 ready"
+            ]
+        );
+        assert_eq!(changes[7], "after_ready 0");
+        assert!(
+            !changes
+                .iter()
+                .any(|change| change.starts_with("on_failure")),
+            "nothing failed"
+        );
+    }
+
+    #[test]
+    fn a_failing_after_restart_hook_stops_with_the_server_out_and_runs_on_failure() {
+        let mut world = World::new();
+        world.failing_hooks.push((HookPoint::AfterRestart, 2));
+        let (finish, _) = world.run(&plan(HOOKS));
+        assert_eq!(finish.outcome, Outcome::Failed);
+        assert!(
+            finish
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("its after_restart hook failed: exit 1")
+        );
+        let changes = world.changes();
+        assert_eq!(
+            &changes[changes.len() - 2..],
+            ["after_restart 2", "on_failure 2"]
+        );
+        assert_eq!(finish.servers[2].state, ServerState::OutOfRotation);
+        assert_eq!(finish.servers[1].state, ServerState::Done);
+    }
+
+    #[test]
+    fn a_failing_before_drain_hook_touches_nothing() {
+        let mut world = World::new();
+        world.failing_hooks.push((HookPoint::BeforeDrain, 0));
+        let (finish, _) = world.run(&plan(HOOKS));
+        assert_eq!(finish.outcome, Outcome::Failed);
+        assert_eq!(world.changes(), ["before_drain 0", "on_failure 0"]);
+        assert_eq!(finish.servers[0].state, ServerState::Untouched);
+    }
+
+    #[test]
+    fn a_failing_after_ready_hook_stops_but_leaves_the_checked_server_in_traffic() {
+        let mut world = World::new();
+        world.failing_hooks.push((HookPoint::AfterReady, 0));
+        let (finish, _) = world.run(&plan(HOOKS));
+        assert_eq!(finish.outcome, Outcome::Failed);
+        assert_eq!(
+            world.changes().last().map(String::as_str),
+            Some("on_failure 0")
+        );
+        assert_eq!(finish.servers[0].state, ServerState::Done);
+        assert_eq!(finish.servers[1].state, ServerState::Untouched);
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::haproxy::{AdminTarget, Command};
 use crate::health::health_url;
 use crate::plan::duration::HumanDuration;
-use crate::plan::{BackendName, InstanceName, OnDrainTimeout, Plan, Server, ServerName};
+use crate::plan::{BackendName, HookPoint, InstanceName, OnDrainTimeout, Plan, Server, ServerName};
 use crate::ssh::{PlaceholderValues, remote_command};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,12 @@ pub enum Step {
     WaitUp {
         server: ServerName,
         timeout: Duration,
+    },
+    /// A hook of the plan; `target` is `ssh HOST` or `locally`.
+    Hook {
+        point: HookPoint,
+        target: String,
+        command: String,
     },
 }
 
@@ -119,6 +125,11 @@ impl fmt::Display for Step {
                 "wait until HAProxy's own checks pass on every HAProxy: {server} status exactly DRAIN, last check L4OK/L6OK/L7OK (at most {})",
                 HumanDuration(*timeout)
             ),
+            Step::Hook {
+                point,
+                target,
+                command,
+            } => write!(formatter, "{} hook, {target}: {command}", point.as_str()),
             Step::WaitUp { server, timeout } => write!(
                 formatter,
                 "wait until every HAProxy reports {server} exactly UP (at most {})",
@@ -174,10 +185,30 @@ pub fn server_steps(plan: &Plan, server: &Server, values: Option<&PlaceholderVal
         .to_string()
     }));
 
+    let mut target = values.host.clone();
+    if let Some(user) = &plan.ssh.user {
+        target = format!("{user}@{target}");
+    }
+    if let Some(port) = plan.ssh.port {
+        target = format!("{target} -p {port}");
+    }
+    let hook = |point: HookPoint| {
+        plan.hooks.get(point).map(|hook| Step::Hook {
+            point,
+            target: if hook.local {
+                "locally".to_owned()
+            } else {
+                format!("ssh {target}")
+            },
+            command: remote_command(&hook.command, values, hook.timeout),
+        })
+    };
+
     let mut steps = vec![Step::CheckCapacity {
         server: server.name.clone(),
         min_up: plan.capacity.min_up,
     }];
+    steps.extend(hook(HookPoint::BeforeDrain));
     steps.extend(set(
         AdminTarget::Drain,
         "no new traffic; checks keep running",
@@ -192,18 +223,12 @@ pub fn server_steps(plan: &Plan, server: &Server, values: Option<&PlaceholderVal
         AdminTarget::Maint,
         "checks stop: the restart fires no DOWN alert",
     ));
-    let mut target = values.host.clone();
-    if let Some(user) = &plan.ssh.user {
-        target = format!("{user}@{target}");
-    }
-    if let Some(port) = plan.ssh.port {
-        target = format!("{target} -p {port}");
-    }
     steps.push(Step::Restart {
-        host: target,
+        host: target.clone(),
         command: remote_command(&plan.restart.command, values, plan.restart.timeout),
         timeout: plan.restart.timeout,
     });
+    steps.extend(hook(HookPoint::AfterRestart));
     steps.push(Step::WaitHealthy {
         url: health_url(server.health_url(plan), values),
         expect_status: plan.health.expect_status,
@@ -222,6 +247,17 @@ pub fn server_steps(plan: &Plan, server: &Server, values: Option<&PlaceholderVal
         server: server.name.clone(),
         timeout: plan.ready.timeout,
     });
+    steps.extend(hook(HookPoint::AfterReady));
+    if let Some(Step::Hook {
+        target, command, ..
+    }) = hook(HookPoint::OnFailure)
+    {
+        steps.push(Step::Hook {
+            point: HookPoint::OnFailure,
+            target: format!("only if the rollout fails on this server, {target}"),
+            command,
+        });
+    }
     steps
 }
 

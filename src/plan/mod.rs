@@ -123,7 +123,7 @@ mod tests {
         let schema = json_schema();
         assert_eq!(properties(&schema), sorted(raw::RawPlan::KEYS));
         let definitions = &schema["definitions"];
-        let sections: [(&str, &[&str]); 8] = [
+        let sections: [(&str, &[&str]); 10] = [
             ("Haproxy", raw::RawHaproxy::KEYS),
             ("Server", raw::RawServer::KEYS),
             ("Ssh", raw::RawSsh::KEYS),
@@ -132,6 +132,8 @@ mod tests {
             ("Ready", raw::RawReady::KEYS),
             ("Capacity", raw::RawCapacity::KEYS),
             ("Restart", raw::RawRestart::KEYS),
+            ("Hooks", raw::RawHooks::KEYS),
+            ("Hook", raw::RawHook::KEYS),
         ];
         for (name, keys) in sections {
             let section = if name == "Restart" {

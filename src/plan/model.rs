@@ -221,6 +221,54 @@ pub struct Plan {
     pub ready: Ready,
     pub capacity: Capacity,
     pub poll_interval: Duration,
+    pub hooks: Hooks,
+}
+
+/// Where in a server's rollout a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPoint {
+    BeforeDrain,
+    AfterRestart,
+    AfterReady,
+    OnFailure,
+}
+
+impl HookPoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookPoint::BeforeDrain => "before_drain",
+            HookPoint::AfterRestart => "after_restart",
+            HookPoint::AfterReady => "after_ready",
+            HookPoint::OnFailure => "on_failure",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Hooks {
+    pub before_drain: Option<Hook>,
+    pub after_restart: Option<Hook>,
+    pub after_ready: Option<Hook>,
+    pub on_failure: Option<Hook>,
+}
+
+impl Hooks {
+    pub fn get(&self, point: HookPoint) -> Option<&Hook> {
+        match point {
+            HookPoint::BeforeDrain => self.before_drain.as_ref(),
+            HookPoint::AfterRestart => self.after_restart.as_ref(),
+            HookPoint::AfterReady => self.after_ready.as_ref(),
+            HookPoint::OnFailure => self.on_failure.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hook {
+    pub command: Template,
+    pub timeout: Duration,
+    /// Run where haproxy-rollout runs, not over SSH.
+    pub local: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -87,6 +87,8 @@ pub struct RawPlan {
     pub capacity: Option<RawCapacity>,
     /// How often live state is polled. Default: 200ms.
     pub poll_interval: Option<Located<PlanDuration>>,
+    /// Commands run at points of each server's rollout.
+    pub hooks: Option<RawHooks>,
 }
 
 impl RawPlan {
@@ -102,6 +104,7 @@ impl RawPlan {
         "ready",
         "capacity",
         "poll_interval",
+        "hooks",
     ];
 }
 
@@ -259,6 +262,44 @@ impl RawCapacity {
     pub const KEYS: &[&str] = &["max_unavailable", "min_up"];
 }
 
+/// Commands run at points of each server's rollout; a failing hook stops the rollout like a
+/// failed restart.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Hooks")]
+pub struct RawHooks {
+    /// Before the server is drained (it is still in traffic).
+    pub before_drain: Option<Located<RawHook>>,
+    /// After the restart command succeeded, before the health check.
+    pub after_restart: Option<Located<RawHook>>,
+    /// After HAProxy reports the server UP again, before the next server.
+    pub after_ready: Option<Located<RawHook>>,
+    /// When the rollout fails, for the server in flight.
+    pub on_failure: Option<Located<RawHook>>,
+}
+
+impl RawHooks {
+    pub const KEYS: &[&str] = &["before_drain", "after_restart", "after_ready", "on_failure"];
+}
+
+/// One hook.
+#[derive(Debug, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Hook")]
+pub struct RawHook {
+    /// Shell command; placeholders {server} {host} {addr} {port} are filled in, shell-quoted.
+    #[schemars(required)]
+    pub command: Option<Located<String>>,
+    /// Deadline for the command (enforced on the remote side too). Default: 60s.
+    pub timeout: Option<Located<PlanDuration>>,
+    /// Run where haproxy-rollout runs instead of over SSH on the server's host. Default: false.
+    pub local: Option<Located<bool>>,
+}
+
+impl RawHook {
+    pub const KEYS: &[&str] = &["command", "timeout", "local"];
+}
+
 /// Decodes located YAML into the raw plan, collecting every error.
 pub fn decode(document: &Node, errors: &mut Vec<PlanError>) -> RawPlan {
     let mut decoder = Decoder { errors };
@@ -289,6 +330,7 @@ pub fn decode(document: &Node, errors: &mut Vec<PlanError>) -> RawPlan {
         ready: decoder.section(&mut fields, "ready"),
         capacity: decoder.section(&mut fields, "capacity"),
         poll_interval: decoder.optional(&mut fields, "poll_interval"),
+        hooks: decoder.section(&mut fields, "hooks"),
     };
     decoder.finish(fields, RawPlan::KEYS);
     plan
@@ -569,6 +611,43 @@ impl DecodeSection for RawReady {
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawReady {
             timeout: decoder.optional(fields, "timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawHooks {
+    const KEYS: &'static [&'static str] = RawHooks::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHooks {
+            before_drain: decoder.optional(fields, "before_drain"),
+            after_restart: decoder.optional(fields, "after_restart"),
+            after_ready: decoder.optional(fields, "after_ready"),
+            on_failure: decoder.optional(fields, "on_failure"),
+        }
+    }
+}
+
+impl DecodeItem for RawHook {
+    const KEYS: &'static [&'static str] = RawHook::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHook {
+            command: decoder.required(fields, "command", "e.g. /usr/local/bin/deregister {server}"),
+            timeout: decoder.optional(fields, "timeout"),
+            local: decoder.optional(fields, "local"),
+        }
+    }
+}
+
+impl Decode for bool {
+    const EXPECTED: &'static str = "true or false";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match node.value {
+            Value::Bool(value) => Some(value),
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
         }
     }
 }

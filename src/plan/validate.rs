@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use super::error::PlanError;
 use super::model::{
-    BackendName, Capacity, Drain, Haproxy, Health, InstanceName, InvalidName, KnownHosts,
-    NAME_CHARSET, OnDrainTimeout, Placeholder, Plan, Ready, Restart, Segment, Server, ServerName,
-    SocketAddress, Ssh, SshTarget, Template,
+    BackendName, Capacity, Drain, Haproxy, Health, Hook, Hooks, InstanceName, InvalidName,
+    KnownHosts, NAME_CHARSET, OnDrainTimeout, Placeholder, Plan, Ready, Restart, Segment, Server,
+    ServerName, SocketAddress, Ssh, SshTarget, Template,
 };
 use super::node::Location;
 use super::raw::{
-    Located, PlanDuration, RawCapacity, RawDrain, RawHaproxy, RawHealth, RawPlan, RawReady,
-    RawRestart, RawServer, RawSsh,
+    Located, PlanDuration, RawCapacity, RawDrain, RawHaproxy, RawHealth, RawHook, RawHooks,
+    RawPlan, RawReady, RawRestart, RawServer, RawSsh,
 };
 
 pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
@@ -63,6 +63,7 @@ pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<Pl
     let drain = check.drain(raw.drain.unwrap_or_default());
     let ready = check.ready(raw.ready.unwrap_or_default());
     let capacity = check.capacity(raw.capacity.unwrap_or_default());
+    let hooks = check.hooks(raw.hooks.unwrap_or_default());
     let poll_interval = match raw.poll_interval {
         Some(interval) if interval.value.0 < MIN_POLL_INTERVAL => {
             check.fail(
@@ -90,6 +91,7 @@ pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<Pl
             ready: ready?,
             capacity: capacity?,
             poll_interval: poll_interval?,
+            hooks: hooks?,
         })
     })();
     match built {
@@ -493,6 +495,44 @@ impl Checker<'_> {
     fn ready(&mut self, raw: RawReady) -> Option<Ready> {
         let timeout = self.positive(raw.timeout, Duration::from_secs(60));
         Some(Ready { timeout: timeout? })
+    }
+
+    fn hooks(&mut self, raw: RawHooks) -> Option<Hooks> {
+        let mut hook = |raw: Option<Located<RawHook>>| -> Option<Option<Hook>> {
+            let Some(raw) = raw else { return Some(None) };
+            let RawHook {
+                command,
+                timeout,
+                local,
+            } = raw.value;
+            let command = command.and_then(|command| {
+                if command.value.trim().is_empty() {
+                    self.fail(
+                        &command,
+                        "the hook command is empty",
+                        "a shell command, or leave the hook out",
+                    );
+                    return None;
+                }
+                self.template(&command)
+            });
+            let timeout = self.positive(timeout, Duration::from_secs(60));
+            Some(Some(Hook {
+                command: command?,
+                timeout: timeout?,
+                local: local.is_some_and(|local| local.value),
+            }))
+        };
+        let before_drain = hook(raw.before_drain);
+        let after_restart = hook(raw.after_restart);
+        let after_ready = hook(raw.after_ready);
+        let on_failure = hook(raw.on_failure);
+        Some(Hooks {
+            before_drain: before_drain?,
+            after_restart: after_restart?,
+            after_ready: after_ready?,
+            on_failure: on_failure?,
+        })
     }
 
     fn capacity(&mut self, raw: RawCapacity) -> Option<Capacity> {
