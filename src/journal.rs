@@ -101,6 +101,10 @@ pub enum Record {
         time: String,
         server: String,
     },
+    /// The canaries are back and the rollout waits for `resume`.
+    Paused {
+        time: String,
+    },
     /// HAProxy reloaded; `reapplied` is the state put back on the server in flight.
     Reload {
         time: String,
@@ -187,6 +191,8 @@ pub struct Interrupted {
     /// Servers restarted and back, in order.
     pub done: Vec<String>,
     pub in_flight: Option<InFlight>,
+    /// Paused on purpose after its canaries, rather than interrupted.
+    pub paused: bool,
 }
 
 /// The server the rollout was working on when it stopped.
@@ -238,6 +244,7 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                     host: host.clone(),
                     done: done_before.clone(),
                     in_flight: None,
+                    paused: false,
                 });
             }
             Record::Intent { server, change, .. } => {
@@ -277,6 +284,11 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
             Record::ServerDone { server, .. } => {
                 let state = result.as_mut()?;
                 state.done.push(server.clone());
+                state.in_flight = None;
+            }
+            Record::Paused { .. } => {
+                let state = result.as_mut()?;
+                state.paused = true;
                 state.in_flight = None;
             }
             Record::Reload { .. } => {}

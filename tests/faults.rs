@@ -198,7 +198,7 @@ fn a_crash_while_draining_shows_in_status_and_resume_completes_without_redoing_d
     let summary = summary(&resumed.stdout);
     assert_eq!(
         state_of(&summary, "app1"),
-        "restarted before the interruption"
+        "restarted earlier in this rollout"
     );
     assert_eq!(
         state_of(&summary, "app2"),

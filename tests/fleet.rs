@@ -195,3 +195,59 @@ fn a_failing_after_restart_hook_on_the_third_server_stops_the_rollout() {
     assert!(!marks.join("ready-app3").exists());
     assert!(!marks.join("failed-app1").exists());
 }
+
+/// See: #6, test 5.
+#[test]
+fn a_manual_canary_stops_after_the_canary_and_resume_completes_the_rest() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan(
+        "canary.yaml",
+        None,
+        "canary:\n  servers: 1\n  pause: manual\n",
+    );
+    let before = lab.pids();
+    let paused = rollout(["--output", "json", "apply", plan.to_str().unwrap()])
+        .run()
+        .code(0);
+    let summary = events(&paused.stdout).pop().unwrap();
+    assert_eq!(summary["outcome"], "paused", "{summary}");
+    let after_canary = lab.pids();
+    assert_ne!(after_canary[0], before[0], "the canary was restarted");
+    assert_eq!(after_canary[1..], before[1..], "the rest waits");
+    assert!(
+        lab.lab
+            .views()
+            .iter()
+            .all(|view| view.status == "UP" && view.admin.ready())
+    );
+
+    let status = rollout(["status", plan.to_str().unwrap()]).run();
+    assert!(
+        status.stderr.contains("paused after its canaries") && status.stderr.contains("done: app1"),
+        "{}",
+        status.stderr
+    );
+    let again = rollout(["apply", plan.to_str().unwrap()]).run().code(5);
+    assert!(
+        again.stderr.contains("is paused after its canaries"),
+        "{}",
+        again.stderr
+    );
+
+    let resumed = rollout(["--output", "json", "resume", plan.to_str().unwrap()])
+        .run()
+        .code(0);
+    let after = lab.pids();
+    assert_eq!(
+        after[0], after_canary[0],
+        "the canary was not restarted again"
+    );
+    assert_ne!(after[1], before[1]);
+    assert_ne!(after[2], before[2]);
+    let summary = events(&resumed.stdout).pop().unwrap();
+    assert_eq!(summary["outcome"], "success");
+    assert_eq!(
+        summary["servers"][0]["state"],
+        "restarted earlier in this rollout"
+    );
+}

@@ -21,8 +21,13 @@ pub fn run(
             .in_flight
             .as_ref()
             .map_or_else(|| "no server".to_owned(), |flight| flight.server.clone());
+        let what = if interrupted.paused {
+            "is paused after its canaries"
+        } else {
+            "was interrupted"
+        };
         printer.failure(&anyhow::anyhow!(
-            "a rollout of this plan was interrupted (started {} by pid {} on {}; {} server(s) done; {in_flight} in flight): \
+            "a rollout of this plan {what} (started {} by pid {} on {}; {} server(s) done; {in_flight} in flight): \
              continue it with `haproxy-rollout resume {plan}` or clean up with `haproxy-rollout abort {plan}`; nothing was changed",
             interrupted.started,
             interrupted.pid,

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::driver::{Driver, Interrupt};
-use crate::engine::rollout::{Outcome, Rollout};
+use crate::engine::rollout::{Outcome, Rollout, ServerState};
 use crate::engine::{Observation, Outcome as Check, Preflight};
 use crate::exit::Exit;
 use crate::haproxy::Client;
@@ -266,27 +266,59 @@ impl Run<'_> {
         };
         let started = Instant::now();
         let mut reporter = RolloutReporter::new(printer, plan);
-        let finish = driver.run(engine, |report| reporter.report(report)).await;
+        let mut finish = driver.run(engine, |report| reporter.report(report)).await;
+        if finish.outcome == Outcome::Paused {
+            let paused = Record::Paused {
+                time: journal::now(),
+            };
+            if let Err(error) = driver
+                .journal
+                .lock()
+                .expect("the journal lock")
+                .append(&paused)
+            {
+                printer.error(&format!("cannot write the journal: {error}"));
+            }
+            let interactive = self.confirm && std::io::stdin().is_terminal();
+            if interactive && ask_paused(&finish)? {
+                let done: Vec<usize> = finish
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, result)| {
+                        matches!(result.state, ServerState::Done | ServerState::DoneEarlier)
+                    })
+                    .map(|(index, _)| index)
+                    .collect();
+                finish = driver
+                    .run(Rollout::resume(plan, &done, None), |report| {
+                        reporter.report(report)
+                    })
+                    .await;
+            }
+        }
         let elapsed = started.elapsed();
-        let end = Record::End {
-            time: journal::now(),
-            outcome: outcome_text(finish.outcome).to_owned(),
-            summary: summary_json(plan, &finish, elapsed),
-        };
-        if let Err(error) = driver
-            .journal
-            .lock()
-            .expect("the journal lock")
-            .append(&end)
-        {
-            printer.error(&format!("cannot write the end of the journal: {error}"));
+        if finish.outcome != Outcome::Paused {
+            let end = Record::End {
+                time: journal::now(),
+                outcome: outcome_text(finish.outcome).to_owned(),
+                summary: summary_json(plan, &finish, elapsed),
+            };
+            if let Err(error) = driver
+                .journal
+                .lock()
+                .expect("the journal lock")
+                .append(&end)
+            {
+                printer.error(&format!("cannot write the end of the journal: {error}"));
+            }
         }
         reporter.finish(&finish, elapsed);
         if let Some(ssh) = ssh {
             ssh.close().await;
         }
         Ok(match finish.outcome {
-            Outcome::Success => Exit::Success,
+            Outcome::Success | Outcome::Paused => Exit::Success,
             Outcome::Failed => Exit::RolloutFailed,
             Outcome::Interrupted => Exit::Aborted,
         })
@@ -347,6 +379,17 @@ fn summarize_preflight(
         plan.servers.len(),
         hosts.len()
     ));
+}
+
+fn ask_paused(finish: &crate::engine::rollout::Finish) -> anyhow::Result<bool> {
+    let remaining = finish
+        .servers
+        .iter()
+        .filter(|result| result.state == ServerState::Untouched)
+        .count();
+    ask(&format!(
+        "The canaries are back. Continue with the remaining {remaining} server(s)? [y/N] "
+    ))
 }
 
 fn ask(question: &str) -> anyhow::Result<bool> {

@@ -108,8 +108,13 @@ fn rollout_state(
         || "no server in flight".to_owned(),
         |(server, changes)| format!("{server} in flight ({})", changes.join(", then ")),
     );
+    let what = if interrupted.paused {
+        "a rollout of this plan, paused after its canaries"
+    } else {
+        "an interrupted rollout of this plan"
+    };
     printer.warning(&format!(
-        "an interrupted rollout of this plan: started {} by pid {} on {}; done: {}; {flight_text}. \
+        "{what}: started {} by pid {} on {}; done: {}; {flight_text}. \
          Continue it with `haproxy-rollout resume {plan}` or clean up with `haproxy-rollout abort {plan}`",
         interrupted.started,
         interrupted.pid,

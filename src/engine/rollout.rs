@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::haproxy::{AdminTarget, ServerView};
-use crate::plan::{BackendName, HookPoint, OnDrainTimeout, Plan, ServerName};
+use crate::plan::{BackendName, CanaryPause, HookPoint, OnDrainTimeout, Plan, ServerName};
 
 /// What the driver reports back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +175,8 @@ pub enum Outcome {
     Success,
     Failed,
     Interrupted,
+    /// The canaries are back; the rest waits for `resume` (`canary.pause: manual`).
+    Paused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +210,8 @@ struct Settings {
     unreachable_timeouts: Vec<Duration>,
     /// The hook points the plan has a command for.
     hooks: Vec<HookPoint>,
+    /// How many servers, from the start of the plan, are canaries, and the pause after them.
+    canary: Option<(usize, CanaryPause)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +245,15 @@ enum Phase {
     BeforeDrainHook,
     AfterRestartHook,
     AfterReadyHook,
+    /// The canaries are back: wait until `until`, then check them.
+    CanaryWait {
+        until: Instant,
+    },
+    CanaryCheck,
+    /// Asking the health URL of each canary in turn (an index into the plan's servers).
+    CanaryProbe {
+        next: usize,
+    },
     /// The failure hook runs; then the rollout finishes with this.
     OnFailureHook {
         outcome: Outcome,
@@ -289,6 +302,8 @@ pub struct Rollout {
     stop: Stop,
     /// Settling after an interrupted rollout runs no hooks: it only puts a server right.
     hooks_enabled: bool,
+    /// The canary pause is behind us (or there is none).
+    canary_passed: bool,
 }
 
 impl Rollout {
@@ -319,6 +334,10 @@ impl Rollout {
             .into_iter()
             .filter(|point| plan.hooks.get(*point).is_some())
             .collect(),
+            canary: plan
+                .canary
+                .as_ref()
+                .map(|canary| (canary.servers, canary.pause)),
         };
         let results = settings
             .servers
@@ -347,6 +366,7 @@ impl Rollout {
             last_sessions: None,
             stop: Stop::No,
             hooks_enabled: true,
+            canary_passed: plan.canary.is_none(),
         }
     }
 
@@ -360,6 +380,10 @@ impl Rollout {
             rollout.results[*index].state = ServerState::DoneEarlier;
         }
         rollout.restart_directly = in_maintenance;
+        // Canaries done before the interruption (or the pause) are not paused for again.
+        if let Some((canaries, _)) = rollout.settings.canary {
+            rollout.canary_passed |= done.len() >= canaries;
+        }
         rollout
     }
 
@@ -619,6 +643,34 @@ impl Rollout {
                 }
                 actions.push(self.finish(outcome, Some(reason)));
                 actions
+            }
+            (Phase::CanaryWait { until }, Event::Waited) => {
+                if self.interrupted() {
+                    return vec![self.finish(
+                        Outcome::Interrupted,
+                        Some("stopped during the canary pause".to_owned()),
+                    )];
+                }
+                if now < until {
+                    self.phase = Phase::CanaryWait { until };
+                    return Self::run(Effect::Wait);
+                }
+                self.phase = Phase::CanaryCheck;
+                Self::run(Effect::Poll)
+            }
+            (Phase::CanaryCheck, Event::Polled(views)) => self.after_canary_poll(&views),
+            (Phase::CanaryProbe { next }, Event::Probed(Ok(()))) => {
+                let canaries = self.settings.canary.map_or(0, |(count, _)| count);
+                if next + 1 < canaries {
+                    self.phase = Phase::CanaryProbe { next: next + 1 };
+                    return Self::run(Effect::Probe(next + 1));
+                }
+                self.canary_passed = true;
+                self.begin_server(now)
+            }
+            (Phase::CanaryProbe { next }, Event::Probed(Err(error))) => {
+                let server = self.settings.servers[next].clone();
+                self.canary_failed(format!("{server} is no longer healthy: {error}"))
             }
             (Phase::BeforeDrainHook, Event::HookDone(Ok(()))) => {
                 if self.interrupted() {
@@ -1090,15 +1142,93 @@ impl Rollout {
         Self::run(Effect::Wait)
     }
 
-    /// The server is back and every hook passed: report it and start the next.
+    /// The server is back and every hook passed: report it, then the canary pause if this
+    /// was the last canary, else the next server.
     fn complete_server(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = vec![Action::Report(Report::ServerDone {
             server: self.server(),
             timings: self.results[self.current].timings,
         })];
         self.current += 1;
+        if let (false, Some((canaries, pause))) = (self.canary_passed, self.settings.canary) {
+            let done = self
+                .results
+                .iter()
+                .filter(|result| {
+                    matches!(result.state, ServerState::Done | ServerState::DoneEarlier)
+                })
+                .count();
+            if done >= canaries && self.stop == Stop::No {
+                match pause {
+                    CanaryPause::Manual => {
+                        actions.push(self.finish(
+                            Outcome::Paused,
+                            Some(format!(
+                                "paused after {canaries} canary server(s) (canary.pause: manual)"
+                            )),
+                        ));
+                    }
+                    CanaryPause::For(duration) => {
+                        self.phase = Phase::CanaryWait {
+                            until: now + duration,
+                        };
+                        actions.push(Action::Run(Effect::Wait));
+                    }
+                }
+                return actions;
+            }
+        }
         actions.extend(self.begin_server(now));
         actions
+    }
+
+    /// After the canary pause: every canary still in rotation and exactly UP on every
+    /// HAProxy and backend.
+    fn after_canary_poll(&mut self, views: &[Result<Vec<ServerView>, String>]) -> Vec<Action> {
+        let canaries = self.settings.canary.map_or(0, |(count, _)| count);
+        for index in 0..canaries {
+            let server = &self.settings.servers[index];
+            for (instance, result) in views.iter().enumerate() {
+                let problem = match result {
+                    Err(error) => Some(format!("HAProxy #{} is unreadable: {error}", instance + 1)),
+                    Ok(views) => self.settings.backends.iter().find_map(|backend| {
+                        match views.iter().find(|view| {
+                            view.backend == backend.as_str() && view.server == server.as_str()
+                        }) {
+                            Some(view) if view.in_rotation() => None,
+                            Some(view) => Some(format!(
+                                "{backend}/{server} on HAProxy #{} is {} ({})",
+                                instance + 1,
+                                view.status,
+                                view.admin_text()
+                            )),
+                            None => Some(format!(
+                                "HAProxy #{} no longer has {backend}/{server}",
+                                instance + 1
+                            )),
+                        }
+                    }),
+                };
+                if let Some(problem) = problem {
+                    return self.canary_failed(format!("after the canary pause, {problem}"));
+                }
+            }
+        }
+        self.phase = Phase::CanaryProbe { next: 0 };
+        Self::run(Effect::Probe(0))
+    }
+
+    /// A canary is no longer fine: the rest is not touched. The canaries stay as they are,
+    /// in HAProxy's hands (its checks take a failing server out).
+    fn canary_failed(&mut self, reason: String) -> Vec<Action> {
+        let outcome = self.failure_outcome();
+        self.current = self.current.saturating_sub(1);
+        vec![self.finish(
+            outcome,
+            Some(format!(
+                "canary check failed: {reason}; no further server was touched"
+            )),
+        )]
     }
 
     /// What a stop now means for the outcome: the operator's interrupt wins.
@@ -1194,7 +1324,13 @@ impl Rollout {
     fn abort_now(&mut self) -> Vec<Action> {
         self.stop = Stop::Interrupted;
         match std::mem::replace(&mut self.phase, Phase::Idle) {
-            Phase::Idle | Phase::Capacity | Phase::BeforeDrainHook | Phase::Finished => {
+            Phase::Idle
+            | Phase::Capacity
+            | Phase::BeforeDrainHook
+            | Phase::CanaryWait { .. }
+            | Phase::CanaryCheck
+            | Phase::CanaryProbe { .. }
+            | Phase::Finished => {
                 vec![self.finish(
                     Outcome::Interrupted,
                     Some("aborted with --now before the next server".to_owned()),
@@ -1931,6 +2067,112 @@ mod tests {
             Some("on_failure 0")
         );
         assert_eq!(finish.servers[0].state, ServerState::Done);
+        assert_eq!(finish.servers[1].state, ServerState::Untouched);
+    }
+
+    #[test]
+    fn a_manual_canary_pauses_after_its_servers_and_resume_goes_on_without_pausing_again() {
+        let plan = plan("canary:\n  servers: 1\n  pause: manual\n");
+        let mut world = World::new();
+        let (finish, _) = world.run(&plan);
+        assert_eq!(finish.outcome, Outcome::Paused);
+        assert_eq!(finish.servers[0].state, ServerState::Done);
+        assert_eq!(finish.servers[1].state, ServerState::Untouched);
+        assert!(
+            !world
+                .changes()
+                .iter()
+                .any(|change| change.starts_with("app2"))
+        );
+
+        let mut engine = Rollout::resume(&plan, &[0], None);
+        let mut event = Event::Start;
+        let finish = loop {
+            let actions = engine.handle(event, world.now);
+            if let Some(Action::Finish(finish)) = actions
+                .iter()
+                .find(|action| matches!(action, Action::Finish(_)))
+            {
+                break finish.clone();
+            }
+            let effect = actions
+                .iter()
+                .find_map(|action| match action {
+                    Action::Run(effect) => Some(effect.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            event = world.perform(&effect);
+        };
+        assert_eq!(finish.outcome, Outcome::Success);
+        assert_eq!(finish.servers[0].state, ServerState::DoneEarlier);
+        assert_eq!(finish.servers[2].state, ServerState::Done);
+    }
+
+    #[test]
+    fn a_timed_canary_waits_then_checks_the_canaries_before_going_on() {
+        let plan = plan("canary:\n  servers: 2\n  pause: 30s\n");
+        let mut world = World::new();
+        let (finish, _) = world.run(&plan);
+        assert_eq!(finish.outcome, Outcome::Success);
+        let position = |wanted: &Effect| {
+            world
+                .effects
+                .iter()
+                .position(|effect| effect == wanted)
+                .unwrap()
+        };
+        let app2_back = position(&Effect::SetState(
+            ServerName::new("app2").unwrap(),
+            AdminTarget::Ready,
+        ));
+        let app3_drain = position(&Effect::SetState(
+            ServerName::new("app3").unwrap(),
+            AdminTarget::Drain,
+        ));
+        let between = &world.effects[app2_back..app3_drain];
+        // In the fake world a wait takes 1.1 s (1 s, plus 0.1 s every effect takes): the
+        // 30 s pause is 28 waits. Then a poll, and a probe of each canary, before the next
+        // server is touched.
+        assert!(
+            between
+                .iter()
+                .filter(|effect| **effect == Effect::Wait)
+                .count()
+                >= 28
+        );
+        assert!(between.contains(&Effect::Probe(0)) && between.contains(&Effect::Probe(1)));
+    }
+
+    #[test]
+    fn a_canary_that_goes_down_during_the_pause_stops_the_rollout() {
+        let plan = plan("canary:\n  servers: 1\n  pause: 5s\n");
+        let mut engine = Rollout::new(&plan);
+        let mut world = World::new();
+        let mut event = Event::Start;
+        let finish = loop {
+            let actions = engine.handle(event, world.now);
+            if let Some(Action::Finish(finish)) = actions
+                .iter()
+                .find(|action| matches!(action, Action::Finish(_)))
+            {
+                break finish.clone();
+            }
+            let effect = actions
+                .iter()
+                .find_map(|action| match action {
+                    Action::Run(effect) => Some(effect.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            if effect == Effect::Wait && engine.results[0].state == ServerState::Done {
+                world.views[0].status = "DOWN".into();
+                world.views[0].operational = crate::haproxy::OpState::Stopped;
+            }
+            event = world.perform(&effect);
+        };
+        assert_eq!(finish.outcome, Outcome::Failed);
+        assert!(finish.reason.unwrap().contains("canary check failed"));
         assert_eq!(finish.servers[1].state, ServerState::Untouched);
     }
 }

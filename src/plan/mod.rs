@@ -123,7 +123,7 @@ mod tests {
         let schema = json_schema();
         assert_eq!(properties(&schema), sorted(raw::RawPlan::KEYS));
         let definitions = &schema["definitions"];
-        let sections: [(&str, &[&str]); 10] = [
+        let sections: [(&str, &[&str]); 11] = [
             ("Haproxy", raw::RawHaproxy::KEYS),
             ("Server", raw::RawServer::KEYS),
             ("Ssh", raw::RawSsh::KEYS),
@@ -134,6 +134,7 @@ mod tests {
             ("Restart", raw::RawRestart::KEYS),
             ("Hooks", raw::RawHooks::KEYS),
             ("Hook", raw::RawHook::KEYS),
+            ("Canary", raw::RawCanary::KEYS),
         ];
         for (name, keys) in sections {
             let section = if name == "Restart" {

@@ -222,6 +222,22 @@ pub struct Plan {
     pub capacity: Capacity,
     pub poll_interval: Duration,
     pub hooks: Hooks,
+    pub canary: Option<Canary>,
+}
+
+/// The first `servers` of the plan are canaries; the rollout pauses after them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    pub servers: usize,
+    pub pause: CanaryPause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanaryPause {
+    /// Stop until `resume` (or a yes on a terminal).
+    Manual,
+    /// Wait, check the canaries are still UP and healthy, then go on.
+    For(Duration),
 }
 
 /// Where in a server's rollout a hook runs.

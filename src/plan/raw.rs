@@ -89,6 +89,8 @@ pub struct RawPlan {
     pub poll_interval: Option<Located<PlanDuration>>,
     /// Commands run at points of each server's rollout.
     pub hooks: Option<RawHooks>,
+    /// Roll the first servers, then pause before the rest.
+    pub canary: Option<RawCanary>,
 }
 
 impl RawPlan {
@@ -105,6 +107,7 @@ impl RawPlan {
         "capacity",
         "poll_interval",
         "hooks",
+        "canary",
     ];
 }
 
@@ -262,6 +265,34 @@ impl RawCapacity {
     pub const KEYS: &[&str] = &["max_unavailable", "min_up"];
 }
 
+/// Canary servers: the first `servers` of the plan are rolled, then the rollout pauses.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Canary")]
+pub struct RawCanary {
+    /// How many servers, from the start of the plan, are canaries.
+    #[schemars(required, range(min = 1))]
+    pub servers: Option<Located<u64>>,
+    /// `manual`: stop until `haproxy-rollout resume PLAN` (or a yes on a terminal); or a
+    /// duration: wait, check the canaries are still UP and healthy, then go on.
+    #[schemars(required)]
+    pub pause: Option<Located<String>>,
+}
+
+impl RawCanary {
+    pub const KEYS: &[&str] = &["servers", "pause"];
+}
+
+impl DecodeSection for RawCanary {
+    const KEYS: &'static [&'static str] = RawCanary::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawCanary {
+            servers: decoder.required(fields, "servers", "e.g. 1"),
+            pause: decoder.required(fields, "pause", "manual, or a duration such as 5m"),
+        }
+    }
+}
+
 /// Commands run at points of each server's rollout; a failing hook stops the rollout like a
 /// failed restart.
 #[derive(Debug, Default, JsonSchema)]
@@ -331,6 +362,7 @@ pub fn decode(document: &Node, errors: &mut Vec<PlanError>) -> RawPlan {
         capacity: decoder.section(&mut fields, "capacity"),
         poll_interval: decoder.optional(&mut fields, "poll_interval"),
         hooks: decoder.section(&mut fields, "hooks"),
+        canary: decoder.section(&mut fields, "canary"),
     };
     decoder.finish(fields, RawPlan::KEYS);
     plan

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use super::error::PlanError;
 use super::model::{
-    BackendName, Capacity, Drain, Haproxy, Health, Hook, Hooks, InstanceName, InvalidName,
-    KnownHosts, NAME_CHARSET, OnDrainTimeout, Placeholder, Plan, Ready, Restart, Segment, Server,
-    ServerName, SocketAddress, Ssh, SshTarget, Template,
+    BackendName, Canary, CanaryPause, Capacity, Drain, Haproxy, Health, Hook, Hooks, InstanceName,
+    InvalidName, KnownHosts, NAME_CHARSET, OnDrainTimeout, Placeholder, Plan, Ready, Restart,
+    Segment, Server, ServerName, SocketAddress, Ssh, SshTarget, Template,
 };
 use super::node::Location;
 use super::raw::{
-    Located, PlanDuration, RawCapacity, RawDrain, RawHaproxy, RawHealth, RawHook, RawHooks,
-    RawPlan, RawReady, RawRestart, RawServer, RawSsh,
+    Located, PlanDuration, RawCanary, RawCapacity, RawDrain, RawHaproxy, RawHealth, RawHook,
+    RawHooks, RawPlan, RawReady, RawRestart, RawServer, RawSsh,
 };
 
 pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
@@ -56,6 +56,7 @@ pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<Pl
         server_names.filter_map(|item| item.value.name.as_ref()),
         "server",
     );
+    let server_count = raw.servers.as_ref().map(|servers| servers.value.len());
     let servers = check.list(raw.servers, "servers", |check, item| check.server(item));
     let ssh = check.ssh(raw.ssh.unwrap_or_default());
     let restart = raw.restart.map(|restart| check.restart(restart));
@@ -64,6 +65,10 @@ pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<Pl
     let ready = check.ready(raw.ready.unwrap_or_default());
     let capacity = check.capacity(raw.capacity.unwrap_or_default());
     let hooks = check.hooks(raw.hooks.unwrap_or_default());
+    let canary = match raw.canary {
+        None => Some(None),
+        Some(canary) => check.canary(canary, server_count).map(Some),
+    };
     let poll_interval = match raw.poll_interval {
         Some(interval) if interval.value.0 < MIN_POLL_INTERVAL => {
             check.fail(
@@ -92,6 +97,7 @@ pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<Pl
             capacity: capacity?,
             poll_interval: poll_interval?,
             hooks: hooks?,
+            canary: canary?,
         })
     })();
     match built {
@@ -495,6 +501,40 @@ impl Checker<'_> {
     fn ready(&mut self, raw: RawReady) -> Option<Ready> {
         let timeout = self.positive(raw.timeout, Duration::from_secs(60));
         Some(Ready { timeout: timeout? })
+    }
+
+    fn canary(&mut self, raw: RawCanary, server_count: Option<usize>) -> Option<Canary> {
+        let servers = raw.servers.and_then(|servers| match usize::try_from(servers.value) {
+            Ok(count) if count >= 1 && server_count.is_none_or(|total| count < total) => Some(count),
+            _ => {
+                self.fail(
+                    &servers,
+                    format!("{} canary server(s) is out of range", servers.value),
+                    "at least 1, and fewer than the servers of the plan (the rest come after the pause)",
+                );
+                None
+            }
+        });
+        let pause = raw.pause.and_then(|pause| {
+            if pause.value == "manual" {
+                return Some(CanaryPause::Manual);
+            }
+            match super::duration::parse_duration(&pause.value) {
+                Ok(duration) if !duration.is_zero() => Some(CanaryPause::For(duration)),
+                _ => {
+                    self.fail(
+                        &pause,
+                        format!("invalid canary pause `{}`", pause.value),
+                        "`manual`, or a duration greater than 0 such as 5m",
+                    );
+                    None
+                }
+            }
+        });
+        Some(Canary {
+            servers: servers?,
+            pause: pause?,
+        })
     }
 
     fn hooks(&mut self, raw: RawHooks) -> Option<Hooks> {

@@ -48,7 +48,7 @@ fn state_text(state: ServerState) -> &'static str {
     match state {
         ServerState::Untouched => "untouched",
         ServerState::Done => "restarted, back in traffic (UP)",
-        ServerState::DoneEarlier => "restarted before the interruption",
+        ServerState::DoneEarlier => "restarted earlier in this rollout",
         ServerState::BackRestartUnknown => {
             "back in traffic (UP), healthy; whether the restart ran is UNKNOWN"
         }
@@ -276,6 +276,13 @@ impl<'a> RolloutReporter<'a> {
                 printer.paint(ERROR, "error:"),
                 finish.reason.as_deref().unwrap_or("see above")
             )),
+            Outcome::Paused => printer.line(&printer.paint(
+                WARNING,
+                &format!(
+                    "rollout {}, after {total}: check the canaries, then continue with `haproxy-rollout resume PLAN`",
+                    finish.reason.as_deref().unwrap_or("paused")
+                ),
+            )),
         }
     }
 
@@ -312,6 +319,7 @@ pub fn outcome_text(outcome: Outcome) -> &'static str {
         Outcome::Success => "success",
         Outcome::Failed => "failed",
         Outcome::Interrupted => "interrupted",
+        Outcome::Paused => "paused",
     }
 }
 
