@@ -70,6 +70,8 @@ pub struct Driver<'a> {
     pub journal: Mutex<Journal>,
     /// Each HAProxy's process identity as the rollout first saw it.
     pub identities: Mutex<Vec<Info>>,
+    /// Which backends each server is in, on each HAProxy.
+    pub topology: crate::engine::Topology,
     /// Old HAProxy processes a reload replaced while a server was draining: their
     /// sessions cannot be read over the new process's socket.
     pub old_processes: Mutex<Vec<OldProcess>>,
@@ -337,9 +339,7 @@ impl Driver<'_> {
             let mut reapplied = None;
             if let Some((server, target)) = &expected {
                 let _ = self.intent(server, change_of(*target));
-                let result = self
-                    .set_state_on(client, instance.unreachable_timeout, server, *target)
-                    .await;
+                let result = self.set_state_on(index, server, *target).await;
                 self.outcome(server, change_of(*target), &result);
                 reapplied = Some(match result {
                     Ok(()) => format!("{server} {}", target.as_str()),
@@ -396,13 +396,7 @@ impl Driver<'_> {
 
     /// The same change on every HAProxy and backend at once (lockstep).
     async fn set_state(&self, server: &ServerName, target: AdminTarget) -> Result<(), String> {
-        let changes = self
-            .clients
-            .iter()
-            .zip(&self.plan.haproxy)
-            .map(|(client, instance)| {
-                self.set_state_on(client, instance.unreachable_timeout, server, target)
-            });
+        let changes = (0..self.clients.len()).map(|index| self.set_state_on(index, server, target));
         let errors: Vec<String> = futures::future::join_all(changes)
             .await
             .into_iter()
@@ -415,34 +409,42 @@ impl Driver<'_> {
         }
     }
 
-    /// Every backend on one HAProxy, each retried while the HAProxy is unreachable.
+    /// The server's backends on one HAProxy (`instance`), each change retried while that
+    /// HAProxy is unreachable.
     async fn set_state_on(
         &self,
-        client: &Client,
-        deadline: Duration,
+        instance: usize,
         server: &ServerName,
         target: AdminTarget,
     ) -> Result<(), String> {
-        for backend in &self.plan.backends {
+        let client = &self.clients[instance];
+        let deadline = self.plan.haproxy[instance].unreachable_timeout;
+        for backend in self.topology.backends(instance, self.index_of(server)) {
             retry(deadline, || client.set_state(backend, server, target)).await?;
         }
         Ok(())
     }
 
+    fn index_of(&self, server: &ServerName) -> usize {
+        self.plan
+            .servers
+            .iter()
+            .position(|candidate| &candidate.name == server)
+            .expect("the engine only names servers of the plan")
+    }
+
     async fn shutdown_sessions(&self, server: &ServerName) -> Result<(), String> {
-        let changes =
-            self.clients
-                .iter()
-                .zip(&self.plan.haproxy)
-                .map(|(client, instance)| async move {
-                    for backend in &self.plan.backends {
-                        retry(instance.unreachable_timeout, || {
-                            client.shutdown_sessions(backend, server)
-                        })
-                        .await?;
-                    }
-                    Ok::<(), String>(())
-                });
+        let changes = self.clients.iter().zip(&self.plan.haproxy).enumerate().map(
+            |(index, (client, instance))| async move {
+                for backend in self.topology.backends(index, self.index_of(server)) {
+                    retry(instance.unreachable_timeout, || {
+                        client.shutdown_sessions(backend, server)
+                    })
+                    .await?;
+                }
+                Ok::<(), String>(())
+            },
+        );
         let errors: Vec<String> = futures::future::join_all(changes)
             .await
             .into_iter()

@@ -63,7 +63,12 @@ pub(crate) fn preview_steps<'p>(
         .map(|(server, target)| {
             (
                 server,
-                crate::engine::server_steps(plan, server, target.values.as_ref()),
+                crate::engine::server_steps(
+                    plan,
+                    &preflight.topology,
+                    server,
+                    target.values.as_ref(),
+                ),
             )
         })
         .collect()

@@ -87,21 +87,54 @@ impl<'a> Context<'a> {
 
     /// Property 8: the plan's lock, then one lock per HAProxy socket and backend, so two
     /// rollouts never change the same servers at once, even from different plan files.
+    /// With `backends: auto` the backends are known only after pre-flight, which then takes
+    /// their locks (`lock_backends`) before anything changes.
     pub fn lock(&self, command: &str) -> Result<Locks, Exit> {
-        let me = Holder::me(command);
         let mut paths = vec![(
             self.lock_path(),
             format!("the rollout of {}", self.file.display()),
         )];
-        for instance in &self.plan.haproxy {
-            for backend in &self.plan.backends {
-                let key = journal::sha256_hex(format!("{}|{backend}", instance.socket).as_bytes());
-                paths.push((
-                    self.root.join("locks").join(format!("{}.lock", &key[..16])),
-                    format!("backend {backend} on {}", instance.socket),
-                ));
+        if let crate::plan::Backends::Listed(backends) = &self.plan.backends {
+            for instance in &self.plan.haproxy {
+                for backend in backends {
+                    paths.push(self.backend_lock(instance, backend));
+                }
             }
         }
+        self.take(paths, command)
+    }
+
+    /// The locks of the backends `backends: auto` found.
+    pub fn lock_backends(
+        &self,
+        topology: &crate::engine::Topology,
+        command: &str,
+    ) -> Result<Locks, Exit> {
+        if !matches!(self.plan.backends, crate::plan::Backends::Auto) {
+            return Ok(Locks { _held: Vec::new() });
+        }
+        let paths = topology
+            .touched()
+            .into_iter()
+            .map(|(instance, backend)| self.backend_lock(&self.plan.haproxy[instance], &backend))
+            .collect();
+        self.take(paths, command)
+    }
+
+    fn backend_lock(
+        &self,
+        instance: &crate::plan::Haproxy,
+        backend: &crate::plan::BackendName,
+    ) -> (PathBuf, String) {
+        let key = journal::sha256_hex(format!("{}|{backend}", instance.socket).as_bytes());
+        (
+            self.root.join("locks").join(format!("{}.lock", &key[..16])),
+            format!("backend {backend} on {}", instance.socket),
+        )
+    }
+
+    fn take(&self, paths: Vec<(PathBuf, String)>, command: &str) -> Result<Locks, Exit> {
+        let me = Holder::me(command);
         let mut locks = Vec::new();
         for (path, what) in paths {
             match Lock::acquire(&path, &what, &me) {
@@ -188,6 +221,11 @@ impl Run<'_> {
                 return Ok(Exit::PreflightFailed);
             }
         };
+        // With `backends: auto`, the backends found now are locked before anything changes.
+        let _backend_locks = match self.context.lock_backends(&preflight.topology, "apply") {
+            Ok(locks) => locks,
+            Err(exit) => return Ok(exit),
+        };
         for warning in preflight.with(Check::Warning) {
             printer.warning(&warning.text);
         }
@@ -225,13 +263,16 @@ impl Run<'_> {
         }
 
         let journal = self.open_journal(&observations)?;
+        let topology = preflight.topology.clone();
         let engine = match self.start {
-            Start::Fresh => Rollout::new(plan),
+            Start::Fresh => Rollout::new(plan, topology.clone()),
             Start::Resume {
                 done,
                 in_maintenance,
-            } => Rollout::resume(plan, &done, in_maintenance),
-            Start::Settle { done, server, from } => Rollout::settle(plan, &done, server, from),
+            } => Rollout::resume(plan, topology.clone(), &done, in_maintenance),
+            Start::Settle { done, server, from } => {
+                Rollout::settle(plan, topology.clone(), &done, server, from)
+            }
         };
         let interrupt = Interrupt::default();
         spawn_signal_handler(interrupt.clone());
@@ -244,6 +285,7 @@ impl Run<'_> {
                 .collect(),
             targets,
             ssh: ssh.as_ref(),
+            topology: topology.clone(),
             health: HealthChecker::new(plan.health.timeout, plan.health.expect_status)?,
             interrupt,
             journal: Mutex::new(journal),
@@ -291,9 +333,10 @@ impl Run<'_> {
                     .map(|(index, _)| index)
                     .collect();
                 finish = driver
-                    .run(Rollout::resume(plan, &done, None), |report| {
-                        reporter.report(report)
-                    })
+                    .run(
+                        Rollout::resume(plan, topology.clone(), &done, None),
+                        |report| reporter.report(report),
+                    )
                     .await;
             }
         }

@@ -20,7 +20,8 @@ pub fn run(
     let observations = super::live::runtime()?.block_on(super::live::observe(&plan));
     let mut rows = Vec::new();
     let mut complete = true;
-    for observation in &observations {
+    let topology = crate::engine::Topology::resolve(&plan, &observations);
+    for (index, observation) in observations.iter().enumerate() {
         let instance = observation.instance.name.as_str();
         let snapshot = match &observation.state {
             Ok(snapshot) => snapshot,
@@ -34,8 +35,18 @@ pub fn run(
                 continue;
             }
         };
-        for backend in &plan.backends {
-            for server in &plan.servers {
+        for (server_index, server) in plan.servers.iter().enumerate() {
+            let backends = topology.backends(index, server_index);
+            if backends.is_empty() {
+                complete = false;
+                rows.push(StatusRow {
+                    instance,
+                    backend: "(none)",
+                    server: server.name.as_str(),
+                    view: None,
+                });
+            }
+            for backend in backends {
                 let view = snapshot.server(backend.as_str(), server.name.as_str());
                 complete &= view.is_some();
                 rows.push(StatusRow {

@@ -4,6 +4,8 @@
 pub mod preflight;
 pub mod rollout;
 pub mod steps;
+pub mod topology;
 
 pub use preflight::{Observation, Outcome, Preflight, Target};
 pub use steps::{Step, server_steps};
+pub use topology::Topology;

@@ -1,10 +1,11 @@
 //! Pre-flight: from what every HAProxy reports now, decide whether a rollout may start, and
 //! say why not. Nothing here changes anything or talks to anything.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
+use super::topology::Topology;
 use crate::haproxy::{AdminState, Level, Snapshot};
-use crate::plan::{Haproxy, Placeholder, Plan, Server};
+use crate::plan::{BackendName, Backends, Haproxy, Placeholder, Plan, Server};
 use crate::ssh::PlaceholderValues;
 
 /// What was read from one HAProxy instance.
@@ -35,10 +36,12 @@ pub struct Target {
     pub values: Option<PlaceholderValues>,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preflight {
     pub checks: Vec<Check>,
     pub targets: Vec<Target>,
+    /// Which backends each server is in, on each HAProxy.
+    pub topology: Topology,
 }
 
 impl Preflight {
@@ -63,39 +66,52 @@ impl Preflight {
 /// interrupted run of this rollout took out of rotation (from its journal): their state is
 /// expected, not someone else's doing.
 pub fn preflight(plan: &Plan, observations: &[Observation], ours: &[&str]) -> Preflight {
-    let mut result = Preflight::default();
-    for observation in observations {
-        check_instance(plan, observation, ours, &mut result);
+    let mut result = Preflight {
+        checks: Vec::new(),
+        targets: Vec::new(),
+        topology: Topology::resolve(plan, observations),
+    };
+    for (index, observation) in observations.iter().enumerate() {
+        check_instance(plan, index, observation, ours, &mut result);
     }
-    for server in &plan.servers {
-        let target = target(plan, server, observations, &mut result);
+    for (index, server) in plan.servers.iter().enumerate() {
+        let target = target(plan, index, server, observations, &mut result);
         result.targets.push(target);
     }
     // Who is in rotation per HAProxy and backend, read once for every server's check.
-    let in_rotation: Vec<Vec<Vec<&str>>> = observations
-        .iter()
-        .map(|observation| match &observation.state {
-            Ok(snapshot) => plan
-                .backends
-                .iter()
-                .map(|backend| {
-                    snapshot
-                        .backend(backend.as_str())
-                        .filter(|view| view.in_rotation())
-                        .map(|view| view.server.as_str())
-                        .collect()
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        })
-        .collect();
-    for server in &plan.servers {
-        check_capacity(plan, server, observations, &in_rotation, &mut result);
+    let mut in_rotation: HashMap<(usize, &str), Vec<&str>> = HashMap::new();
+    for (instance, observation) in observations.iter().enumerate() {
+        let Ok(snapshot) = &observation.state else {
+            continue;
+        };
+        for view in snapshot.servers.iter().filter(|view| view.in_rotation()) {
+            in_rotation
+                .entry((instance, view.backend.as_str()))
+                .or_default()
+                .push(view.server.as_str());
+        }
+    }
+    for (index, server) in plan.servers.iter().enumerate() {
+        let checks = capacity_checks(
+            plan,
+            index,
+            server,
+            observations,
+            &in_rotation,
+            &result.topology,
+        );
+        result.checks.extend(checks);
     }
     result
 }
 
-fn check_instance(plan: &Plan, observation: &Observation, ours: &[&str], result: &mut Preflight) {
+fn check_instance(
+    plan: &Plan,
+    index: usize,
+    observation: &Observation,
+    ours: &[&str],
+    result: &mut Preflight,
+) {
     let instance = observation.instance;
     let name = &instance.name;
     let snapshot = match &observation.state {
@@ -133,7 +149,52 @@ fn check_instance(plan: &Plan, observation: &Observation, ours: &[&str], result:
             format!("{name}: this HAProxy process is stopping (an old process after a reload?)"),
         );
     }
-    for backend in &plan.backends {
+    let check_view = |view: &crate::haproxy::ServerView, result: &mut Preflight| {
+        if ours.contains(&view.server.as_str()) {
+            result.push(
+                Outcome::Pass,
+                format!(
+                    "{name}: {}/{} is {} since the interrupted rollout; it is redone first",
+                    view.backend,
+                    view.server,
+                    view.admin_text()
+                ),
+            );
+        } else {
+            check_server_state(name.as_str(), view, result);
+        }
+    };
+    let listed = match &plan.backends {
+        Backends::Listed(listed) => listed,
+        Backends::Auto => {
+            // Each server in every backend that holds its name.
+            for (server_index, server) in plan.servers.iter().enumerate() {
+                let backends = result.topology.backends(index, server_index).to_vec();
+                if backends.is_empty() {
+                    result.push(
+                        Outcome::Blocked,
+                        format!(
+                            "{name}: no backend has a server named {} (backends: auto)",
+                            server.name
+                        ),
+                    );
+                    continue;
+                }
+                let names: Vec<&str> = backends.iter().map(BackendName::as_str).collect();
+                result.push(
+                    Outcome::Pass,
+                    format!("{name}: {} is in {}", server.name, names.join(", ")),
+                );
+                for backend in &backends {
+                    if let Some(view) = snapshot.server(backend.as_str(), server.name.as_str()) {
+                        check_view(view, result);
+                    }
+                }
+            }
+            return;
+        }
+    };
+    for backend in listed {
         if !snapshot.has_backend(backend.as_str()) {
             result.push(
                 Outcome::Blocked,
@@ -145,16 +206,7 @@ fn check_instance(plan: &Plan, observation: &Observation, ours: &[&str], result:
         for server in &plan.servers {
             match snapshot.server(backend.as_str(), server.name.as_str()) {
                 None => missing.push(server.name.as_str()),
-                Some(view) if ours.contains(&view.server.as_str()) => result.push(
-                    Outcome::Pass,
-                    format!(
-                        "{name}: {}/{} is {} since the interrupted rollout; it is redone first",
-                        view.backend,
-                        view.server,
-                        view.admin_text()
-                    ),
-                ),
-                Some(view) => check_server_state(name.as_str(), view, result),
+                Some(view) => check_view(view, result),
             }
         }
         if missing.is_empty() {
@@ -201,16 +253,17 @@ fn check_server_state(instance: &str, view: &crate::haproxy::ServerView, result:
 
 fn target(
     plan: &Plan,
+    server_index: usize,
     server: &Server,
     observations: &[Observation],
     result: &mut Preflight,
 ) -> Target {
     let mut seen: BTreeSet<(String, Option<u16>)> = BTreeSet::new();
-    for observation in observations {
+    for (instance, observation) in observations.iter().enumerate() {
         let Ok(snapshot) = &observation.state else {
             continue;
         };
-        for backend in &plan.backends {
+        for backend in result.topology.backends(instance, server_index) {
             if let Some(view) = snapshot.server(backend.as_str(), server.name.as_str()) {
                 seen.insert((view.address.clone(), view.port));
             }
@@ -268,28 +321,26 @@ fn target(
 
 /// Property 2: draining this server must leave at least `min_up` other servers in rotation
 /// in each of its backends on each HAProxy. Checked against the state read now.
-fn check_capacity(
+fn capacity_checks(
     plan: &Plan,
+    server_index: usize,
     server: &Server,
     observations: &[Observation],
-    in_rotation: &[Vec<Vec<&str>>],
-    result: &mut Preflight,
-) {
+    in_rotation: &HashMap<(usize, &str), Vec<&str>>,
+    topology: &Topology,
+) -> Vec<Check> {
     let min_up = plan.capacity.min_up as usize;
-    for (observation, per_backend) in observations.iter().zip(in_rotation) {
-        let Ok(snapshot) = &observation.state else {
+    let mut checks = Vec::new();
+    for (index, observation) in observations.iter().enumerate() {
+        if observation.state.is_err() {
             continue;
-        };
+        }
         let instance = &observation.instance.name;
-        for (backend, in_rotation) in plan.backends.iter().zip(per_backend) {
-            if snapshot
-                .server(backend.as_str(), server.name.as_str())
-                .is_none()
-            {
-                continue;
-            }
+        for backend in topology.backends(index, server_index) {
             let others = in_rotation
-                .iter()
+                .get(&(index, backend.as_str()))
+                .into_iter()
+                .flatten()
                 .filter(|name| **name != server.name.as_str());
             let count = others.clone().count();
             // Long lists help nobody: name a few.
@@ -303,23 +354,24 @@ fn check_capacity(
                 listed.join(", ")
             };
             let plural = if count == 1 { "" } else { "s" };
-            if count >= min_up {
-                result.push(
-                    Outcome::Pass,
-                    format!(
+            checks.push(if count >= min_up {
+                Check {
+                    outcome: Outcome::Pass,
+                    text: format!(
                         "capacity: draining {} leaves {backend} on {instance} with {count} other server{plural} in rotation ({listed}); min_up {min_up}",
                         server.name
                     ),
-                );
+                }
             } else {
-                result.push(
-                    Outcome::Blocked,
-                    format!(
+                Check {
+                    outcome: Outcome::Blocked,
+                    text: format!(
                         "capacity: {backend} on {instance} has {count} other server{plural} in rotation besides {} ({listed}); min_up {min_up}",
                         server.name
                     ),
-                );
-            }
+                }
+            });
         }
     }
+    checks
 }

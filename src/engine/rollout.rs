@@ -6,8 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::topology::Topology;
 use crate::haproxy::{AdminTarget, ServerView};
-use crate::plan::{BackendName, CanaryPause, HookPoint, OnDrainTimeout, Plan, ServerName};
+use crate::plan::{CanaryPause, HookPoint, OnDrainTimeout, Plan, ServerName};
 
 /// What the driver reports back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +201,8 @@ pub enum Settle {
 #[derive(Debug, Clone)]
 struct Settings {
     servers: Vec<ServerName>,
-    backends: Vec<BackendName>,
+    /// Which backends each server is in, on each HAProxy.
+    topology: Topology,
     min_up: usize,
     drain_timeout: Duration,
     on_drain_timeout: OnDrainTimeout,
@@ -307,14 +309,14 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    pub fn new(plan: &Plan) -> Self {
+    pub fn new(plan: &Plan, topology: Topology) -> Self {
         let settings = Settings {
             servers: plan
                 .servers
                 .iter()
                 .map(|server| server.name.clone())
                 .collect(),
-            backends: plan.backends.clone(),
+            topology,
             min_up: plan.capacity.min_up as usize,
             drain_timeout: plan.drain.timeout,
             on_drain_timeout: plan.drain.on_timeout,
@@ -373,8 +375,13 @@ impl Rollout {
     /// Continues an interrupted rollout: the servers at `done` were restarted before. A
     /// server it left in maintenance (`in_maintenance`) is redone from its restart, without
     /// leaving maintenance first.
-    pub fn resume(plan: &Plan, done: &[usize], in_maintenance: Option<usize>) -> Self {
-        let mut rollout = Rollout::new(plan);
+    pub fn resume(
+        plan: &Plan,
+        topology: Topology,
+        done: &[usize],
+        in_maintenance: Option<usize>,
+    ) -> Self {
+        let mut rollout = Rollout::new(plan, topology);
         for index in done {
             rollout.rolls[*index] = false;
             rollout.results[*index].state = ServerState::DoneEarlier;
@@ -388,8 +395,14 @@ impl Rollout {
     }
 
     /// Settles the one server an interrupted rollout left out of rotation, then stops.
-    pub fn settle(plan: &Plan, done: &[usize], server: usize, from: Settle) -> Self {
-        let mut rollout = Rollout::resume(plan, done, None);
+    pub fn settle(
+        plan: &Plan,
+        topology: Topology,
+        done: &[usize],
+        server: usize,
+        from: Settle,
+    ) -> Self {
+        let mut rollout = Rollout::resume(plan, topology, done, None);
         rollout.current = server;
         rollout.settle = Some(from);
         rollout.stop = Stop::Interrupted;
@@ -797,7 +810,7 @@ impl Rollout {
                     ));
                 }
             };
-            for backend in &self.settings.backends {
+            for backend in self.settings.topology.backends(instance, self.current) {
                 let others = views
                     .iter()
                     .filter(|view| {
@@ -879,7 +892,7 @@ impl Rollout {
                     continue;
                 }
             };
-            for backend in &self.settings.backends {
+            for backend in self.settings.topology.backends(instance, self.current) {
                 match views
                     .iter()
                     .find(|view| view.backend == backend.as_str() && view.server == server.as_str())
@@ -1191,23 +1204,28 @@ impl Rollout {
             for (instance, result) in views.iter().enumerate() {
                 let problem = match result {
                     Err(error) => Some(format!("HAProxy #{} is unreadable: {error}", instance + 1)),
-                    Ok(views) => self.settings.backends.iter().find_map(|backend| {
-                        match views.iter().find(|view| {
-                            view.backend == backend.as_str() && view.server == server.as_str()
-                        }) {
-                            Some(view) if view.in_rotation() => None,
-                            Some(view) => Some(format!(
-                                "{backend}/{server} on HAProxy #{} is {} ({})",
-                                instance + 1,
-                                view.status,
-                                view.admin_text()
-                            )),
-                            None => Some(format!(
-                                "HAProxy #{} no longer has {backend}/{server}",
-                                instance + 1
-                            )),
-                        }
-                    }),
+                    Ok(views) => self
+                        .settings
+                        .topology
+                        .backends(instance, index)
+                        .iter()
+                        .find_map(|backend| {
+                            match views.iter().find(|view| {
+                                view.backend == backend.as_str() && view.server == server.as_str()
+                            }) {
+                                Some(view) if view.in_rotation() => None,
+                                Some(view) => Some(format!(
+                                    "{backend}/{server} on HAProxy #{} is {} ({})",
+                                    instance + 1,
+                                    view.status,
+                                    view.admin_text()
+                                )),
+                                None => Some(format!(
+                                    "HAProxy #{} no longer has {backend}/{server}",
+                                    instance + 1
+                                )),
+                            }
+                        }),
                 };
                 if let Some(problem) = problem {
                     return self.canary_failed(format!("after the canary pause, {problem}"));
@@ -1353,7 +1371,8 @@ impl Rollout {
     fn restore_commands(&self) -> Vec<String> {
         let server = self.server();
         self.settings
-            .backends
+            .topology
+            .all_backends_of(self.current)
             .iter()
             .map(|backend| format!("set server {backend}/{server} state ready"))
             .collect()
@@ -1515,7 +1534,7 @@ mod tests {
 
         /// Runs the engine to its finish; panics if it runs away.
         fn run(&mut self, plan: &Plan) -> (Finish, Vec<Report>) {
-            let mut engine = Rollout::new(plan);
+            let mut engine = Rollout::new(plan, topology(plan));
             let mut event = Event::Start;
             let mut reports = Vec::new();
             for _ in 0..10_000 {
@@ -1547,6 +1566,15 @@ mod tests {
                     _ => None,
                 })
                 .collect()
+        }
+    }
+
+    fn topology(plan: &Plan) -> Topology {
+        match &plan.backends {
+            crate::plan::Backends::Listed(names) => {
+                Topology::uniform(plan.haproxy.len(), plan.servers.len(), names)
+            }
+            crate::plan::Backends::Auto => panic!("the engine tests use listed backends"),
         }
     }
 
@@ -1684,7 +1712,7 @@ mod tests {
     fn status_up_n_m_is_not_back() {
         // After `ready`, a server that shows `UP 1/2` has not passed HAProxy's checks.
         let plan = plan("ready:\n  timeout: 2s\n");
-        let mut engine = Rollout::new(&plan);
+        let mut engine = Rollout::new(&plan, topology(&plan));
         let now = Instant::now();
         let mut world = World::new();
         let mut event = Event::Start;
@@ -1713,7 +1741,7 @@ mod tests {
     #[test]
     fn an_interrupt_while_draining_returns_the_server_unrestarted() {
         let plan = plan("");
-        let mut engine = Rollout::new(&plan);
+        let mut engine = Rollout::new(&plan, topology(&plan));
         let now = Instant::now();
         engine.handle(Event::Start, now);
         let mut world = World::new();
@@ -1785,7 +1813,7 @@ mod tests {
         let mut world = World::new();
         let finish = run_with(
             &mut world,
-            Rollout::new(&plan),
+            Rollout::new(&plan, topology(&plan)),
             |effect| matches!(effect, Effect::Restart(0)),
             Event::Interrupted,
         );
@@ -1811,7 +1839,7 @@ mod tests {
         world.sessions.push(("app1".into(), 1, usize::MAX));
         let finish = run_with(
             &mut world,
-            Rollout::new(&plan),
+            Rollout::new(&plan, topology(&plan)),
             |effect| *effect == Effect::Wait,
             Event::AbortNow,
         );
@@ -1829,7 +1857,7 @@ mod tests {
         let plan = plan("");
         let mut world = World::new();
         world.set(&ServerName::new("app2").unwrap(), AdminTarget::Maint);
-        let mut engine = Rollout::resume(&plan, &[0], Some(1));
+        let mut engine = Rollout::resume(&plan, topology(&plan), &[0], Some(1));
         let mut event = Event::Start;
         let finish = loop {
             let actions = engine.handle(event, world.now);
@@ -1872,7 +1900,7 @@ mod tests {
         world.set(&ServerName::new("app1").unwrap(), AdminTarget::Maint);
         let finish = run_with(
             &mut world,
-            Rollout::settle(&plan, &[], 0, Settle::AfterRestart),
+            Rollout::settle(&plan, topology(&plan), &[], 0, Settle::AfterRestart),
             |_| false,
             Event::Waited,
         );
@@ -1887,7 +1915,7 @@ mod tests {
         let plan = super::tests::plan("health:\n  within: 2s\n");
         let finish = run_with(
             &mut world,
-            Rollout::settle(&plan, &[], 0, Settle::AfterRestart),
+            Rollout::settle(&plan, topology(&plan), &[], 0, Settle::AfterRestart),
             |_| false,
             Event::Waited,
         );
@@ -1902,7 +1930,7 @@ mod tests {
     #[test]
     fn a_lost_ssh_connection_is_settled_by_checks_and_stops_the_rollout() {
         let plan = plan("");
-        let mut engine = Rollout::new(&plan);
+        let mut engine = Rollout::new(&plan, topology(&plan));
         let mut world = World::new();
         let mut event = Event::Start;
         let finish = loop {
@@ -1937,7 +1965,7 @@ mod tests {
     #[test]
     fn an_haproxy_unreachable_past_its_deadline_stops_the_rollout() {
         let plan = plan("");
-        let mut engine = Rollout::new(&plan);
+        let mut engine = Rollout::new(&plan, topology(&plan));
         let now = Instant::now();
         let views = vec![view("app1"), view("app2"), view("app3")];
         engine.handle(Event::Start, now);
@@ -1963,7 +1991,7 @@ mod tests {
     #[test]
     fn the_expected_state_follows_the_phase() {
         let plan = plan("");
-        let mut engine = Rollout::new(&plan);
+        let mut engine = Rollout::new(&plan, topology(&plan));
         let now = Instant::now();
         let app1 = ServerName::new("app1").unwrap();
         assert_eq!(engine.expected_state(), None);
@@ -2085,7 +2113,7 @@ mod tests {
                 .any(|change| change.starts_with("app2"))
         );
 
-        let mut engine = Rollout::resume(&plan, &[0], None);
+        let mut engine = Rollout::resume(&plan, topology(&plan), &[0], None);
         let mut event = Event::Start;
         let finish = loop {
             let actions = engine.handle(event, world.now);
@@ -2147,7 +2175,7 @@ mod tests {
     #[test]
     fn a_canary_that_goes_down_during_the_pause_stops_the_rollout() {
         let plan = plan("canary:\n  servers: 1\n  pause: 5s\n");
-        let mut engine = Rollout::new(&plan);
+        let mut engine = Rollout::new(&plan, topology(&plan));
         let mut world = World::new();
         let mut event = Event::Start;
         let finish = loop {

@@ -17,6 +17,8 @@ use crate::plan::duration::HumanDuration;
 use crate::plan::{BackendName, HookPoint, InstanceName, OnDrainTimeout, Plan, Server, ServerName};
 use crate::ssh::{PlaceholderValues, remote_command};
 
+use super::topology::Topology;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Property 2, checked again at the moment of the drain.
@@ -141,16 +143,32 @@ impl fmt::Display for Step {
 
 /// Every step for one server. `values` is `None` when its address is not known (pre-flight
 /// says why); the steps then show the placeholders unfilled.
-pub fn server_steps(plan: &Plan, server: &Server, values: Option<&PlaceholderValues>) -> Vec<Step> {
+pub fn server_steps(
+    plan: &Plan,
+    topology: &Topology,
+    server: &Server,
+    values: Option<&PlaceholderValues>,
+) -> Vec<Step> {
+    let server_index = plan
+        .servers
+        .iter()
+        .position(|candidate| candidate.name == server.name)
+        .expect("a server of the plan");
     let set = |state: AdminTarget, why: &'static str| -> Vec<Step> {
-        runtime_commands(plan, &server.name, |backend, name| {
-            Command::SetState {
-                backend,
-                server: name,
-                state,
-            }
-            .to_string()
-        })
+        runtime_commands(
+            plan,
+            topology,
+            server_index,
+            &server.name,
+            |backend, name| {
+                Command::SetState {
+                    backend,
+                    server: name,
+                    state,
+                }
+                .to_string()
+            },
+        )
         .into_iter()
         .map(|(instance, command)| Step::Runtime {
             instance,
@@ -169,21 +187,33 @@ pub fn server_steps(plan: &Plan, server: &Server, values: Option<&PlaceholderVal
         port: None,
     };
     let values = values.unwrap_or(&unknown);
-    let mut force = runtime_commands(plan, &server.name, |backend, name| {
-        Command::SetState {
-            backend,
-            server: name,
-            state: AdminTarget::Maint,
-        }
-        .to_string()
-    });
-    force.extend(runtime_commands(plan, &server.name, |backend, name| {
-        Command::ShutdownSessions {
-            backend,
-            server: name,
-        }
-        .to_string()
-    }));
+    let mut force = runtime_commands(
+        plan,
+        topology,
+        server_index,
+        &server.name,
+        |backend, name| {
+            Command::SetState {
+                backend,
+                server: name,
+                state: AdminTarget::Maint,
+            }
+            .to_string()
+        },
+    );
+    force.extend(runtime_commands(
+        plan,
+        topology,
+        server_index,
+        &server.name,
+        |backend, name| {
+            Command::ShutdownSessions {
+                backend,
+                server: name,
+            }
+            .to_string()
+        },
+    ));
 
     let mut target = values.host.clone();
     if let Some(user) = &plan.ssh.user {
@@ -264,12 +294,14 @@ pub fn server_steps(plan: &Plan, server: &Server, values: Option<&PlaceholderVal
 /// One command per HAProxy instance and backend, in plan order.
 fn runtime_commands(
     plan: &Plan,
+    topology: &Topology,
+    server_index: usize,
     server: &ServerName,
     command: impl Fn(&BackendName, &ServerName) -> String,
 ) -> Vec<(InstanceName, String)> {
-    let mut commands = Vec::with_capacity(plan.haproxy.len() * plan.backends.len());
-    for instance in &plan.haproxy {
-        for backend in &plan.backends {
+    let mut commands = Vec::new();
+    for (index, instance) in plan.haproxy.iter().enumerate() {
+        for backend in topology.backends(index, server_index) {
             commands.push((instance.name.clone(), command(backend, server)));
         }
     }
@@ -292,7 +324,11 @@ mod tests {
             addr: "10.0.0.1".into(),
             port: Some(8080),
         };
-        let steps = server_steps(&plan, &plan.servers[0], Some(&values));
+        let crate::plan::Backends::Listed(names) = &plan.backends else {
+            panic!("listed backends")
+        };
+        let topology = Topology::uniform(2, 1, names);
+        let steps = server_steps(&plan, &topology, &plan.servers[0], Some(&values));
         let runtime: Vec<String> = steps
             .iter()
             .filter_map(|step| match step {

@@ -212,7 +212,7 @@ impl OnDrainTimeout {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub haproxy: Vec<Haproxy>,
-    pub backends: Vec<BackendName>,
+    pub backends: Backends,
     pub servers: Vec<Server>,
     pub ssh: Ssh,
     pub restart: Restart,
@@ -285,6 +285,25 @@ pub struct Hook {
     pub timeout: Duration,
     /// Run where haproxy-rollout runs, not over SSH.
     pub local: bool,
+}
+
+/// Which backends a server is drained in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backends {
+    /// These, for every server on every HAProxy.
+    Listed(Vec<BackendName>),
+    /// Every backend that holds the server's name, found on each HAProxy at pre-flight.
+    Auto,
+}
+
+impl Backends {
+    /// For reports: the names, or `auto`.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Backends::Listed(names) => names.iter().map(BackendName::as_str).collect(),
+            Backends::Auto => vec!["auto"],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

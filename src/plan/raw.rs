@@ -66,9 +66,10 @@ pub struct RawPlan {
     /// The HAProxy instances in front of the servers; all are changed in lockstep.
     #[schemars(required, length(min = 1))]
     pub haproxy: Option<Located<Vec<Located<RawHaproxy>>>>,
-    /// The backends each server is drained in.
-    #[schemars(required, length(min = 1), inner(pattern(NAME_PATTERN)))]
-    pub backends: Option<Located<Vec<Located<String>>>>,
+    /// The backends each server is drained in: a list, or `auto` (every backend that holds
+    /// the server's name, on each HAProxy).
+    #[schemars(required)]
+    pub backends: Option<Located<RawBackends>>,
     /// The servers to restart, in this order.
     #[schemars(required, length(min = 1))]
     pub servers: Option<Located<Vec<Located<RawServer>>>>,
@@ -109,6 +110,45 @@ impl RawPlan {
         "hooks",
         "canary",
     ];
+}
+
+/// `backends:` as written: a list of names, or `auto`.
+#[derive(Debug)]
+pub enum RawBackends {
+    List(Vec<Located<String>>),
+    Auto,
+}
+
+impl JsonSchema for RawBackends {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Backends".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "oneOf": [
+                {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": NAME_PATTERN}},
+                {"const": "auto", "description": "Every backend that holds the server's name, on each HAProxy."}
+            ]
+        })
+    }
+}
+
+impl Decode for RawBackends {
+    const EXPECTED: &'static str = "a list of backend names, or auto";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::String(text) if text == "auto" => Some(RawBackends::Auto),
+            Value::Sequence(_) => {
+                Vec::<Located<String>>::decode(node, path, decoder).map(RawBackends::List)
+            }
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
+        }
+    }
 }
 
 /// One HAProxy instance and its runtime API socket (admin level).
@@ -351,7 +391,7 @@ pub fn decode(document: &Node, errors: &mut Vec<PlanError>) -> RawPlan {
         backends: decoder.required(
             &mut fields,
             "backends",
-            "a list of backend names, e.g. [be_app]",
+            "a list of backend names, e.g. [be_app], or auto",
         ),
         servers: decoder.required(&mut fields, "servers", "a list of {name, host}"),
         ssh: decoder.section(&mut fields, "ssh"),

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use super::error::PlanError;
 use super::model::{
-    BackendName, Canary, CanaryPause, Capacity, Drain, Haproxy, Health, Hook, Hooks, InstanceName,
-    InvalidName, KnownHosts, NAME_CHARSET, OnDrainTimeout, Placeholder, Plan, Ready, Restart,
-    Segment, Server, ServerName, SocketAddress, Ssh, SshTarget, Template,
+    BackendName, Backends, Canary, CanaryPause, Capacity, Drain, Haproxy, Health, Hook, Hooks,
+    InstanceName, InvalidName, KnownHosts, NAME_CHARSET, OnDrainTimeout, Placeholder, Plan, Ready,
+    Restart, Segment, Server, ServerName, SocketAddress, Ssh, SshTarget, Template,
 };
 use super::node::Location;
 use super::raw::{
-    Located, PlanDuration, RawCanary, RawCapacity, RawDrain, RawHaproxy, RawHealth, RawHook,
-    RawHooks, RawPlan, RawReady, RawRestart, RawServer, RawSsh,
+    Located, PlanDuration, RawBackends, RawCanary, RawCapacity, RawDrain, RawHaproxy, RawHealth,
+    RawHook, RawHooks, RawPlan, RawReady, RawRestart, RawServer, RawSsh,
 };
 
 pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
@@ -47,10 +47,31 @@ pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<Pl
         "HAProxy instance",
     );
     let haproxy = check.list(raw.haproxy, "haproxy", |check, item| check.haproxy(item));
-    check.unique(raw.backends.iter().flat_map(|list| &list.value), "backend");
-    let backends = check.list(raw.backends, "backends", |check, name| {
-        check.name(&name, BackendName::new)
-    });
+    let backends = match raw.backends {
+        None => None,
+        Some(Located {
+            value: RawBackends::Auto,
+            ..
+        }) => Some(Backends::Auto),
+        Some(Located {
+            value: RawBackends::List(names),
+            at,
+            path,
+        }) => {
+            check.unique(names.iter(), "backend");
+            let list = Located {
+                value: names,
+                at,
+                path,
+            };
+            check
+                .list(Some(list), "backends", |check, name| {
+                    check.name(&name, BackendName::new)
+                })
+                .into_values()
+                .map(Backends::Listed)
+        }
+    };
     let server_names = raw.servers.iter().flat_map(|list| &list.value);
     check.unique(
         server_names.filter_map(|item| item.value.name.as_ref()),
@@ -87,7 +108,7 @@ pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<Pl
         raw.version?;
         Some(Plan {
             haproxy: haproxy.into_values()?,
-            backends: backends.into_values()?,
+            backends: backends?,
             servers: servers.into_values()?,
             ssh: ssh?,
             restart: restart??,

@@ -172,7 +172,7 @@ impl Printer {
                 file.display(),
                 plan.servers.len(),
                 plan.haproxy.len(),
-                plan.backends.iter().map(|name| name.as_str()).collect::<Vec<_>>().join(", ")
+                plan.backends.names().join(", ")
             ),
         ));
         self.out("");

@@ -132,7 +132,7 @@ impl Printer {
                 "event": "plan_valid",
                 "file": file,
                 "haproxy": plan.haproxy.iter().map(|instance| instance.name.as_str()).collect::<Vec<_>>(),
-                "backends": plan.backends.iter().map(|name| name.as_str()).collect::<Vec<_>>(),
+                "backends": plan.backends.names(),
                 "servers": plan.servers.len(),
             })),
             OutputFormat::Human if self.quiet == 0 => {
@@ -146,8 +146,8 @@ impl Printer {
                     file.display(),
                     count(plan.haproxy.len(), "HAProxy", "HAProxy instances"),
                     names(plan.haproxy.iter().map(|instance| instance.name.as_str()).collect()),
-                    count(plan.backends.len(), "backend", "backends"),
-                    names(plan.backends.iter().map(|name| name.as_str()).collect()),
+                    count(plan.backends.names().len(), "backend", "backends"),
+                    names(plan.backends.names()),
                     count(plan.servers.len(), "server", "servers"),
                 ));
             }
