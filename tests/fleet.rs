@@ -251,3 +251,77 @@ fn a_manual_canary_stops_after_the_canary_and_resume_completes_the_rest() {
         "restarted earlier in this rollout"
     );
 }
+
+/// See: #6, test 4.
+#[test]
+fn with_backends_auto_a_server_in_two_backends_is_drained_in_both_and_back_in_both() {
+    let lab = RolloutLab::start(LabOptions {
+        second_backend: Some("be_api"),
+        ..LabOptions::default()
+    });
+    lab.lab
+        .wait_until("every server UP in both backends", |views| {
+            views.len() == 6 && views.iter().all(|view| view.status == "UP")
+        });
+    let plan = lab.plan("auto.yaml", None, "");
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("backends: [be_app]", "backends: auto");
+    std::fs::write(&plan, text).unwrap();
+
+    let preview = rollout(["--color", "never", "plan", plan.to_str().unwrap()])
+        .run()
+        .code(0);
+    assert!(
+        preview.stdout.contains("lb1: app2 is in be_app, be_api"),
+        "{}",
+        preview.stdout
+    );
+    assert!(
+        preview
+            .stdout
+            .contains("lb1: set server be_api/app2 state drain"),
+        "{}",
+        preview.stdout
+    );
+
+    let status = rollout(["--color", "never", "status", plan.to_str().unwrap()])
+        .run()
+        .code(0);
+    assert_eq!(
+        status
+            .stdout
+            .lines()
+            .filter(|line| line.contains(" be_api "))
+            .count(),
+        3,
+        "{}",
+        status.stdout
+    );
+
+    let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()]).run();
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let log = std::fs::read_to_string(lab.lab.dir.path().join("haproxy.log")).unwrap();
+    for server in ["app1", "app2", "app3"] {
+        for backend in ["be_app", "be_api"] {
+            for line in [
+                "enters drain state",
+                "is going DOWN for maintenance",
+                "is UP (leaving forced drain)",
+            ] {
+                assert!(
+                    log.contains(&format!("Server {backend}/{server} {line}")),
+                    "{backend}/{server} {line}:\n{log}"
+                );
+            }
+        }
+    }
+    let views = lab.lab.views();
+    assert_eq!(views.len(), 6);
+    assert!(
+        views
+            .iter()
+            .all(|view| view.status == "UP" && view.admin.ready()),
+        "{views:#?}"
+    );
+}

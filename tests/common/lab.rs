@@ -109,6 +109,8 @@ pub struct LabOptions {
     pub fall: u32,
     /// Route `/to/appN/...` to appN (`use-server`), to put a request on one server.
     pub route_by_path: bool,
+    /// A second backend with the same servers (and its own checks).
+    pub second_backend: Option<&'static str>,
 }
 
 impl Default for LabOptions {
@@ -120,6 +122,7 @@ impl Default for LabOptions {
             rise: 2,
             fall: 2,
             route_by_path: false,
+            second_backend: None,
         }
     }
 }
@@ -411,9 +414,20 @@ frontend fe
 backend be_app
     option httpchk GET {check_path}
     http-check expect status 200
-{servers}",
+{servers}{second}",
         dir = dir.display(),
-        check_path = options.check_path
+        check_path = options.check_path,
+        second = options
+            .second_backend
+            .map_or_else(String::new, |name| format!(
+                "backend {name}\n    option httpchk GET {}\n    http-check expect status 200\n{}",
+                options.check_path,
+                servers
+                    .lines()
+                    .filter(|line| !line.contains("use-server"))
+                    .map(|line| format!("{line}\n"))
+                    .collect::<String>()
+            ))
     )
 }
 
