@@ -113,6 +113,9 @@ pub fn is_local(address: &crate::plan::SocketAddress) -> bool {
                     .parse::<std::net::IpAddr>()
                     .is_ok_and(|ip| ip.is_loopback())
         }
+        // Another host, even when it is this one under another name: its processes
+        // cannot be seen from here.
+        crate::plan::SocketAddress::Ssh { .. } => false,
     }
 }
 

@@ -110,53 +110,17 @@ impl SshPool {
     /// Connects to every host; fails on the first host that cannot be reached or whose key
     /// does not verify, naming it.
     pub async fn connect(ssh: &crate::plan::Ssh, hosts: &[String]) -> Result<SshPool, SshError> {
-        let control_directory = tempfile::Builder::new()
-            .prefix("hr-ssh")
-            .tempdir_in("/tmp")
-            .map_err(|error| SshError::Connect {
-                host: hosts.first().cloned().unwrap_or_default(),
-                detail: format!("cannot create a control directory: {error}"),
-            })?;
-        let mut builder = openssh::SessionBuilder::default();
-        builder
-            .known_hosts_check(match ssh.known_hosts {
-                crate::plan::KnownHosts::Strict => openssh::KnownHosts::Strict,
-                crate::plan::KnownHosts::AcceptNew => openssh::KnownHosts::Add,
-            })
-            .control_directory(control_directory.path())
-            // A crash must not leave a master running forever.
-            .control_persist(openssh::ControlPersist::IdleFor(
-                std::num::NonZeroUsize::new(60).expect("60 is not zero"),
-            ))
-            .connect_timeout(ssh.connect_timeout)
-            .server_alive_interval(Duration::from_secs(15));
-        if let Some(user) = &ssh.user {
-            builder.user(user.clone());
-        }
-        if let Some(port) = ssh.port {
-            builder.port(port);
-        }
-        if let Some(file) = &ssh.identity_file {
-            builder.keyfile(expand_home(file));
-        }
-        if let Some(file) = &ssh.known_hosts_file {
-            builder.user_known_hosts_file(expand_home(file));
-        }
-        if let Some(file) = &ssh.config_file {
-            builder.config_file(expand_home(file));
-        }
+        let control_directory = control_directory().map_err(|error| SshError::Connect {
+            host: hosts.first().cloned().unwrap_or_default(),
+            detail: format!("cannot create a control directory: {error}"),
+        })?;
+        let builder = session_builder(ssh, control_directory.path());
         let mut sessions = std::collections::HashMap::new();
         for host in hosts {
             if sessions.contains_key(host) {
                 continue;
             }
-            let session = builder
-                .connect_mux(host)
-                .await
-                .map_err(|error| SshError::Connect {
-                    host: host.clone(),
-                    detail: crate::commands::error_chain(&error),
-                })?;
+            let session = connect(&builder, host).await?;
             sessions.insert(host.clone(), session);
         }
         Ok(SshPool {
@@ -216,6 +180,68 @@ impl SshPool {
             let _ = session.close().await;
         }
     }
+}
+
+/// The plan's SSH settings as an openssh session builder: strict host keys unless the plan
+/// says `accept-new`, a short control directory, and an idle limit on the master so that a
+/// crash leaves none behind.
+pub fn session_builder(
+    ssh: &crate::plan::Ssh,
+    control_directory: &std::path::Path,
+) -> openssh::SessionBuilder {
+    let mut builder = openssh::SessionBuilder::default();
+    builder
+        .known_hosts_check(match ssh.known_hosts {
+            crate::plan::KnownHosts::Strict => openssh::KnownHosts::Strict,
+            crate::plan::KnownHosts::AcceptNew => openssh::KnownHosts::Add,
+        })
+        .control_directory(control_directory)
+        .control_persist(openssh::ControlPersist::IdleFor(
+            std::num::NonZeroUsize::new(60).expect("60 is not zero"),
+        ))
+        .connect_timeout(ssh.connect_timeout)
+        .server_alive_interval(Duration::from_secs(15));
+    if let Some(user) = &ssh.user {
+        builder.user(user.clone());
+    }
+    if let Some(port) = ssh.port {
+        builder.port(port);
+    }
+    if let Some(file) = &ssh.identity_file {
+        builder.keyfile(expand_home(file));
+    }
+    if let Some(file) = &ssh.known_hosts_file {
+        builder.user_known_hosts_file(expand_home(file));
+    }
+    if let Some(file) = &ssh.config_file {
+        builder.config_file(expand_home(file));
+    }
+    builder
+}
+
+/// A short-lived control directory under /tmp (unix socket paths are limited to ~108 bytes).
+pub fn control_directory() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("hr-ssh").tempdir_in("/tmp")
+}
+
+/// Connects, with ssh's own reasons on one line when it fails.
+pub async fn connect(
+    builder: &openssh::SessionBuilder,
+    host: &str,
+) -> Result<openssh::Session, SshError> {
+    builder
+        .connect_mux(host)
+        .await
+        .map_err(|error| SshError::Connect {
+            host: host.to_owned(),
+            // ssh's own words span lines and end in periods; keep them on one line.
+            detail: crate::commands::error_chain(&error)
+                .lines()
+                .map(|line| line.trim().trim_end_matches('.'))
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
 }
 
 /// Runs a command line (as built by `remote_command`) on this machine, with output captured

@@ -49,6 +49,26 @@ fn sample_lockstep(
 /// See: #6, test 1.
 #[test]
 fn two_haproxy_instances_over_unix_and_tcp_are_changed_in_lockstep_under_traffic() {
+    lockstep_under_traffic(|lab| {
+        format!("tcp://127.0.0.1:{}", lab.second.as_ref().unwrap().tcp_port)
+    });
+}
+
+/// See: #6, test 2.
+#[test]
+fn the_second_haproxy_reached_over_ssh_is_changed_in_lockstep_under_traffic() {
+    lockstep_under_traffic(|lab| {
+        format!(
+            "ssh://root@127.0.0.1:{}{}",
+            lab.sshd.port,
+            lab.second.as_ref().unwrap().admin_socket.display()
+        )
+    });
+}
+
+/// Two HAProxy instances in front of the same servers, lb1 over its unix socket and lb2 at
+/// `second_socket`, traffic through both, the state of both sampled during the rollout.
+fn lockstep_under_traffic(second_socket: impl Fn(&RolloutLab) -> String) {
     let mut lab = RolloutLab::start(LabOptions::default());
     lab.add_second_haproxy(LabOptions::default());
     let second = lab.second.as_ref().unwrap();
@@ -56,8 +76,8 @@ fn two_haproxy_instances_over_unix_and_tcp_are_changed_in_lockstep_under_traffic
     let text = std::fs::read_to_string(&plan).unwrap().replace(
         "backends: [be_app]",
         &format!(
-            "  - name: lb2\n    socket: tcp://127.0.0.1:{}\nbackends: [be_app]",
-            second.tcp_port
+            "  - name: lb2\n    socket: {}\nbackends: [be_app]",
+            second_socket(&lab)
         ),
     );
     std::fs::write(&plan, text).unwrap();

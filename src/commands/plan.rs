@@ -11,7 +11,9 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> anyhow::Result<Exit> {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };
-    let observations = super::live::runtime()?.block_on(super::live::observe(&plan));
+    let runtime = super::live::runtime()?;
+    let links = runtime.block_on(super::live::connect(&plan));
+    let observations = runtime.block_on(super::live::observe(&plan, &links));
     let preflight = engine::preflight::preflight(&plan, &observations, &[]);
     let steps = super::preview_steps(&plan, &preflight);
     printer.plan_preview(&args.plan, &plan, &preflight, &steps);

@@ -10,7 +10,6 @@ use crate::driver::{Driver, Interrupt};
 use crate::engine::rollout::{Outcome, Rollout, ServerState};
 use crate::engine::{Observation, Outcome as Check, Preflight};
 use crate::exit::Exit;
-use crate::haproxy::Client;
 use crate::health::HealthChecker;
 use crate::journal::{self, Journal, ProcessIdentity, Record};
 use crate::lock::{Holder, Lock, LockError};
@@ -204,7 +203,8 @@ impl Run<'_> {
 
     async fn execute_async(self) -> anyhow::Result<Exit> {
         let Context { printer, plan, .. } = self.context;
-        let observations = super::live::observe(plan).await;
+        let links = super::live::connect(plan).await;
+        let observations = super::live::observe(plan, &links).await;
         let ours: Vec<&str> = self.ours.iter().map(String::as_str).collect();
         let settling = matches!(self.start, Start::Settle { .. });
         let preflight = crate::engine::preflight::preflight(plan, &observations, &ours);
@@ -278,11 +278,10 @@ impl Run<'_> {
         spawn_signal_handler(interrupt.clone());
         let driver = Driver {
             plan,
-            clients: plan
-                .haproxy
-                .iter()
-                .map(|instance| Client::new(instance.socket.clone(), instance.timeout))
-                .collect(),
+            // Every HAProxy was linked, or pre-flight would have stopped above.
+            clients: links
+                .all()
+                .ok_or_else(|| anyhow::anyhow!("an HAProxy could not be linked"))?,
             targets,
             ssh: ssh.as_ref(),
             topology: topology.clone(),

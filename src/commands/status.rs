@@ -17,7 +17,9 @@ pub fn run(
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };
-    let observations = super::live::runtime()?.block_on(super::live::observe(&plan));
+    let runtime = super::live::runtime()?;
+    let links = runtime.block_on(super::live::connect(&plan));
+    let observations = runtime.block_on(super::live::observe(&plan, &links));
     let mut rows = Vec::new();
     let mut complete = true;
     let topology = crate::engine::Topology::resolve(&plan, &observations);

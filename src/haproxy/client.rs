@@ -63,11 +63,30 @@ pub enum ClientError {
 pub struct Client {
     address: SocketAddress,
     timeout: Duration,
+    /// The SSH session to the HAProxy host, for an `ssh://` socket.
+    ssh: Option<std::sync::Arc<openssh::Session>>,
 }
 
 impl Client {
     pub fn new(address: SocketAddress, timeout: Duration) -> Self {
-        Client { address, timeout }
+        Client {
+            address,
+            timeout,
+            ssh: None,
+        }
+    }
+
+    /// A client for an `ssh://` socket, over an open session to its host.
+    pub fn over_ssh(
+        address: SocketAddress,
+        timeout: Duration,
+        session: std::sync::Arc<openssh::Session>,
+    ) -> Self {
+        Client {
+            address,
+            timeout,
+            ssh: Some(session),
+        }
     }
 
     pub fn address(&self) -> &SocketAddress {
@@ -96,6 +115,7 @@ impl Client {
                         .map_err(|source| self.unreachable(source))?;
                     self.exchange(stream, &line).await
                 }
+                SocketAddress::Ssh { path, .. } => self.exchange_over_ssh(path, &line).await,
             }
         };
         tokio::time::timeout(self.timeout, exchange)
@@ -125,6 +145,49 @@ impl Client {
             .await
             .map_err(io_error)?;
         Ok(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    /// `socat` on the HAProxy host relays the command to its unix socket: the same
+    /// one-connection-per-command exchange, over the multiplexed SSH session.
+    async fn exchange_over_ssh(
+        &self,
+        path: &std::path::Path,
+        line: &str,
+    ) -> Result<String, ClientError> {
+        let lost = |detail: String| self.unreachable(std::io::Error::other(detail));
+        let session = self
+            .ssh
+            .clone()
+            .ok_or_else(|| lost("no SSH connection to the HAProxy host was opened".to_owned()))?;
+        let target = format!("unix-connect:{}", path.display());
+        let mut child = openssh::Session::to_raw_command(
+            session,
+            format!("socat stdio {}", crate::ssh::shell_quote(&target)),
+        )
+        .stdin(openssh::Stdio::piped())
+        .stdout(openssh::Stdio::piped())
+        .stderr(openssh::Stdio::piped())
+        .spawn()
+        .await
+        .map_err(|error| lost(crate::commands::error_chain(&error)))?;
+        if let Some(mut stdin) = child.stdin().take() {
+            stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .map_err(|source| self.unreachable(source))?;
+            // Closing stdin is the half-close: socat then reads the reply to its end.
+        }
+        let output = child
+            .wait_with_output()
+            .await
+            .map_err(|error| lost(crate::commands::error_chain(&error)))?;
+        if !output.status.success() {
+            return Err(lost(format!(
+                "socat on the HAProxy host failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     fn unreachable(&self, source: std::io::Error) -> ClientError {

@@ -69,7 +69,17 @@ name_type!(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketAddress {
     Unix(PathBuf),
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// A unix socket on another host, reached by running `socat` there over SSH.
+    Ssh {
+        user: Option<String>,
+        host: String,
+        port: Option<u16>,
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for SocketAddress {
@@ -80,6 +90,26 @@ impl fmt::Display for SocketAddress {
                 write!(formatter, "tcp://[{host}]:{port}")
             }
             SocketAddress::Tcp { host, port } => write!(formatter, "tcp://{host}:{port}"),
+            SocketAddress::Ssh {
+                user,
+                host,
+                port,
+                path,
+            } => {
+                formatter.write_str("ssh://")?;
+                if let Some(user) = user {
+                    write!(formatter, "{user}@")?;
+                }
+                if host.contains(':') {
+                    write!(formatter, "[{host}]")?;
+                } else {
+                    formatter.write_str(host)?;
+                }
+                if let Some(port) = port {
+                    write!(formatter, ":{port}")?;
+                }
+                write!(formatter, "{}", path.display())
+            }
         }
     }
 }

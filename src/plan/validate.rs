@@ -244,9 +244,18 @@ impl Checker<'_> {
     }
 
     fn socket(&mut self, socket: &Located<String>) -> Option<SocketAddress> {
-        const FORMS: &str =
-            "an absolute unix socket path (/run/haproxy/admin.sock) or tcp://HOST:PORT";
+        const FORMS: &str = "an absolute unix socket path (/run/haproxy/admin.sock), tcp://HOST:PORT, \
+             or ssh://[USER@]HOST[:PORT]/path/to/admin.sock";
         let text = socket.value.as_str();
+        if let Some(rest) = text.strip_prefix("ssh://") {
+            return match parse_ssh_socket(rest) {
+                Ok(address) => Some(address),
+                Err(problem) => {
+                    self.fail(socket, format!("invalid socket `{text}`: {problem}"), FORMS);
+                    None
+                }
+            };
+        }
         if let Some(address) = text.strip_prefix("tcp://") {
             return match parse_host_port(address) {
                 Ok((host, port)) => Some(SocketAddress::Tcp { host, port }),
@@ -632,6 +641,60 @@ impl Checker<'_> {
     }
 }
 
+/// `[user@]host[:port]/absolute/path` of an `ssh://` socket.
+fn parse_ssh_socket(text: &str) -> Result<SocketAddress, String> {
+    let slash = text
+        .find('/')
+        .ok_or("it has no path to the socket on that host")?;
+    let (authority, path) = text.split_at(slash);
+    let (user, host_port) = match authority.split_once('@') {
+        Some((user, rest)) => (Some(user), rest),
+        None => (None, authority),
+    };
+    if let Some(user) = user
+        && (user.is_empty()
+            || user.starts_with('-')
+            || !user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
+    {
+        return Err(format!("`{user}` is not a user name"));
+    }
+    let (host, port) = if host_port.contains(':') && !host_port.starts_with('[') {
+        let (host, port) = parse_host_port(host_port)?;
+        (host, Some(port))
+    } else if let Some(inner) = host_port.strip_prefix('[') {
+        match inner.split_once("]:") {
+            Some(_) => {
+                let (host, port) = parse_host_port(host_port)?;
+                (host, Some(port))
+            }
+            None => (inner.trim_end_matches(']').to_owned(), None),
+        }
+    } else {
+        (host_port.to_owned(), None)
+    };
+    let host_ok = !host.is_empty()
+        && !host.starts_with('-')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:%-".contains(c));
+    if !host_ok {
+        return Err(format!(
+            "`{host}` is not a host name, address or ssh_config alias"
+        ));
+    }
+    if path.len() > MAX_UNIX_SOCKET_PATH || path.chars().any(|c| c.is_control()) {
+        return Err("the socket path is not a usable unix socket path".to_owned());
+    }
+    Ok(SocketAddress::Ssh {
+        user: user.map(str::to_owned),
+        host,
+        port,
+        path: PathBuf::from(path),
+    })
+}
+
 /// Splits `host:port` or `[v6]:port`.
 fn parse_host_port(text: &str) -> Result<(String, u16), String> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
@@ -748,6 +811,34 @@ mod tests {
                 .unwrap_err()
                 .starts_with("unmatched")
         );
+    }
+
+    #[test]
+    fn ssh_sockets() {
+        assert_eq!(
+            parse_ssh_socket("deploy@lb2.internal:2222/run/haproxy/admin.sock"),
+            Ok(SocketAddress::Ssh {
+                user: Some("deploy".into()),
+                host: "lb2.internal".into(),
+                port: Some(2222),
+                path: "/run/haproxy/admin.sock".into(),
+            })
+        );
+        assert_eq!(
+            parse_ssh_socket("lb2/run/haproxy/admin.sock"),
+            Ok(SocketAddress::Ssh {
+                user: None,
+                host: "lb2".into(),
+                port: None,
+                path: "/run/haproxy/admin.sock".into(),
+            })
+        );
+        assert!(parse_ssh_socket("lb2").is_err(), "no path");
+        assert!(parse_ssh_socket("-oProxyCommand=x/run/a.sock").is_err());
+        assert!(parse_ssh_socket("a;b/run/a.sock").is_err());
+        assert!(parse_ssh_socket("$(x)@lb2/run/a.sock").is_err());
+        let address = parse_ssh_socket("root@127.0.0.1:22/tmp/a.sock").unwrap();
+        assert_eq!(address.to_string(), "ssh://root@127.0.0.1:22/tmp/a.sock");
     }
 
     #[test]

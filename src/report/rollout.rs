@@ -325,19 +325,36 @@ pub fn outcome_text(outcome: Outcome) -> &'static str {
 
 /// Each restore command as a shell line an operator can paste, per HAProxy.
 fn restore_lines(plan: &Plan, commands: &[String]) -> Vec<String> {
-    {
-        let mut lines = Vec::new();
-        for instance in &plan.haproxy {
-            for command in commands {
-                let target = match &instance.socket {
-                    crate::plan::SocketAddress::Unix(path) => {
-                        format!("unix-connect:{}", path.display())
-                    }
-                    crate::plan::SocketAddress::Tcp { host, port } => format!("tcp:{host}:{port}"),
-                };
-                lines.push(format!("echo '{command}' | socat stdio {target}"));
-            }
+    let mut lines = Vec::new();
+    for instance in &plan.haproxy {
+        for command in commands {
+            lines.push(match &instance.socket {
+                crate::plan::SocketAddress::Unix(path) => {
+                    format!(
+                        "echo '{command}' | socat stdio unix-connect:{}",
+                        path.display()
+                    )
+                }
+                crate::plan::SocketAddress::Tcp { host, port } => {
+                    format!("echo '{command}' | socat stdio tcp:{host}:{port}")
+                }
+                crate::plan::SocketAddress::Ssh {
+                    user,
+                    host,
+                    port,
+                    path,
+                } => {
+                    let target = user
+                        .as_ref()
+                        .map_or_else(|| host.clone(), |user| format!("{user}@{host}"));
+                    let port = port.map_or_else(String::new, |port| format!(" -p {port}"));
+                    format!(
+                        "echo '{command}' | ssh{port} {target} socat stdio unix-connect:{}",
+                        path.display()
+                    )
+                }
+            });
         }
-        lines
     }
+    lines
 }

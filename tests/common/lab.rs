@@ -197,7 +197,9 @@ impl Lab {
                         tcp_port,
                         frontend_port,
                     };
-                    let expected_up = options.servers - options.disabled.len();
+                    // Every enabled server, in every backend.
+                    let backends = 1 + usize::from(options.second_backend.is_some());
+                    let expected_up = (options.servers - options.disabled.len()) * backends;
                     lab.wait_until("every enabled server UP", |views| {
                         views.iter().filter(|view| view.status == "UP").count() == expected_up
                     });
