@@ -1534,21 +1534,39 @@ mod tests {
 
         /// Runs the engine to its finish; panics if it runs away.
         fn run(&mut self, plan: &Plan) -> (Finish, Vec<Report>) {
-            let mut engine = Rollout::new(plan, topology(plan));
-            let mut event = Event::Start;
             let mut reports = Vec::new();
+            let finish = self.drive(
+                Rollout::new(plan, topology(plan)),
+                &mut reports,
+                |_, _, _| None,
+            );
+            (finish, reports)
+        }
+
+        /// Feeds `engine` the results of its effects until it finishes. `intercept` sees
+        /// each effect before the fake world performs it and may answer it instead.
+        fn drive(
+            &mut self,
+            mut engine: Rollout,
+            reports: &mut Vec<Report>,
+            mut intercept: impl FnMut(&mut World, &Effect, &Rollout) -> Option<Event>,
+        ) -> Finish {
+            let mut event = Event::Start;
             for _ in 0..10_000 {
                 let mut next = None;
                 for action in engine.handle(event, self.now) {
                     match action {
                         Action::Run(effect) => next = Some(effect),
                         Action::Report(report) => reports.push(report),
-                        Action::Finish(finish) => return (finish, reports),
+                        Action::Finish(finish) => return finish,
                     }
                 }
                 let effect = next.expect("an effect or a finish");
                 self.effects.push(effect.clone());
-                event = self.perform(&effect);
+                event = match intercept(self, &effect, &engine) {
+                    Some(event) => event,
+                    None => self.perform(&effect),
+                };
             }
             panic!("the engine never finished")
         }
@@ -1857,26 +1875,8 @@ mod tests {
         let plan = plan("");
         let mut world = World::new();
         world.set(&ServerName::new("app2").unwrap(), AdminTarget::Maint);
-        let mut engine = Rollout::resume(&plan, topology(&plan), &[0], Some(1));
-        let mut event = Event::Start;
-        let finish = loop {
-            let actions = engine.handle(event, world.now);
-            if let Some(Action::Finish(finish)) = actions
-                .iter()
-                .find(|action| matches!(action, Action::Finish(_)))
-            {
-                break finish.clone();
-            }
-            let effect = actions
-                .iter()
-                .find_map(|action| match action {
-                    Action::Run(effect) => Some(effect.clone()),
-                    _ => None,
-                })
-                .unwrap();
-            world.effects.push(effect.clone());
-            event = world.perform(&effect);
-        };
+        let engine = Rollout::resume(&plan, topology(&plan), &[0], Some(1));
+        let finish = world.drive(engine, &mut Vec::new(), |_, _, _| None);
         assert_eq!(finish.outcome, Outcome::Success);
         let changes = world.changes();
         assert_eq!(
@@ -1930,32 +1930,14 @@ mod tests {
     #[test]
     fn a_lost_ssh_connection_is_settled_by_checks_and_stops_the_rollout() {
         let plan = plan("");
-        let mut engine = Rollout::new(&plan, topology(&plan));
+        let engine = Rollout::new(&plan, topology(&plan));
         let mut world = World::new();
-        let mut event = Event::Start;
-        let finish = loop {
-            let actions = engine.handle(event, world.now);
-            if let Some(Action::Finish(finish)) = actions
-                .iter()
-                .find(|action| matches!(action, Action::Finish(_)))
-            {
-                break finish.clone();
-            }
-            let effect = actions
-                .iter()
-                .find_map(|action| match action {
-                    Action::Run(effect) => Some(effect.clone()),
-                    _ => None,
-                })
-                .unwrap();
-            world.effects.push(effect.clone());
-            event = match effect {
-                Effect::Restart(_) => {
-                    Event::Restarted(Err(RestartFailure::Unknown("connection lost".into())))
-                }
-                _ => world.perform(&effect),
-            };
-        };
+        let finish = world.drive(engine, &mut Vec::new(), |_, effect, _| match effect {
+            Effect::Restart(_) => Some(Event::Restarted(Err(RestartFailure::Unknown(
+                "connection lost".into(),
+            )))),
+            _ => None,
+        });
         assert_eq!(finish.outcome, Outcome::Failed);
         assert!(finish.reason.unwrap().contains("outcome is unknown"));
         assert_eq!(finish.servers[0].state, ServerState::BackRestartUnknown);
@@ -2113,25 +2095,8 @@ mod tests {
                 .any(|change| change.starts_with("app2"))
         );
 
-        let mut engine = Rollout::resume(&plan, topology(&plan), &[0], None);
-        let mut event = Event::Start;
-        let finish = loop {
-            let actions = engine.handle(event, world.now);
-            if let Some(Action::Finish(finish)) = actions
-                .iter()
-                .find(|action| matches!(action, Action::Finish(_)))
-            {
-                break finish.clone();
-            }
-            let effect = actions
-                .iter()
-                .find_map(|action| match action {
-                    Action::Run(effect) => Some(effect.clone()),
-                    _ => None,
-                })
-                .unwrap();
-            event = world.perform(&effect);
-        };
+        let engine = Rollout::resume(&plan, topology(&plan), &[0], None);
+        let finish = world.drive(engine, &mut Vec::new(), |_, _, _| None);
         assert_eq!(finish.outcome, Outcome::Success);
         assert_eq!(finish.servers[0].state, ServerState::DoneEarlier);
         assert_eq!(finish.servers[2].state, ServerState::Done);
@@ -2175,30 +2140,15 @@ mod tests {
     #[test]
     fn a_canary_that_goes_down_during_the_pause_stops_the_rollout() {
         let plan = plan("canary:\n  servers: 1\n  pause: 5s\n");
-        let mut engine = Rollout::new(&plan, topology(&plan));
+        let engine = Rollout::new(&plan, topology(&plan));
         let mut world = World::new();
-        let mut event = Event::Start;
-        let finish = loop {
-            let actions = engine.handle(event, world.now);
-            if let Some(Action::Finish(finish)) = actions
-                .iter()
-                .find(|action| matches!(action, Action::Finish(_)))
-            {
-                break finish.clone();
-            }
-            let effect = actions
-                .iter()
-                .find_map(|action| match action {
-                    Action::Run(effect) => Some(effect.clone()),
-                    _ => None,
-                })
-                .unwrap();
-            if effect == Effect::Wait && engine.results[0].state == ServerState::Done {
+        let finish = world.drive(engine, &mut Vec::new(), |world, effect, engine| {
+            if *effect == Effect::Wait && engine.results[0].state == ServerState::Done {
                 world.views[0].status = "DOWN".into();
                 world.views[0].operational = crate::haproxy::OpState::Stopped;
             }
-            event = world.perform(&effect);
-        };
+            None
+        });
         assert_eq!(finish.outcome, Outcome::Failed);
         assert!(finish.reason.unwrap().contains("canary check failed"));
         assert_eq!(finish.servers[1].state, ServerState::Untouched);
