@@ -400,16 +400,7 @@ impl Driver<'_> {
     /// The same change on every HAProxy and backend at once (lockstep).
     async fn set_state(&self, server: &ServerName, target: AdminTarget) -> Result<(), String> {
         let changes = (0..self.clients.len()).map(|index| self.set_state_on(index, server, target));
-        let errors: Vec<String> = futures::future::join_all(changes)
-            .await
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        all_ok(changes).await
     }
 
     /// The server's backends on one HAProxy (`instance`), each change retried while that
@@ -448,16 +439,7 @@ impl Driver<'_> {
                 Ok::<(), String>(())
             },
         );
-        let errors: Vec<String> = futures::future::join_all(changes)
-            .await
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        all_ok(changes).await
     }
 
     async fn restart(&self, index: usize) -> Result<(), RestartFailure> {
@@ -513,6 +495,22 @@ impl Driver<'_> {
 fn restart_failure_text(failure: &RestartFailure) -> String {
     match failure {
         RestartFailure::Failed(text) | RestartFailure::Unknown(text) => text.clone(),
+    }
+}
+
+/// Runs the changes at once; every failure is reported, joined.
+async fn all_ok(
+    changes: impl IntoIterator<Item = impl std::future::Future<Output = Result<(), String>>>,
+) -> Result<(), String> {
+    let errors: Vec<String> = futures::future::join_all(changes)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
     }
 }
 
