@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::plan::{Placeholder, Template};
 
+/// How many SSH connections are opened at once during pre-flight.
+const PARALLEL_CONNECTS: usize = 16;
+
 /// Extra time after TERM before the remote `timeout` sends KILL.
 pub const KILL_AFTER: Duration = Duration::from_secs(10);
 
@@ -115,14 +118,25 @@ impl SshPool {
             detail: format!("cannot create a control directory: {error}"),
         })?;
         let builder = session_builder(ssh, control_directory.path());
-        let mut sessions = std::collections::HashMap::new();
-        for host in hosts {
-            if sessions.contains_key(host) {
-                continue;
+        // Every distinct host at once: with hundreds of hosts, one after the other is slow.
+        let mut distinct: Vec<&String> = hosts.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        let connections = distinct.into_iter().map(|host| {
+            let builder = &builder;
+            async move {
+                connect(builder, host)
+                    .await
+                    .map(|session| (host.clone(), session))
             }
-            let session = connect(&builder, host).await?;
-            sessions.insert(host.clone(), session);
-        }
+        });
+        use futures::StreamExt;
+        let sessions = futures::stream::iter(connections)
+            .buffer_unordered(PARALLEL_CONNECTS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<std::collections::HashMap<_, _>, _>>()?;
         Ok(SshPool {
             sessions,
             _control_directory: control_directory,

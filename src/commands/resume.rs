@@ -32,18 +32,8 @@ pub fn run(
         ));
         return Ok(Exit::Usage);
     }
-    let index_of = |name: &str| {
-        context
-            .plan
-            .servers
-            .iter()
-            .position(|server| server.name.as_str() == name)
-    };
-    let done: Vec<usize> = interrupted
-        .done
-        .iter()
-        .filter_map(|name| index_of(name))
-        .collect();
+    let index_of = |name: &str| context.index_of(name);
+    let done = context.indexes_of(&interrupted.done);
     let mut ours = Vec::new();
     let mut in_maintenance = None;
     if let Some(flight) = &interrupted.in_flight {

@@ -66,6 +66,22 @@ impl<'a> Context<'a> {
         Ok(context.lock(command).map(|locks| (context, locks)))
     }
 
+    /// The plan index of a server the journal names; `None` if the plan no longer has it.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.plan
+            .servers
+            .iter()
+            .position(|server| server.name.as_str() == name)
+    }
+
+    /// The plan indexes of the servers the journal names, skipping any the plan dropped.
+    pub fn indexes_of(&self, names: &[String]) -> Vec<usize> {
+        names
+            .iter()
+            .filter_map(|name| self.index_of(name))
+            .collect()
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         self.dir.join("journal.jsonl")
     }

@@ -1,0 +1,747 @@
+//! Unit tests of the rollout engine against a fake world: every decision, in milliseconds.
+
+use super::*;
+use crate::haproxy::{AdminState, OpState};
+
+const PLAN: &str = "version: 1\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n\
+    backends: [be_app]\nservers:\n  - name: app1\n  - name: app2\n  - name: app3\n\
+    restart:\n  command: /bin/true\n";
+
+/// A fake HAProxy: server views that follow the state changes the engine makes, with
+/// checks that pass as soon as a server leaves maintenance.
+struct World {
+    views: Vec<ServerView>,
+    now: Instant,
+    effects: Vec<Effect>,
+    /// Sessions left on a server until this many polls have passed.
+    sessions: Vec<(String, u64, usize)>,
+    restart_fails: Option<String>,
+    health_fails: bool,
+    /// Hooks that fail: (point, server index).
+    failing_hooks: Vec<(HookPoint, usize)>,
+}
+
+fn view(server: &str) -> ServerView {
+    ServerView {
+        backend: "be_app".into(),
+        server: server.into(),
+        admin: AdminState(0),
+        operational: OpState::Running,
+        status: "UP".into(),
+        check_status: "L7OK".into(),
+        check_health: Some(3),
+        check_rise: Some(2),
+        check_fall: Some(2),
+        sessions: 0,
+        weight: 1,
+        address: "10.0.0.1".into(),
+        port: Some(8080),
+    }
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            views: vec![view("app1"), view("app2"), view("app3")],
+            now: Instant::now(),
+            effects: Vec::new(),
+            sessions: Vec::new(),
+            restart_fails: None,
+            health_fails: false,
+            failing_hooks: Vec::new(),
+        }
+    }
+
+    fn set(&mut self, server: &ServerName, target: AdminTarget) {
+        let view = self
+            .views
+            .iter_mut()
+            .find(|view| view.server == server.as_str())
+            .unwrap();
+        match target {
+            AdminTarget::Drain => {
+                view.admin = AdminState(AdminState::FDRAIN);
+                view.status = "DRAIN".into();
+                view.operational = OpState::Running;
+            }
+            AdminTarget::Maint => {
+                view.admin = AdminState(AdminState::FMAINT);
+                view.status = "MAINT".into();
+                view.operational = OpState::Stopped;
+            }
+            AdminTarget::Ready => {
+                view.admin = AdminState(0);
+                view.status = "UP".into();
+                view.operational = OpState::Running;
+            }
+        }
+    }
+
+    fn perform(&mut self, effect: &Effect) -> Event {
+        self.now += Duration::from_millis(100);
+        match effect {
+            Effect::Poll => {
+                for (server, sessions, polls) in &mut self.sessions {
+                    let view = self
+                        .views
+                        .iter_mut()
+                        .find(|view| &view.server == server)
+                        .unwrap();
+                    view.sessions = if *polls == 0 { 0 } else { *sessions };
+                    *polls = polls.saturating_sub(1);
+                }
+                Event::Polled(vec![Ok(self.views.clone())])
+            }
+            Effect::SetState(server, target) => {
+                self.set(server, *target);
+                Event::Changed(Ok(()))
+            }
+            Effect::ShutdownSessions(server) => {
+                self.sessions.retain(|(name, _, _)| name != server.as_str());
+                self.views
+                    .iter_mut()
+                    .find(|view| view.server == server.as_str())
+                    .unwrap()
+                    .sessions = 0;
+                Event::Changed(Ok(()))
+            }
+            Effect::Restart(_) => Event::Restarted(
+                self.restart_fails
+                    .clone()
+                    .map_or(Ok(()), |error| Err(RestartFailure::Failed(error))),
+            ),
+            Effect::Probe(_) if self.health_fails => Event::Probed(Err("GET answered 503".into())),
+            Effect::Probe(_) => Event::Probed(Ok(())),
+            Effect::Hook(point, index) => {
+                Event::HookDone(if self.failing_hooks.contains(&(*point, *index)) {
+                    Err("exit 1".into())
+                } else {
+                    Ok(())
+                })
+            }
+            Effect::Wait => {
+                self.now += Duration::from_secs(1);
+                Event::Waited
+            }
+        }
+    }
+
+    /// Runs the engine to its finish; panics if it runs away.
+    fn run(&mut self, plan: &Plan) -> (Finish, Vec<Report>) {
+        let mut reports = Vec::new();
+        let finish = self.drive(
+            Rollout::new(plan, topology(plan)),
+            &mut reports,
+            |_, _, _| None,
+        );
+        (finish, reports)
+    }
+
+    /// Feeds `engine` the results of its effects until it finishes. `intercept` sees
+    /// each effect before the fake world performs it and may answer it instead.
+    fn drive(
+        &mut self,
+        mut engine: Rollout,
+        reports: &mut Vec<Report>,
+        mut intercept: impl FnMut(&mut World, &Effect, &Rollout) -> Option<Event>,
+    ) -> Finish {
+        let mut event = Event::Start;
+        for _ in 0..10_000 {
+            let mut next = None;
+            for action in engine.handle(event, self.now) {
+                match action {
+                    Action::Run(effect) => next = Some(effect),
+                    Action::Report(report) => reports.push(report),
+                    Action::Finish(finish) => return finish,
+                }
+            }
+            let effect = next.expect("an effect or a finish");
+            self.effects.push(effect.clone());
+            event = match intercept(self, &effect, &engine) {
+                Some(event) => event,
+                None => self.perform(&effect),
+            };
+        }
+        panic!("the engine never finished")
+    }
+
+    fn changes(&self) -> Vec<String> {
+        self.effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::SetState(server, target) => Some(format!("{server} {}", target.as_str())),
+                Effect::ShutdownSessions(server) => Some(format!("{server} shutdown")),
+                Effect::Restart(index) => Some(format!("restart {index}")),
+                Effect::Hook(point, index) => Some(format!("{} {index}", point.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn topology(plan: &Plan) -> Topology {
+    match &plan.backends {
+        crate::plan::Backends::Listed(names) => {
+            Topology::uniform(plan.haproxy.len(), plan.servers.len(), names)
+        }
+        crate::plan::Backends::Auto => panic!("the engine tests use listed backends"),
+    }
+}
+
+fn plan(extra: &str) -> Plan {
+    crate::plan::parse(&format!("{PLAN}{extra}")).unwrap()
+}
+
+#[test]
+fn each_server_goes_drain_maint_restart_drain_ready_in_plan_order() {
+    let mut world = World::new();
+    let (finish, _) = world.run(&plan(""));
+    assert_eq!(finish.outcome, Outcome::Success);
+    let expected: Vec<String> = ["app1", "app2", "app3"]
+        .iter()
+        .enumerate()
+        .flat_map(|(index, server)| {
+            vec![
+                format!("{server} drain"),
+                format!("{server} maint"),
+                format!("restart {index}"),
+                format!("{server} drain"),
+                format!("{server} ready"),
+            ]
+        })
+        .collect();
+    assert_eq!(world.changes(), expected);
+    assert!(
+        finish
+            .servers
+            .iter()
+            .all(|server| server.state == ServerState::Done)
+    );
+}
+
+#[test]
+fn the_restart_waits_for_sessions_to_end() {
+    let mut world = World::new();
+    world.sessions.push(("app1".into(), 2, 3));
+    let (finish, reports) = world.run(&plan(""));
+    assert_eq!(finish.outcome, Outcome::Success);
+    assert!(reports.contains(&Report::SessionsLeft {
+        server: ServerName::new("app1").unwrap(),
+        sessions: 2
+    }));
+    // Three polls saw sessions; only then maintenance and the restart.
+    let polls_before_maint = world
+        .effects
+        .iter()
+        .take_while(|effect| !matches!(effect, Effect::SetState(_, AdminTarget::Maint)))
+        .filter(|effect| **effect == Effect::Poll)
+        .count();
+    assert!(polls_before_maint >= 4, "{:?}", world.effects);
+}
+
+#[test]
+fn too_few_servers_up_means_nothing_is_touched() {
+    let mut world = World::new();
+    world.views[1].status = "DOWN".into();
+    world.views[1].operational = OpState::Stopped;
+    let (finish, _) = world.run(&plan("capacity:\n  min_up: 2\n"));
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert!(world.changes().is_empty(), "{:?}", world.changes());
+    assert!(
+        finish
+            .reason
+            .unwrap()
+            .contains("1 other server(s) in rotation besides app1; min_up 2")
+    );
+}
+
+#[test]
+fn weight_zero_and_up_going_down_do_not_count_as_capacity() {
+    let mut world = World::new();
+    world.views[1].weight = 0;
+    world.views[2].status = "UP 1/2".into();
+    let (finish, _) = world.run(&plan(""));
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert!(world.changes().is_empty());
+}
+
+#[test]
+fn a_failed_restart_stops_everything_and_leaves_the_server_out() {
+    let mut world = World::new();
+    world.restart_fails = Some("exit 3".into());
+    let (finish, _) = world.run(&plan(""));
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert_eq!(world.changes(), ["app1 drain", "app1 maint", "restart 0"]);
+    assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
+    assert_eq!(
+        finish.servers[0].restore,
+        ["set server be_app/app1 state ready"]
+    );
+    assert_eq!(finish.servers[1].state, ServerState::Untouched);
+}
+
+#[test]
+fn an_unhealthy_application_never_leaves_maintenance() {
+    let mut world = World::new();
+    world.health_fails = true;
+    let (finish, _) = world.run(&plan("health:\n  within: 5s\n"));
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert_eq!(world.changes(), ["app1 drain", "app1 maint", "restart 0"]);
+    assert!(finish.reason.unwrap().contains("GET answered 503"));
+}
+
+#[test]
+fn drain_timeout_fail_returns_the_server_unrestarted() {
+    let mut world = World::new();
+    world.sessions.push(("app1".into(), 1, usize::MAX));
+    let (finish, _) = world.run(&plan("drain:\n  timeout: 3s\n  on_timeout: fail\n"));
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert_eq!(world.changes(), ["app1 drain", "app1 ready"]);
+    assert_eq!(finish.servers[0].state, ServerState::ReturnedUnrestarted);
+    assert!(finish.servers[0].restore.is_empty());
+}
+
+#[test]
+fn drain_timeout_force_cuts_sessions_reports_them_and_goes_on() {
+    let mut world = World::new();
+    world.sessions.push(("app1".into(), 4, usize::MAX));
+    let (finish, reports) = world.run(&plan("drain:\n  timeout: 3s\n  on_timeout: force\n"));
+    assert_eq!(finish.outcome, Outcome::Success);
+    assert_eq!(
+        &world.changes()[..4],
+        ["app1 drain", "app1 maint", "app1 shutdown", "restart 0"]
+    );
+    assert_eq!(finish.servers[0].sessions_cut, Some(4));
+    assert!(reports.contains(&Report::SessionsCut {
+        server: ServerName::new("app1").unwrap(),
+        sessions: 4
+    }));
+}
+
+#[test]
+fn status_up_n_m_is_not_back() {
+    // After `ready`, a server that shows `UP 1/2` has not passed HAProxy's checks.
+    let plan = plan("ready:\n  timeout: 2s\n");
+    let mut engine = Rollout::new(&plan, topology(&plan));
+    let now = Instant::now();
+    let mut world = World::new();
+    let mut event = Event::Start;
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        last = engine.handle(event, now + Duration::from_secs(1));
+        let effect = last.iter().find_map(|action| match action {
+            Action::Run(effect) => Some(effect.clone()),
+            _ => None,
+        });
+        let Some(effect) = effect else { break };
+        event = world.perform(&effect);
+        if effect == Effect::SetState(ServerName::new("app1").unwrap(), AdminTarget::Ready) {
+            world.views[0].status = "UP 1/2".into();
+        }
+    }
+    let finish = last.iter().find_map(|action| match action {
+        Action::Finish(finish) => Some(finish.clone()),
+        _ => None,
+    });
+    // The clock never passes the deadline here, so the engine is still waiting: not done.
+    assert!(finish.is_none(), "{finish:?}");
+    assert_ne!(engine.results[0].state, ServerState::Done);
+}
+
+#[test]
+fn an_interrupt_while_draining_returns_the_server_unrestarted() {
+    let plan = plan("");
+    let mut engine = Rollout::new(&plan, topology(&plan));
+    let now = Instant::now();
+    engine.handle(Event::Start, now);
+    let mut world = World::new();
+    world.sessions.push(("app1".into(), 1, usize::MAX));
+    engine.handle(Event::Polled(vec![Ok(world.views.clone())]), now);
+    engine.handle(Event::Changed(Ok(())), now);
+    let actions = engine.handle(Event::Interrupted, now);
+    assert_eq!(
+        actions,
+        [Action::Run(Effect::SetState(
+            ServerName::new("app1").unwrap(),
+            AdminTarget::Ready
+        ))]
+    );
+    let actions = engine.handle(Event::Changed(Ok(())), now);
+    let Some(Action::Finish(finish)) = actions.last() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(finish.outcome, Outcome::Interrupted);
+    assert_eq!(finish.servers[0].state, ServerState::ReturnedUnrestarted);
+}
+
+/// Drives `engine` with the fake world, delivering `interrupt` right after `when`
+/// matches an effect about to run.
+fn run_with(
+    world: &mut World,
+    mut engine: Rollout,
+    when: impl Fn(&Effect) -> bool,
+    interrupt: Event,
+) -> Finish {
+    let mut event = Event::Start;
+    let mut delivered = false;
+    for _ in 0..10_000 {
+        let mut next = None;
+        for action in engine.handle(event, world.now) {
+            match action {
+                Action::Run(effect) => next = Some(effect),
+                Action::Report(_) => {}
+                Action::Finish(finish) => return finish,
+            }
+        }
+        let effect = next.expect("an effect or a finish");
+        world.effects.push(effect.clone());
+        event = world.perform(&effect);
+        if !delivered && when(&effect) {
+            delivered = true;
+            let actions = engine.handle(interrupt.clone(), world.now);
+            if let Some(Action::Run(effect)) = actions
+                .iter()
+                .find(|action| matches!(action, Action::Run(_)))
+            {
+                world.effects.push(effect.clone());
+                event = world.perform(effect);
+            }
+            if let Some(Action::Finish(finish)) = actions
+                .into_iter()
+                .find(|action| matches!(action, Action::Finish(_)))
+            {
+                return finish;
+            }
+        }
+    }
+    panic!("the engine never finished")
+}
+
+#[test]
+fn an_abort_during_the_restart_lets_it_finish_returns_the_healthy_server_and_starts_no_other() {
+    let plan = plan("");
+    let mut world = World::new();
+    let finish = run_with(
+        &mut world,
+        Rollout::new(&plan, topology(&plan)),
+        |effect| matches!(effect, Effect::Restart(0)),
+        Event::Interrupted,
+    );
+    assert_eq!(finish.outcome, Outcome::Interrupted);
+    assert_eq!(
+        world.changes(),
+        [
+            "app1 drain",
+            "app1 maint",
+            "restart 0",
+            "app1 drain",
+            "app1 ready"
+        ]
+    );
+    assert_eq!(finish.servers[0].state, ServerState::Done);
+    assert_eq!(finish.servers[1].state, ServerState::Untouched);
+}
+
+#[test]
+fn abort_now_leaves_the_server_in_flight_out_of_rotation() {
+    let plan = plan("");
+    let mut world = World::new();
+    world.sessions.push(("app1".into(), 1, usize::MAX));
+    let finish = run_with(
+        &mut world,
+        Rollout::new(&plan, topology(&plan)),
+        |effect| *effect == Effect::Wait,
+        Event::AbortNow,
+    );
+    assert_eq!(finish.outcome, Outcome::Interrupted);
+    assert_eq!(world.changes(), ["app1 drain", "app1 maint"]);
+    assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
+    assert_eq!(
+        finish.servers[0].restore,
+        ["set server be_app/app1 state ready"]
+    );
+}
+
+#[test]
+fn resume_skips_done_servers_and_restarts_one_left_in_maintenance_without_leaving_it() {
+    let plan = plan("");
+    let mut world = World::new();
+    world.set(&ServerName::new("app2").unwrap(), AdminTarget::Maint);
+    let engine = Rollout::resume(&plan, topology(&plan), &[0], Some(1));
+    let finish = world.drive(engine, &mut Vec::new(), |_, _, _| None);
+    assert_eq!(finish.outcome, Outcome::Success);
+    let changes = world.changes();
+    assert_eq!(
+        &changes[..3],
+        ["app2 maint", "restart 1", "app2 drain"],
+        "no drain before the restart"
+    );
+    assert!(
+        !changes.iter().any(|change| change.starts_with("app1")),
+        "app1 was done before"
+    );
+    assert_eq!(finish.servers[0].state, ServerState::DoneEarlier);
+    assert_eq!(finish.servers[1].state, ServerState::Done);
+    assert_eq!(finish.servers[2].state, ServerState::Done);
+}
+
+#[test]
+fn settling_after_a_restart_returns_the_server_only_once_healthy_then_stops() {
+    let plan = plan("");
+    let mut world = World::new();
+    world.set(&ServerName::new("app1").unwrap(), AdminTarget::Maint);
+    let finish = run_with(
+        &mut world,
+        Rollout::settle(&plan, topology(&plan), &[], 0, Settle::AfterRestart),
+        |_| false,
+        Event::Waited,
+    );
+    assert_eq!(finish.outcome, Outcome::Interrupted);
+    assert_eq!(world.changes(), ["app1 drain", "app1 ready"]);
+    assert_eq!(finish.servers[0].state, ServerState::Done);
+    assert_eq!(finish.servers[1].state, ServerState::Untouched);
+
+    let mut world = World::new();
+    world.health_fails = true;
+    world.set(&ServerName::new("app1").unwrap(), AdminTarget::Maint);
+    let plan = super::tests::plan("health:\n  within: 2s\n");
+    let finish = run_with(
+        &mut world,
+        Rollout::settle(&plan, topology(&plan), &[], 0, Settle::AfterRestart),
+        |_| false,
+        Event::Waited,
+    );
+    assert_eq!(
+        world.changes(),
+        Vec::<String>::new(),
+        "an unhealthy server never leaves maintenance"
+    );
+    assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
+}
+
+#[test]
+fn a_lost_ssh_connection_is_settled_by_checks_and_stops_the_rollout() {
+    let plan = plan("");
+    let engine = Rollout::new(&plan, topology(&plan));
+    let mut world = World::new();
+    let finish = world.drive(engine, &mut Vec::new(), |_, effect, _| match effect {
+        Effect::Restart(_) => Some(Event::Restarted(Err(RestartFailure::Unknown(
+            "connection lost".into(),
+        )))),
+        _ => None,
+    });
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert!(finish.reason.unwrap().contains("outcome is unknown"));
+    assert_eq!(finish.servers[0].state, ServerState::BackRestartUnknown);
+    assert_eq!(finish.servers[1].state, ServerState::Untouched);
+}
+
+#[test]
+fn an_haproxy_unreachable_past_its_deadline_stops_the_rollout() {
+    let plan = plan("");
+    let mut engine = Rollout::new(&plan, topology(&plan));
+    let now = Instant::now();
+    let views = vec![view("app1"), view("app2"), view("app3")];
+    engine.handle(Event::Start, now);
+    engine.handle(Event::Polled(vec![Ok(views)]), now);
+    engine.handle(Event::Changed(Ok(())), now);
+    let unreadable = || Event::Polled(vec![Err("connection refused".into())]);
+    let actions = engine.handle(unreadable(), now + Duration::from_secs(1));
+    assert!(
+        actions.contains(&Action::Run(Effect::Wait)),
+        "still within unreachable_timeout: {actions:?}"
+    );
+    let actions = engine.handle(unreadable(), now + Duration::from_secs(40));
+    assert_eq!(
+        actions,
+        [Action::Run(Effect::SetState(
+            ServerName::new("app1").unwrap(),
+            AdminTarget::Ready
+        ))],
+        "past it: put the server back (it was never restarted) and stop"
+    );
+}
+
+#[test]
+fn the_expected_state_follows_the_phase() {
+    let plan = plan("");
+    let mut engine = Rollout::new(&plan, topology(&plan));
+    let now = Instant::now();
+    let app1 = ServerName::new("app1").unwrap();
+    assert_eq!(engine.expected_state(), None);
+    engine.handle(Event::Start, now);
+    engine.handle(
+        Event::Polled(vec![Ok(vec![view("app1"), view("app2"), view("app3")])]),
+        now,
+    );
+    assert_eq!(
+        engine.expected_state(),
+        Some((app1.clone(), AdminTarget::Drain))
+    );
+    assert!(engine.draining_before_restart());
+    engine.handle(Event::Changed(Ok(())), now);
+    engine.handle(
+        Event::Polled(vec![Ok(vec![view("app1"), view("app2"), view("app3")])]),
+        now,
+    );
+    assert_eq!(
+        engine.expected_state(),
+        Some((app1.clone(), AdminTarget::Maint))
+    );
+    assert!(!engine.draining_before_restart());
+}
+
+const HOOKS: &str = concat!(
+    "hooks:\n",
+    "  before_drain:\n    command: /bin/true\n",
+    "  after_restart:\n    command: /bin/true\n",
+    "  after_ready:\n    command: /bin/true\n",
+    "  on_failure:\n    command: /bin/true\n    local: true\n",
+);
+
+#[test]
+fn hooks_run_at_their_points_around_each_server() {
+    let mut world = World::new();
+    let (finish, _) = world.run(&plan(HOOKS));
+    assert_eq!(finish.outcome, Outcome::Success);
+    let changes = world.changes();
+    assert_eq!(
+        &changes[..7],
+        [
+            "before_drain 0",
+            "app1 drain",
+            "app1 maint",
+            "restart 0",
+            "after_restart 0",
+            "app1 drain",
+            "app1 ready"
+        ]
+    );
+    assert_eq!(changes[7], "after_ready 0");
+    assert!(
+        !changes
+            .iter()
+            .any(|change| change.starts_with("on_failure")),
+        "nothing failed"
+    );
+}
+
+#[test]
+fn a_failing_after_restart_hook_stops_with_the_server_out_and_runs_on_failure() {
+    let mut world = World::new();
+    world.failing_hooks.push((HookPoint::AfterRestart, 2));
+    let (finish, _) = world.run(&plan(HOOKS));
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert!(
+        finish
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("its after_restart hook failed: exit 1")
+    );
+    let changes = world.changes();
+    assert_eq!(
+        &changes[changes.len() - 2..],
+        ["after_restart 2", "on_failure 2"]
+    );
+    assert_eq!(finish.servers[2].state, ServerState::OutOfRotation);
+    assert_eq!(finish.servers[1].state, ServerState::Done);
+}
+
+#[test]
+fn a_failing_before_drain_hook_touches_nothing() {
+    let mut world = World::new();
+    world.failing_hooks.push((HookPoint::BeforeDrain, 0));
+    let (finish, _) = world.run(&plan(HOOKS));
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert_eq!(world.changes(), ["before_drain 0", "on_failure 0"]);
+    assert_eq!(finish.servers[0].state, ServerState::Untouched);
+}
+
+#[test]
+fn a_failing_after_ready_hook_stops_but_leaves_the_checked_server_in_traffic() {
+    let mut world = World::new();
+    world.failing_hooks.push((HookPoint::AfterReady, 0));
+    let (finish, _) = world.run(&plan(HOOKS));
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert_eq!(
+        world.changes().last().map(String::as_str),
+        Some("on_failure 0")
+    );
+    assert_eq!(finish.servers[0].state, ServerState::Done);
+    assert_eq!(finish.servers[1].state, ServerState::Untouched);
+}
+
+#[test]
+fn a_manual_canary_pauses_after_its_servers_and_resume_goes_on_without_pausing_again() {
+    let plan = plan("canary:\n  servers: 1\n  pause: manual\n");
+    let mut world = World::new();
+    let (finish, _) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Paused);
+    assert_eq!(finish.servers[0].state, ServerState::Done);
+    assert_eq!(finish.servers[1].state, ServerState::Untouched);
+    assert!(
+        !world
+            .changes()
+            .iter()
+            .any(|change| change.starts_with("app2"))
+    );
+
+    let engine = Rollout::resume(&plan, topology(&plan), &[0], None);
+    let finish = world.drive(engine, &mut Vec::new(), |_, _, _| None);
+    assert_eq!(finish.outcome, Outcome::Success);
+    assert_eq!(finish.servers[0].state, ServerState::DoneEarlier);
+    assert_eq!(finish.servers[2].state, ServerState::Done);
+}
+
+#[test]
+fn a_timed_canary_waits_then_checks_the_canaries_before_going_on() {
+    let plan = plan("canary:\n  servers: 2\n  pause: 30s\n");
+    let mut world = World::new();
+    let (finish, _) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Success);
+    let position = |wanted: &Effect| {
+        world
+            .effects
+            .iter()
+            .position(|effect| effect == wanted)
+            .unwrap()
+    };
+    let app2_back = position(&Effect::SetState(
+        ServerName::new("app2").unwrap(),
+        AdminTarget::Ready,
+    ));
+    let app3_drain = position(&Effect::SetState(
+        ServerName::new("app3").unwrap(),
+        AdminTarget::Drain,
+    ));
+    let between = &world.effects[app2_back..app3_drain];
+    // In the fake world a wait takes 1.1 s (1 s, plus 0.1 s every effect takes): the
+    // 30 s pause is 28 waits. Then a poll, and a probe of each canary, before the next
+    // server is touched.
+    assert!(
+        between
+            .iter()
+            .filter(|effect| **effect == Effect::Wait)
+            .count()
+            >= 28
+    );
+    assert!(between.contains(&Effect::Probe(0)) && between.contains(&Effect::Probe(1)));
+}
+
+#[test]
+fn a_canary_that_goes_down_during_the_pause_stops_the_rollout() {
+    let plan = plan("canary:\n  servers: 1\n  pause: 5s\n");
+    let engine = Rollout::new(&plan, topology(&plan));
+    let mut world = World::new();
+    let finish = world.drive(engine, &mut Vec::new(), |world, effect, engine| {
+        if *effect == Effect::Wait && engine.results[0].state == ServerState::Done {
+            world.views[0].status = "DOWN".into();
+            world.views[0].operational = crate::haproxy::OpState::Stopped;
+        }
+        None
+    });
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert!(finish.reason.unwrap().contains("canary check failed"));
+    assert_eq!(finish.servers[1].state, ServerState::Untouched);
+}
