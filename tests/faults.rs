@@ -444,3 +444,74 @@ fn hostile_plan_values_are_rejected_before_anything_runs() {
     assert_eq!(lab.pids(), pids, "nothing was restarted");
     assert!(!marker.exists(), "no injected command ran");
 }
+
+/// `abort --now` does not wait for the drain: the server in flight is put in maintenance
+/// at once and reported out of rotation, with the command that returns it.
+#[test]
+fn abort_now_stops_at_once_and_leaves_the_server_in_flight_out_of_rotation() {
+    let lab = RolloutLab::start(routed());
+    let plan = lab.plan("abort-now.yaml", None, "");
+    let pids = lab.pids();
+    let _held = hold(&lab, 1, 20_000);
+    let running = apply(&plan);
+    running.wait_for("app1 draining", |event| is(event, "sessions_left", "app1"));
+    let started = Instant::now();
+    let abort = rollout(["abort", "--now", path(&plan)]).run();
+    let applied = running.finish();
+    assert_eq!(abort.code, 4, "{}", abort.stderr);
+    assert_eq!(applied.code, 4, "{}", applied.stderr);
+    // Not a timing assertion: only that it did not wait out the 20 s request.
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let summary = summary(&applied.stdout);
+    assert_eq!(state_of(&summary, "app1"), "OUT OF ROTATION (maintenance)");
+    assert!(
+        summary["servers"][0]["restore"][0]
+            .as_str()
+            .unwrap()
+            .contains("set server be_app/app1 state ready")
+    );
+    assert!(lab.lab.view("app1").admin.in_maintenance());
+    assert_eq!(lab.pids(), pids, "nothing was restarted");
+}
+
+/// A crash during the restart, then `resume`: the server left in maintenance is redone from
+/// its restart (it never leaves maintenance unverified), and the rest completes.
+#[test]
+fn resume_after_a_crash_during_the_restart_redoes_that_server_from_its_restart() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let command = format!("\"sleep 2; {} {{port}}\"", lab.restart_script.display());
+    let plan = lab.plan("crash-resume.yaml", Some(&command), "");
+    let before = lab.pids();
+    let running = apply(&plan);
+    running.wait_for("app1 restarting", |event| {
+        event["event"] == "stage" && event["server"] == "app1" && event["stage"] == "restarting"
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    running.signal("KILL");
+    running.finish();
+    assert!(lab.lab.view("app1").admin.in_maintenance());
+
+    let resumed = rollout(["--output", "json", "resume", path(&plan)]).run();
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let events = events(&resumed.stdout);
+    let app1_stages: Vec<&str> = events
+        .iter()
+        .filter(|event| event["event"] == "stage" && event["server"] == "app1")
+        .map(|event| event["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        app1_stages[0], "restarting",
+        "no drain before the restart: {app1_stages:?}"
+    );
+    let after = lab.pids();
+    assert!(
+        before.iter().zip(&after).all(|(old, new)| old != new),
+        "all restarted"
+    );
+    assert!(
+        lab.lab
+            .views()
+            .iter()
+            .all(|view| view.status == "UP" && view.admin.ready())
+    );
+}
