@@ -415,3 +415,48 @@ fn a_host_key_that_does_not_match_fails_preflight_and_touches_nothing() {
         outcome.stderr
     );
 }
+
+/// Property 2 holds at the moment of each drain, not only at pre-flight: a server that dies
+/// mid-rollout stops the next drain that would break `min_up`.
+#[test]
+fn capacity_is_checked_again_at_each_drain_when_a_server_dies_mid_rollout() {
+    let lab = RolloutLab::start(LabOptions::default());
+    // app1's after_ready hook kills app3, then waits until HAProxy has seen it (fall 2 x 200ms).
+    let app3_pid_file = lab.lab.dir.path().join(format!("app-{}.pid", lab.ports[2]));
+    let hooks = format!(
+        "hooks:\n  after_ready:\n    command: \"test {{server}} != app1 || {{{{ kill $(cat {}); sleep 1.5; }}}}\"\n",
+        app3_pid_file.display()
+    );
+    let plan = lab.plan(
+        "mid-rollout.yaml",
+        None,
+        &format!("capacity:\n  min_up: 2\n{hooks}"),
+    );
+    let before = lab.pids();
+    rollout(["plan", path(&plan)]).run().code(0);
+    let outcome = rollout(["--output", "json", "apply", path(&plan)])
+        .run()
+        .code(1);
+    let events = events(&outcome.stdout);
+    let summary = summary(&events);
+    let reason = summary["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("capacity: be_app on HAProxy #1 has 1 other server(s) in rotation besides app2; min_up 2"),
+        "{reason}"
+    );
+    assert_eq!(
+        server(summary, "app1")["state"],
+        "restarted, back in traffic (UP)"
+    );
+    assert_eq!(server(summary, "app2")["state"], "untouched");
+    let app2 = lab.lab.view("app2");
+    assert!(
+        app2.admin.ready() && app2.in_rotation(),
+        "app2 was never drained: {app2:?}"
+    );
+    assert_eq!(
+        lab.app_pid(lab.ports[1]),
+        before[1],
+        "app2 was not restarted"
+    );
+}

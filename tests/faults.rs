@@ -34,6 +34,22 @@ fn hold(
     handle
 }
 
+/// A plan whose restart command sleeps `seconds` before restarting: time to act mid-restart.
+fn slow_restart_plan(lab: &RolloutLab, name: &str, seconds: u32) -> std::path::PathBuf {
+    let command = format!(
+        "\"sleep {seconds}; {} {{port}}\"",
+        lab.restart_script.display()
+    );
+    lab.plan(name, Some(&command), "")
+}
+
+/// Waits until app1's restart has begun (maintenance set, the command running).
+fn wait_restarting(running: &Background) {
+    running.wait_for("app1 restarting", |event| {
+        event["event"] == "stage" && event["server"] == "app1" && event["stage"] == "restarting"
+    });
+}
+
 fn apply(plan: &std::path::Path) -> Background {
     rollout(["--output", "json", "apply", path(plan)]).spawn()
 }
@@ -101,13 +117,10 @@ fn abort_while_draining_returns_the_server_unrestarted_with_zero_failed_requests
 #[test]
 fn abort_while_a_restart_runs_lets_it_finish_and_returns_the_healthy_server() {
     let lab = RolloutLab::start(LabOptions::default());
-    let command = format!("\"sleep 2; {} {{port}}\"", lab.restart_script.display());
-    let plan = lab.plan("abort-restart.yaml", Some(&command), "");
+    let plan = slow_restart_plan(&lab, "abort-restart.yaml", 2);
     let pids = lab.pids();
     let running = apply(&plan);
-    running.wait_for("app1 restarting", |event| {
-        event["event"] == "stage" && event["server"] == "app1" && event["stage"] == "restarting"
-    });
+    wait_restarting(&running);
     std::thread::sleep(Duration::from_millis(500));
     let abort = rollout(["abort", path(&plan)]).run();
     let applied = running.finish();
@@ -212,12 +225,9 @@ fn a_crash_while_draining_shows_in_status_and_resume_completes_without_redoing_d
 #[test]
 fn a_crash_during_the_restart_then_abort_leaves_the_server_in_a_stated_safe_state() {
     let lab = RolloutLab::start(LabOptions::default());
-    let command = format!("\"sleep 2; {} {{port}}\"", lab.restart_script.display());
-    let plan = lab.plan("crash-restart.yaml", Some(&command), "");
+    let plan = slow_restart_plan(&lab, "crash-restart.yaml", 2);
     let running = apply(&plan);
-    running.wait_for("app1 restarting", |event| {
-        event["event"] == "stage" && event["server"] == "app1" && event["stage"] == "restarting"
-    });
+    wait_restarting(&running);
     std::thread::sleep(Duration::from_millis(700));
     running.signal("KILL");
     running.finish();
@@ -260,12 +270,9 @@ fn a_crash_during_the_restart_then_abort_leaves_the_server_in_a_stated_safe_stat
 #[test]
 fn a_second_apply_is_refused_naming_the_holder_and_a_stale_lock_is_recognised() {
     let lab = RolloutLab::start(LabOptions::default());
-    let command = format!("\"sleep 3; {} {{port}}\"", lab.restart_script.display());
-    let plan = lab.plan("locked.yaml", Some(&command), "");
+    let plan = slow_restart_plan(&lab, "locked.yaml", 3);
     let running = apply(&plan);
-    running.wait_for("app1 restarting", |event| {
-        event["event"] == "stage" && event["stage"] == "restarting"
-    });
+    wait_restarting(&running);
     let second = rollout(["apply", path(&plan)]).run().code(5);
     assert!(
         second.stderr.contains(&format!(
@@ -479,13 +486,10 @@ fn abort_now_stops_at_once_and_leaves_the_server_in_flight_out_of_rotation() {
 #[test]
 fn resume_after_a_crash_during_the_restart_redoes_that_server_from_its_restart() {
     let lab = RolloutLab::start(LabOptions::default());
-    let command = format!("\"sleep 2; {} {{port}}\"", lab.restart_script.display());
-    let plan = lab.plan("crash-resume.yaml", Some(&command), "");
+    let plan = slow_restart_plan(&lab, "crash-resume.yaml", 2);
     let before = lab.pids();
     let running = apply(&plan);
-    running.wait_for("app1 restarting", |event| {
-        event["event"] == "stage" && event["server"] == "app1" && event["stage"] == "restarting"
-    });
+    wait_restarting(&running);
     std::thread::sleep(Duration::from_millis(700));
     running.signal("KILL");
     running.finish();

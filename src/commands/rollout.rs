@@ -278,6 +278,12 @@ impl Run<'_> {
             summarize_preflight(printer, plan, &preflight, &targets);
         }
 
+        // Everything that can fail without touching a server fails here, before the journal
+        // records a rollout: a journal that began is an interrupted rollout to the next run.
+        let clients = links.all().ok_or_else(|| {
+            anyhow::anyhow!("an HAProxy could not be reached; nothing was changed")
+        })?;
+        let health = HealthChecker::new(plan.health.timeout, plan.health.expect_status)?;
         let journal = self.open_journal(&observations)?;
         let topology = preflight.topology.clone();
         let engine = match self.start {
@@ -294,14 +300,11 @@ impl Run<'_> {
         spawn_signal_handler(interrupt.clone());
         let driver = Driver {
             plan,
-            // Every HAProxy was linked, or pre-flight would have stopped above.
-            clients: links
-                .all()
-                .ok_or_else(|| anyhow::anyhow!("an HAProxy could not be linked"))?,
+            clients,
             targets,
             ssh: ssh.as_ref(),
             topology: topology.clone(),
-            health: HealthChecker::new(plan.health.timeout, plan.health.expect_status)?,
+            health,
             interrupt,
             journal: Mutex::new(journal),
             identities: Mutex::new(

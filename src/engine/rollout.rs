@@ -471,7 +471,6 @@ impl Rollout {
             (Phase::Capacity, Event::Polled(views)) => self.after_capacity_poll(&views),
             (Phase::Draining, Event::Changed(Ok(()))) => {
                 self.results[self.current].state = ServerState::Unknown;
-                self.results[self.current].restore = self.restore_commands();
                 if self.interrupted() {
                     return self.return_unrestarted("interrupted while draining");
                 }
@@ -634,11 +633,7 @@ impl Rollout {
                     (AdminTarget::Maint, Ok(())) => ServerState::OutOfRotation,
                     (_, _) => ServerState::Unknown,
                 };
-                let entry = &mut self.results[self.current];
-                entry.state = state;
-                if state == ServerState::ReturnedUnrestarted {
-                    entry.restore.clear();
-                }
+                self.results[self.current].state = state;
                 let reason = match result {
                     Ok(()) => reason,
                     Err(error) => format!(
@@ -746,7 +741,6 @@ impl Rollout {
         self.healthy = None;
         self.last_sessions = None;
         if let Some(settle) = self.settle.take() {
-            self.results[self.current].restore = self.restore_commands();
             self.results[self.current].state = ServerState::Unknown;
             return match settle {
                 Settle::ReturnUnrestarted => {
@@ -782,7 +776,6 @@ impl Rollout {
             self.restart_directly = None;
             self.drained = Some(now);
             self.results[self.current].state = ServerState::OutOfRotation;
-            self.results[self.current].restore = self.restore_commands();
             self.phase = Phase::EnteringMaint;
             let mut actions = vec![self.stage(Stage::Restarting)];
             actions.extend(Self::run(Effect::SetState(
@@ -1128,7 +1121,6 @@ impl Rollout {
             } else {
                 ServerState::Done
             };
-            entry.restore.clear();
             entry.timings.haproxy = self
                 .healthy
                 .map(|healthy| now.saturating_duration_since(healthy));
@@ -1274,7 +1266,6 @@ impl Rollout {
     /// The server stays where it is (out of rotation): report and stop.
     fn fail(&mut self, stage: Stage, reason: String) -> Vec<Action> {
         self.results[self.current].state = ServerState::OutOfRotation;
-        self.results[self.current].restore = self.restore_commands();
         let outcome = self.failure_outcome();
         vec![
             Action::Report(Report::ServerFailed {
@@ -1288,7 +1279,6 @@ impl Rollout {
 
     /// Puts the server in maintenance everywhere (it may be half-way back), then stops.
     fn fail_out_of_rotation(&mut self, stage: Stage, reason: String) -> Vec<Action> {
-        self.results[self.current].restore = self.restore_commands();
         self.restore(AdminTarget::Maint, stage, reason)
     }
 
@@ -1355,8 +1345,15 @@ impl Rollout {
                 )]
             }
             Phase::OnFailureHook { outcome, reason } => vec![self.finish(outcome, reason)],
+            // Back in traffic and confirmed UP: taking it out would only cost capacity.
+            Phase::AfterReadyHook => vec![self.finish(
+                Outcome::Interrupted,
+                Some(format!(
+                    "aborted with --now during the after_ready hook of {}, which stays in traffic",
+                    self.server()
+                )),
+            )],
             _ => {
-                self.results[self.current].restore = self.restore_commands();
                 self.phase = Phase::Restoring {
                     target: AdminTarget::Maint,
                     outcome: Outcome::Interrupted,
@@ -1368,11 +1365,12 @@ impl Rollout {
         }
     }
 
-    fn restore_commands(&self) -> Vec<String> {
-        let server = self.server();
+    /// The runtime-API commands that return the server at `index` to traffic.
+    fn restore_commands(&self, index: usize) -> Vec<String> {
+        let server = &self.settings.servers[index];
         self.settings
             .topology
-            .all_backends_of(self.current)
+            .all_backends_of(index)
             .iter()
             .map(|backend| format!("set server {backend}/{server} state ready"))
             .collect()
@@ -1390,6 +1388,14 @@ impl Rollout {
             return Action::Run(Effect::Hook(HookPoint::OnFailure, self.current));
         }
         self.phase = Phase::Finished;
+        // Every server left out of rotation, or in a state this rollout could not confirm,
+        // is reported with the commands that return it; no other server needs any.
+        for index in 0..self.results.len() {
+            self.results[index].restore = match self.results[index].state {
+                ServerState::OutOfRotation | ServerState::Unknown => self.restore_commands(index),
+                _ => Vec::new(),
+            };
+        }
         Action::Finish(Finish {
             outcome,
             reason,

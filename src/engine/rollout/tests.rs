@@ -659,6 +659,26 @@ fn a_failing_before_drain_hook_touches_nothing() {
 }
 
 #[test]
+fn abort_now_during_the_after_ready_hook_leaves_the_checked_server_in_traffic() {
+    let plan = plan(HOOKS);
+    let mut world = World::new();
+    let finish = run_with(
+        &mut world,
+        Rollout::new(&plan, topology(&plan)),
+        |effect| *effect == Effect::Hook(HookPoint::AfterReady, 0),
+        Event::AbortNow,
+    );
+    assert_eq!(finish.outcome, Outcome::Interrupted);
+    assert_eq!(finish.servers[0].state, ServerState::Done);
+    assert!(finish.servers[0].restore.is_empty());
+    assert_eq!(
+        world.changes().last().map(String::as_str),
+        Some("after_ready 0"),
+        "no change after it"
+    );
+}
+
+#[test]
 fn a_failing_after_ready_hook_stops_but_leaves_the_checked_server_in_traffic() {
     let mut world = World::new();
     world.failing_hooks.push((HookPoint::AfterReady, 0));
