@@ -1,12 +1,13 @@
 //! Runs a rollout: performs each effect the engine asks for (runtime API, SSH, HTTP, a poll
 //! interval) and feeds the result back, until the engine finishes.
 //!
-//! Exactly one effect runs at a time. Every state change is written to the journal before
-//! it is made and after. A safe stop never cuts an effect short (a restart in progress is
-//! let finish); it is handed to the engine between effects. `abort --now` abandons the
-//! effect in flight. After every effect, and every poll interval while a restart runs, each
-//! HAProxy's identity is checked: after a reload, the state the server in flight must have
-//! is put back before anything else happens.
+//! Each server in flight runs one effect at a time; the effects of different servers run
+//! concurrently, and their polls are shared. Every state change is written to the journal
+//! before it is made and after. A safe stop never cuts an effect short (a restart in
+//! progress is let finish); it is handed to the engine between effects. `abort --now`
+//! abandons every effect in flight. After every poll and change, and every poll interval
+//! while effects run, each HAProxy's identity is checked: after a reload, the state each
+//! server in flight must have is put back before anything else happens.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::engine::rollout::{Action, Effect, Event, Finish, Report, RestartFailure, Rollout};
+use crate::engine::rollout::{
+    Action, Effect, Event, Finish, Lane, Report, RestartFailure, Rollout,
+};
 use crate::haproxy::{AdminTarget, Client, ClientError, Info};
 use crate::health::{HealthChecker, health_url};
 use crate::journal::{Change, Journal, Record, now};
@@ -77,13 +80,15 @@ pub struct Driver<'a> {
     pub old_processes: Mutex<Vec<OldProcess>>,
 }
 
-/// An HAProxy process replaced by a reload, which may still be finishing sessions.
-#[derive(Debug, Clone, Copy)]
+/// An HAProxy process replaced by a reload, which may still be finishing sessions on a
+/// server that was draining.
+#[derive(Debug, Clone)]
 pub struct OldProcess {
     pub instance: usize,
     pub pid: u32,
     /// The HAProxy runs on this machine, so whether the process still runs can be seen.
     pub local: bool,
+    pub server: ServerName,
 }
 
 impl OldProcess {
@@ -127,71 +132,104 @@ fn change_of(target: AdminTarget) -> Change {
     }
 }
 
+type Views = Vec<Result<Vec<crate::haproxy::ServerView>, String>>;
+
 impl Driver<'_> {
     /// Runs `engine` to its finish. `report` sees every report, the driver's own included.
+    ///
+    /// Each lane's effect runs concurrently with the others'. Polls are shared: the lanes
+    /// that ask for one while none is running get the next one, which starts after they
+    /// asked, so every lane sees HAProxy after its own last change.
     pub async fn run(&self, mut engine: Rollout, mut report: impl FnMut(&Report)) -> Finish {
-        let mut event = Event::Start;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut poll: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Views> + '_>>> =
+            None;
+        let (mut polled_for, mut poll_next): (Vec<Lane>, Vec<Lane>) = (Vec::new(), Vec::new());
         let (mut safe_delivered, mut now_delivered) = (false, false);
+        let mut ticker = tokio::time::interval(self.plan.poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_reload_check = Instant::now();
+        let mut actions = engine.start(Instant::now());
         loop {
-            let level = self.interrupt.level();
-            let actions = if level >= NOW && !now_delivered {
-                now_delivered = true;
-                safe_delivered = true;
-                engine.handle(Event::AbortNow, Instant::now())
-            } else if level >= SAFE && !safe_delivered {
-                safe_delivered = true;
-                let actions = engine.handle(Event::Interrupted, Instant::now());
-                if actions.is_empty() {
-                    engine.handle(event, Instant::now())
-                } else {
+            for action in actions.drain(..) {
+                match action {
+                    Action::Report(event) => {
+                        if let Report::ServerDone { server, .. } = &event {
+                            let _ = self.write(Record::ServerDone {
+                                time: now(),
+                                server: server.to_string(),
+                            });
+                        }
+                        report(&event);
+                    }
+                    Action::Finish(finish) => return finish,
+                    Action::Run(lane, Effect::Poll) => poll_next.push(lane),
+                    Action::Run(lane, effect) => in_flight.push(self.perform(lane, effect)),
+                }
+            }
+            if poll.is_none() && !poll_next.is_empty() {
+                polled_for = std::mem::take(&mut poll_next);
+                poll = Some(Box::pin(self.poll()));
+            }
+            if poll.is_none() && in_flight.is_empty() {
+                // An engine that neither finishes nor asks for anything would hang.
+                actions = engine.stalled(Instant::now());
+                continue;
+            }
+            actions = tokio::select! {
+                biased;
+                () = self.interrupt.reached(NOW), if !now_delivered => {
+                    now_delivered = true;
+                    safe_delivered = true;
+                    in_flight.clear();
+                    poll = None;
+                    polled_for.clear();
+                    poll_next.clear();
+                    engine.abort_now(Instant::now())
+                }
+                () = self.interrupt.reached(SAFE), if !safe_delivered => {
+                    safe_delivered = true;
+                    engine.interrupt(Instant::now())
+                }
+                mut views = async { poll.as_mut().expect("a poll runs").await }, if poll.is_some() => {
+                    poll = None;
+                    // Identities are read after the views: unchanged, the views came from
+                    // the same process; changed, a reload happened and the old process
+                    // counts.
+                    if !now_delivered {
+                        last_reload_check = Instant::now();
+                        self.check_reloads(&engine, &mut report).await;
+                    }
+                    self.count_old_processes(&mut views, &engine);
+                    let now = Instant::now();
+                    let mut actions = Vec::new();
+                    for lane in polled_for.drain(..) {
+                        actions.extend(engine.handle(lane, Event::Polled(views.clone()), now));
+                    }
                     actions
                 }
-            } else {
-                engine.handle(event, Instant::now())
-            };
-            let effect = match self.follow(actions, &mut report) {
-                Ok(effect) => effect,
-                Err(finish) => return finish,
-            };
-            event = tokio::select! {
-                biased;
-                () = self.interrupt.reached(NOW), if !now_delivered => Event::Waited,
-                event = self.perform(effect, &engine, &mut report) => event,
-            };
-            if !now_delivered && self.interrupt.level() < NOW && !matches!(event, Event::Polled(_))
-            {
-                self.check_reloads(&engine, &mut report).await;
-            }
-        }
-    }
-
-    /// Reports what is to be reported; returns the one effect to run, or the finish.
-    fn follow(
-        &self,
-        actions: Vec<Action>,
-        report: &mut impl FnMut(&Report),
-    ) -> Result<Effect, Finish> {
-        let mut effect = None;
-        for action in actions {
-            match action {
-                Action::Report(event) => {
-                    if let Report::ServerDone { server, .. } = &event {
-                        let _ = self.write(Record::ServerDone {
-                            time: now(),
-                            server: server.to_string(),
-                        });
+                Some((lane, event)) = futures::StreamExt::next(&mut in_flight), if !in_flight.is_empty() => {
+                    let changed = matches!(
+                        event,
+                        Event::Changed(_) | Event::Restarted(_) | Event::HookDone(_)
+                    );
+                    if changed && !now_delivered {
+                        last_reload_check = Instant::now();
+                        self.check_reloads(&engine, &mut report).await;
                     }
-                    report(&event);
+                    engine.handle(lane, event, Instant::now())
                 }
-                Action::Finish(finish) => return Err(finish),
-                Action::Run(next) => {
-                    debug_assert!(effect.is_none(), "the engine asks for one effect at a time");
-                    effect = Some(next);
+                _ = ticker.tick() => {
+                    // While effects run (a restart, a hook), a reload would put a server
+                    // back into traffic: watch for it every poll interval.
+                    if !now_delivered && last_reload_check.elapsed() >= self.plan.poll_interval {
+                        last_reload_check = Instant::now();
+                        self.check_reloads(&engine, &mut report).await;
+                    }
+                    Vec::new()
                 }
-            }
+            };
         }
-        // An engine that neither finishes nor asks for anything would hang the driver.
-        Ok(effect.unwrap_or(Effect::Wait))
     }
 
     fn write(&self, record: Record) -> Result<(), String> {
@@ -238,24 +276,13 @@ impl Driver<'_> {
         });
     }
 
-    async fn perform(
-        &self,
-        effect: Effect,
-        engine: &Rollout,
-        report: &mut impl FnMut(&Report),
-    ) -> Event {
-        match effect {
-            Effect::Poll => {
-                let mut views = self.poll().await;
-                // Identities are read after the views: unchanged, the views came from the
-                // same process; changed, a reload happened and the old process counts.
-                self.check_reloads(engine, report).await;
-                self.count_old_processes(&mut views, engine);
-                Event::Polled(views)
-            }
+    /// Runs one effect of one lane (never a poll: polls are shared, see `run`).
+    async fn perform(&self, lane: Lane, effect: Effect) -> (Lane, Event) {
+        let event = match effect {
+            Effect::Poll => Event::Polled(self.poll().await),
             Effect::SetState(server, target) => {
                 if let Err(error) = self.intent(&server, change_of(target)) {
-                    return Event::Changed(Err(error));
+                    return (lane, Event::Changed(Err(error)));
                 }
                 let result = self.set_state(&server, target).await;
                 self.outcome(&server, change_of(target), &result);
@@ -263,7 +290,7 @@ impl Driver<'_> {
             }
             Effect::ShutdownSessions(server) => {
                 if let Err(error) = self.intent(&server, Change::ShutdownSessions) {
-                    return Event::Changed(Err(error));
+                    return (lane, Event::Changed(Err(error)));
                 }
                 let result = self.shutdown_sessions(&server).await;
                 self.outcome(&server, Change::ShutdownSessions, &result);
@@ -272,22 +299,9 @@ impl Driver<'_> {
             Effect::Restart(index) => {
                 let server = self.plan.servers[index].name.clone();
                 if let Err(error) = self.intent(&server, Change::Restart) {
-                    return Event::Restarted(Err(RestartFailure::Failed(error)));
+                    return (lane, Event::Restarted(Err(RestartFailure::Failed(error))));
                 }
-                // While the restart runs, a reload would put the server back into traffic:
-                // watch for it and put maintenance back at once.
-                let result = {
-                    let restart = self.restart(index);
-                    tokio::pin!(restart);
-                    loop {
-                        tokio::select! {
-                            result = &mut restart => break result,
-                            () = tokio::time::sleep(self.plan.poll_interval) => {
-                                self.check_reloads(engine, report).await;
-                            }
-                        }
-                    }
-                };
+                let result = self.restart(index).await;
                 self.outcome(
                     &server,
                     Change::Restart,
@@ -308,10 +322,11 @@ impl Driver<'_> {
                 }
                 Event::Waited
             }
-        }
+        };
+        (lane, event)
     }
 
-    /// Reads every HAProxy's identity; after a reload, puts back the state the server in
+    /// Reads every HAProxy's identity; after a reload, puts back the state each server in
     /// flight must have (a reload drops runtime-set states) and reports it.
     async fn check_reloads(&self, engine: &Rollout, report: &mut impl FnMut(&Report)) {
         for (index, client) in self.clients.iter().enumerate() {
@@ -326,29 +341,30 @@ impl Driver<'_> {
                 std::mem::replace(&mut identities[index], info.clone()).pid
             };
             let instance = &self.plan.haproxy[index];
-            if engine.draining_before_restart() && old_pid != 0 && old_pid != info.pid {
+            if old_pid != 0 && old_pid != info.pid {
                 // Sessions the old process still serves are invisible from here on: count
                 // them as present until it is gone.
-                self.old_processes
-                    .lock()
-                    .expect("the old processes lock")
-                    .push(OldProcess {
+                let mut old = self.old_processes.lock().expect("the old processes lock");
+                for server in engine.draining_before_restart() {
+                    old.push(OldProcess {
                         instance: index,
                         pid: old_pid,
                         local: is_local(&instance.socket),
+                        server,
                     });
+                }
             }
-            let expected = engine.expected_state();
-            let mut reapplied = None;
-            if let Some((server, target)) = &expected {
-                let _ = self.intent(server, change_of(*target));
-                let result = self.set_state_on(index, server, *target).await;
-                self.outcome(server, change_of(*target), &result);
-                reapplied = Some(match result {
+            let mut reapplied = Vec::new();
+            for (server, target) in engine.expected_states() {
+                let _ = self.intent(&server, change_of(target));
+                let result = self.set_state_on(index, &server, target).await;
+                self.outcome(&server, change_of(target), &result);
+                reapplied.push(match result {
                     Ok(()) => format!("{server} {}", target.as_str()),
                     Err(error) => format!("{server} {} FAILED: {error}", target.as_str()),
                 });
             }
+            let reapplied = (!reapplied.is_empty()).then(|| reapplied.join(", "));
             let _ = self.write(Record::Reload {
                 time: now(),
                 haproxy: instance.name.to_string(),
@@ -363,7 +379,7 @@ impl Driver<'_> {
         }
     }
 
-    async fn poll(&self) -> Vec<Result<Vec<crate::haproxy::ServerView>, String>> {
+    async fn poll(&self) -> Views {
         let reads = self.clients.iter().map(|client| async move {
             client
                 .servers()
@@ -373,23 +389,18 @@ impl Driver<'_> {
         futures::future::join_all(reads).await
     }
 
-    /// An old process a reload replaced may still serve sessions on the server in flight;
-    /// until it is gone, that server counts at least one session there.
-    fn count_old_processes(
-        &self,
-        results: &mut [Result<Vec<crate::haproxy::ServerView>, String>],
-        engine: &Rollout,
-    ) {
+    /// An old process a reload replaced may still serve sessions on a server that was
+    /// draining; until it is gone, that server counts at least one session there.
+    fn count_old_processes(&self, results: &mut Views, engine: &Rollout) {
         let mut old = self.old_processes.lock().expect("the old processes lock");
         old.retain(OldProcess::may_hold_sessions);
-        let Some((server, _)) = engine.expected_state() else {
-            return;
-        };
+        let draining = engine.draining_before_restart();
+        old.retain(|process| draining.contains(&process.server));
         for process in old.iter() {
             if let Some(Ok(views)) = results.get_mut(process.instance) {
                 for view in views
                     .iter_mut()
-                    .filter(|view| view.server == server.as_str())
+                    .filter(|view| view.server == process.server.as_str())
                 {
                     view.sessions = view.sessions.max(1);
                 }

@@ -190,12 +190,14 @@ pub struct Interrupted {
     pub host: String,
     /// Servers restarted and back, in order.
     pub done: Vec<String>,
-    pub in_flight: Option<InFlight>,
+    /// The servers it was working on (several when it ran in batches), in the order they
+    /// started.
+    pub in_flight: Vec<InFlight>,
     /// Paused on purpose after its canaries, rather than interrupted.
     pub paused: bool,
 }
 
-/// The server the rollout was working on when it stopped.
+/// A server the rollout was working on when it stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InFlight {
     pub server: String,
@@ -243,25 +245,28 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                     pid: *pid,
                     host: host.clone(),
                     done: done_before.clone(),
-                    in_flight: None,
+                    in_flight: Vec::new(),
                     paused: false,
                 });
             }
             Record::Intent { server, change, .. } => {
                 let state = result.as_mut()?;
-                let in_flight = state.in_flight.get_or_insert_with(|| InFlight {
-                    server: server.clone(),
-                    applied: Vec::new(),
-                    pending: None,
-                });
-                if &in_flight.server != server {
-                    *in_flight = InFlight {
-                        server: server.clone(),
-                        applied: Vec::new(),
-                        pending: None,
-                    };
-                }
-                in_flight.pending = Some(*change);
+                let index = match state
+                    .in_flight
+                    .iter()
+                    .position(|flight| &flight.server == server)
+                {
+                    Some(index) => index,
+                    None => {
+                        state.in_flight.push(InFlight {
+                            server: server.clone(),
+                            applied: Vec::new(),
+                            pending: None,
+                        });
+                        state.in_flight.len() - 1
+                    }
+                };
+                state.in_flight[index].pending = Some(*change);
             }
             Record::Outcome {
                 server, change, ok, ..
@@ -269,8 +274,8 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                 let state = result.as_mut()?;
                 if let Some(in_flight) = state
                     .in_flight
-                    .as_mut()
-                    .filter(|flight| &flight.server == server)
+                    .iter_mut()
+                    .find(|flight| &flight.server == server)
                 {
                     in_flight.pending = None;
                     if *ok {
@@ -284,12 +289,12 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
             Record::ServerDone { server, .. } => {
                 let state = result.as_mut()?;
                 state.done.push(server.clone());
-                state.in_flight = None;
+                state.in_flight.retain(|flight| &flight.server != server);
             }
             Record::Paused { .. } => {
                 let state = result.as_mut()?;
                 state.paused = true;
-                state.in_flight = None;
+                state.in_flight.clear();
             }
             Record::Reload { .. } => {}
             Record::End { .. } => result = None,
@@ -375,7 +380,9 @@ mod tests {
         ];
         let state = interrupted(&records).unwrap();
         assert_eq!(state.done, ["app1"]);
-        let in_flight = state.in_flight.unwrap();
+        let [in_flight] = &state.in_flight[..] else {
+            panic!("{:?}", state.in_flight)
+        };
         assert_eq!(in_flight.server, "app2");
         assert_eq!(in_flight.applied, [Change::Drain]);
         assert_eq!(in_flight.pending, Some(Change::Maint));

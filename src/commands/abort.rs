@@ -64,15 +64,14 @@ pub fn run(
         ));
         return Ok(Exit::Success);
     };
-    let index_of = |name: &str| context.index_of(name);
     let done = context.indexes_of(&interrupted.done);
-    let flight = interrupted
+    let flights: Vec<(&crate::journal::InFlight, usize)> = interrupted
         .in_flight
-        .as_ref()
-        .filter(|flight| !flight.applied.is_empty() || flight.pending.is_some());
-    let Some((flight, server)) =
-        flight.and_then(|flight| Some((flight, index_of(&flight.server)?)))
-    else {
+        .iter()
+        .filter(|flight| !flight.applied.is_empty() || flight.pending.is_some())
+        .filter_map(|flight| Some((flight, context.index_of(&flight.server)?)))
+        .collect();
+    if flights.is_empty() {
         let mut journal = crate::journal::Journal::open(&context.journal_path())?;
         journal.append(&Record::End {
             time: crate::journal::now(),
@@ -81,28 +80,35 @@ pub fn run(
         })?;
         printer.note("the interrupted rollout had no server in flight; nothing to put back");
         return Ok(Exit::Aborted);
-    };
-    let from = if flight.restart_attempted() {
-        Settle::AfterRestart
-    } else {
-        Settle::ReturnUnrestarted
-    };
-    printer.note(&format!(
-        "cleaning up the rollout interrupted since {}: {} was in flight ({}); {}",
-        interrupted.started,
-        flight.server,
-        describe(flight),
-        match from {
-            Settle::AfterRestart =>
-                "it returns to traffic only if its health and HAProxy's checks pass",
-            Settle::ReturnUnrestarted => "it was not restarted and returns to traffic",
-        }
-    ));
+    }
+    let mut servers = Vec::new();
+    for (flight, server) in &flights {
+        let from = if flight.restart_attempted() {
+            Settle::AfterRestart
+        } else {
+            Settle::ReturnUnrestarted
+        };
+        printer.note(&format!(
+            "cleaning up the rollout interrupted since {}: {} was in flight ({}); {}",
+            interrupted.started,
+            flight.server,
+            describe(flight),
+            match from {
+                Settle::AfterRestart =>
+                    "it returns to traffic only if its health and HAProxy's checks pass",
+                Settle::ReturnUnrestarted => "it was not restarted and returns to traffic",
+            }
+        ));
+        servers.push((*server, from));
+    }
     Run {
         context: &context,
-        start: Start::Settle { done, server, from },
+        start: Start::Settle { done, servers },
         confirm: false,
-        ours: vec![flight.server.clone()],
+        ours: flights
+            .iter()
+            .map(|(flight, _)| flight.server.clone())
+            .collect(),
         done_before: interrupted.done.clone(),
         continue_journal: true,
     }

@@ -17,10 +17,16 @@ pub fn run(
         Err(exit) => return Ok(exit),
     };
     if let Some(interrupted) = crate::journal::interrupted(&context.records()?) {
-        let in_flight = interrupted
-            .in_flight
-            .as_ref()
-            .map_or_else(|| "no server".to_owned(), |flight| flight.server.clone());
+        let in_flight = if interrupted.in_flight.is_empty() {
+            "no server".to_owned()
+        } else {
+            interrupted
+                .in_flight
+                .iter()
+                .map(|flight| flight.server.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let what = if interrupted.paused {
             "is paused after its canaries"
         } else {

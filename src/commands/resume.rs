@@ -32,11 +32,10 @@ pub fn run(
         ));
         return Ok(Exit::Usage);
     }
-    let index_of = |name: &str| context.index_of(name);
     let done = context.indexes_of(&interrupted.done);
     let mut ours = Vec::new();
-    let mut in_maintenance = None;
-    if let Some(flight) = &interrupted.in_flight {
+    let mut in_maintenance = Vec::new();
+    for flight in &interrupted.in_flight {
         ours.push(flight.server.clone());
         // Left in maintenance (or the restart was under way): redo it from the restart,
         // without putting an unverified application back into traffic on the way.
@@ -44,20 +43,18 @@ pub fn run(
             || flight.last_state() == Some(Change::Maint)
             || flight.pending == Some(Change::Maint)
         {
-            in_maintenance = index_of(&flight.server);
+            in_maintenance.extend(context.index_of(&flight.server));
         }
     }
     printer.note(&format!(
         "resuming the rollout started {}: {} server(s) done before{}",
         interrupted.started,
         done.len(),
-        interrupted
-            .in_flight
-            .as_ref()
-            .map_or_else(String::new, |flight| format!(
-                "; {} was in flight and is redone",
-                flight.server
-            ))
+        if ours.is_empty() {
+            String::new()
+        } else {
+            format!("; {} in flight and redone", ours.join(", "))
+        }
     ));
     Run {
         context: &context,

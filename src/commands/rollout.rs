@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::driver::{Driver, Interrupt};
-use crate::engine::rollout::{Outcome, Rollout, ServerState};
+use crate::engine::rollout::{Limits, Outcome, Rollout, ServerState};
 use crate::engine::{Observation, Outcome as Check, Preflight};
 use crate::exit::Exit;
 use crate::health::HealthChecker;
@@ -186,12 +186,11 @@ pub(crate) enum Start {
     Fresh,
     Resume {
         done: Vec<usize>,
-        in_maintenance: Option<usize>,
+        in_maintenance: Vec<usize>,
     },
     Settle {
         done: Vec<usize>,
-        server: usize,
-        from: crate::engine::rollout::Settle,
+        servers: Vec<(usize, crate::engine::rollout::Settle)>,
     },
 }
 
@@ -286,14 +285,21 @@ impl Run<'_> {
         let health = HealthChecker::new(plan.health.timeout, plan.health.expect_status)?;
         let journal = self.open_journal(&observations)?;
         let topology = preflight.topology.clone();
+        let limits = limits(plan, &observations, &topology);
         let engine = match self.start {
-            Start::Fresh => Rollout::new(plan, topology.clone()),
+            Start::Fresh => Rollout::new(plan, topology.clone(), limits.clone()),
             Start::Resume {
                 done,
                 in_maintenance,
-            } => Rollout::resume(plan, topology.clone(), &done, in_maintenance),
-            Start::Settle { done, server, from } => {
-                Rollout::settle(plan, topology.clone(), &done, server, from)
+            } => Rollout::resume(
+                plan,
+                topology.clone(),
+                limits.clone(),
+                &done,
+                &in_maintenance,
+            ),
+            Start::Settle { done, servers } => {
+                Rollout::settle(plan, topology.clone(), &done, &servers)
             }
         };
         let interrupt = Interrupt::default();
@@ -352,7 +358,7 @@ impl Run<'_> {
                     .collect();
                 finish = driver
                     .run(
-                        Rollout::resume(plan, topology.clone(), &done, None),
+                        Rollout::resume(plan, topology.clone(), limits, &done, &[]),
                         |report| reporter.report(report),
                     )
                     .await;
@@ -422,6 +428,30 @@ impl Run<'_> {
         })?;
         Ok(journal)
     }
+}
+
+/// `capacity.max_unavailable` in each backend, from its size on each HAProxy now.
+pub(crate) fn limits(
+    plan: &Plan,
+    observations: &[Observation],
+    topology: &crate::engine::Topology,
+) -> Limits {
+    Limits::new(
+        plan.capacity.max_unavailable,
+        topology,
+        |instance, backend| {
+            observations
+                .get(instance)
+                .and_then(|observation| observation.state.as_ref().ok())
+                .map_or(0, |snapshot| {
+                    snapshot
+                        .servers
+                        .iter()
+                        .filter(|view| view.backend == backend.as_str())
+                        .count()
+                })
+        },
+    )
 }
 
 fn summarize_preflight(

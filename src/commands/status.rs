@@ -92,20 +92,24 @@ fn rollout_state(
     let Some(interrupted) = crate::journal::interrupted(&records) else {
         return Ok(());
     };
-    let in_flight = interrupted.in_flight.as_ref().map(|flight| {
-        let mut changes: Vec<String> = flight
-            .applied
-            .iter()
-            .map(|change| format!("{change:?}").to_lowercase())
-            .collect();
-        if let Some(pending) = flight.pending {
-            changes.push(format!(
-                "{} (not confirmed)",
-                format!("{pending:?}").to_lowercase()
-            ));
-        }
-        (flight.server.clone(), changes)
-    });
+    let in_flight: Vec<(String, Vec<String>)> = interrupted
+        .in_flight
+        .iter()
+        .map(|flight| {
+            let mut changes: Vec<String> = flight
+                .applied
+                .iter()
+                .map(|change| format!("{change:?}").to_lowercase())
+                .collect();
+            if let Some(pending) = flight.pending {
+                changes.push(format!(
+                    "{} (not confirmed)",
+                    format!("{pending:?}").to_lowercase()
+                ));
+            }
+            (flight.server.clone(), changes)
+        })
+        .collect();
     printer.json_event(
         "rollout",
         &serde_json::json!({
@@ -114,13 +118,18 @@ fn rollout_state(
             "pid": interrupted.pid,
             "host": interrupted.host,
             "done": interrupted.done,
-            "in_flight": in_flight.as_ref().map(|(server, changes)| serde_json::json!({"server": server, "changes": changes})),
+            "in_flight": in_flight.iter().map(|(server, changes)| serde_json::json!({"server": server, "changes": changes})).collect::<Vec<_>>(),
         }),
     );
-    let flight_text = in_flight.map_or_else(
-        || "no server in flight".to_owned(),
-        |(server, changes)| format!("{server} in flight ({})", changes.join(", then ")),
-    );
+    let flight_text = if in_flight.is_empty() {
+        "no server in flight".to_owned()
+    } else {
+        in_flight
+            .iter()
+            .map(|(server, changes)| format!("{server} in flight ({})", changes.join(", then ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     let what = if interrupted.paused {
         "a rollout of this plan, paused after its canaries"
     } else {

@@ -1,19 +1,31 @@
 //! The rollout state machine: takes observations (server views, command results, restart
 //! and health outcomes, the time) and returns what to do next. No I/O, no clock reads.
 //!
-//! One server at a time, in plan order, through the sequence of `steps.rs`. The driver runs
-//! exactly one effect at a time and feeds its result back as the next event.
+//! Servers start in plan order, each through the sequence of `steps.rs` (`server.rs`).
+//! Several may be in flight at once, up to `capacity.max_unavailable` of each backend: the
+//! next one starts only once the one before it is drained (so its capacity check sees it
+//! out), fits the limits, and leaves `min_up` other servers in rotation in each of its
+//! backends. Each server in flight is a lane with one effect at a time; the coordinator's
+//! own effects (capacity polls, the canary pause) are the `Lane::Rollout` lane. The driver
+//! runs the lanes' effects concurrently and feeds each result back to its lane.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::topology::Topology;
 use crate::haproxy::{AdminTarget, ServerView};
-use crate::plan::{CanaryPause, HookPoint, OnDrainTimeout, Plan, ServerName};
+use crate::plan::{
+    BackendName, CanaryPause, HookPoint, MaxUnavailable, OnDrainTimeout, Plan, ServerName,
+};
+
+mod server;
+
+use server::{ServerRun, Start, Step};
 
 /// What the driver reports back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Start,
     /// Server views of every HAProxy, in plan order; an unreadable one carries its error.
     Polled(Vec<Result<Vec<ServerView>, String>>),
     /// The result of a state change or session shutdown on every HAProxy and backend.
@@ -22,12 +34,8 @@ pub enum Event {
     Probed(Result<(), String>),
     /// A hook finished: `Err` carries why it failed, with its output.
     HookDone(Result<(), String>),
-    /// One poll interval passed.
+    /// One poll interval passed (or a wait ended early because the operator asked to stop).
     Waited,
-    /// Stop at the next safe point (`abort`, SIGINT, SIGTERM).
-    Interrupted,
-    /// Stop now (`abort --now`, a second SIGINT): the effect in flight was abandoned.
-    AbortNow,
 }
 
 /// Why a restart did not succeed.
@@ -59,9 +67,17 @@ pub enum Effect {
     Wait,
 }
 
+/// Who an effect belongs to: a server in flight (by plan index) or the coordinator itself.
+/// Each lane has at most one effect in flight; its result goes back to the same lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    Rollout,
+    Server(usize),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Run(Effect),
+    Run(Lane, Effect),
     Report(Report),
     Finish(Finish),
 }
@@ -149,6 +165,12 @@ pub enum Report {
         server: ServerName,
         sessions: u64,
     },
+    /// The next server waits: starting it now would break `min_up` while other servers of
+    /// this rollout are out.
+    WaitingForCapacity {
+        server: ServerName,
+        reason: String,
+    },
     /// A poll could not read one HAProxy; polling goes on until its unreachable deadline.
     PollFailed {
         error: String,
@@ -162,7 +184,7 @@ pub enum Report {
         stage: Stage,
         reason: String,
     },
-    /// HAProxy reloaded (the driver saw its process change) and the state the server in
+    /// HAProxy reloaded (the driver saw its process change) and the state each server in
     /// flight must have was put back.
     Reloaded {
         haproxy: String,
@@ -197,13 +219,12 @@ pub enum Settle {
     AfterRestart,
 }
 
-/// The settings the engine decides with, taken from the plan.
+/// The settings each server's run decides with, taken from the plan.
 #[derive(Debug, Clone)]
 struct Settings {
     servers: Vec<ServerName>,
     /// Which backends each server is in, on each HAProxy.
     topology: Topology,
-    min_up: usize,
     drain_timeout: Duration,
     on_drain_timeout: OnDrainTimeout,
     health_within: Duration,
@@ -212,41 +233,68 @@ struct Settings {
     unreachable_timeouts: Vec<Duration>,
     /// The hook points the plan has a command for.
     hooks: Vec<HookPoint>,
-    /// How many servers, from the start of the plan, are canaries, and the pause after them.
-    canary: Option<(usize, CanaryPause)>,
 }
 
+/// How many servers of each backend may be out at once (`capacity.max_unavailable`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
+pub struct Limits {
+    /// `max_unavailable: 1`: one server at a time, whatever backends they share.
+    one_at_a_time: bool,
+    /// Per (HAProxy instance, backend).
+    per_backend: HashMap<(usize, BackendName), usize>,
+    /// For a backend whose size is not known.
+    default: usize,
+}
+
+impl Limits {
+    /// The limits for backends of the given sizes (`size(instance, backend)`: how many
+    /// servers that backend has on that HAProxy, counting servers not in the plan).
+    pub fn new(
+        max_unavailable: MaxUnavailable,
+        topology: &Topology,
+        size: impl Fn(usize, &BackendName) -> usize,
+    ) -> Limits {
+        Limits {
+            one_at_a_time: max_unavailable == MaxUnavailable::Count(1),
+            per_backend: topology
+                .touched()
+                .into_iter()
+                .map(|(instance, backend)| {
+                    let limit = max_unavailable.of(size(instance, &backend));
+                    ((instance, backend), limit)
+                })
+                .collect(),
+            default: max_unavailable.of(0),
+        }
+    }
+
+    /// The limit of one backend on one HAProxy.
+    pub fn of(&self, instance: usize, backend: &BackendName) -> usize {
+        self.per_backend
+            .get(&(instance, backend.clone()))
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// How many servers may ever be in flight at once: one, or up to the largest limit.
+    pub fn most_at_once(&self) -> usize {
+        if self.one_at_a_time {
+            return 1;
+        }
+        self.per_backend
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(self.default)
+    }
+}
+
+/// The coordinator's own effect in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Own {
     Idle,
-    Capacity,
-    Draining,
-    Sessions {
-        deadline: Instant,
-    },
-    ForcingMaint {
-        sessions: u64,
-    },
-    ForcingShutdown {
-        sessions: u64,
-    },
-    EnteringMaint,
-    Restarting,
-    Probing {
-        deadline: Instant,
-        last_error: Option<String>,
-    },
-    LeavingMaint,
-    Checks {
-        deadline: Instant,
-    },
-    Returning,
-    Up {
-        deadline: Instant,
-    },
-    BeforeDrainHook,
-    AfterRestartHook,
-    AfterReadyHook,
+    /// Reading every HAProxy to check the capacity for this server.
+    Admitting(usize),
     /// The canaries are back: wait until `until`, then check them.
     CanaryWait {
         until: Instant,
@@ -256,60 +304,52 @@ enum Phase {
     CanaryProbe {
         next: usize,
     },
-    /// The failure hook runs; then the rollout finishes with this.
-    OnFailureHook {
-        outcome: Outcome,
-        reason: Option<String>,
-    },
-    /// A corrective change after a failure or an abort; then the rollout finishes.
-    Restoring {
-        target: AdminTarget,
-        outcome: Outcome,
-        stage: Stage,
-        reason: String,
-    },
+    /// The failure hook of a failure that belongs to the rollout (capacity, canaries).
+    FailureHook,
     Finished,
 }
 
-/// How the rollout is being stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Whether new servers may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
-    /// Keep going.
     No,
-    /// The operator asked to stop at the next safe point.
     Interrupted,
-    /// Settle the server in flight, then stop with this failure (e.g. the SSH connection
-    /// was lost during its restart).
-    AfterThisServer(String),
+    Failed,
+}
+
+/// A server in flight.
+struct Flight {
+    run: ServerRun,
+    /// The operator's stop is delivered between two of its effects, with the next result.
+    interrupt_pending: bool,
 }
 
 pub struct Rollout {
-    settings: Settings,
-    results: Vec<ServerResult>,
-    /// Servers this run rolls (false: done before an interruption).
-    rolls: Vec<bool>,
-    current: usize,
-    phase: Phase,
-    settle: Option<Settle>,
-    /// A server an interrupted run left in maintenance: redone from its restart.
-    restart_directly: Option<usize>,
-    /// When the current server's phases started.
-    started: Option<Instant>,
-    drained: Option<Instant>,
-    restarted: Option<Instant>,
-    healthy: Option<Instant>,
-    last_sessions: Option<u64>,
-    /// Per HAProxy instance: since when every poll of it failed.
-    unreadable_since: Vec<Option<Instant>>,
-    stop: Stop,
-    /// Settling after an interrupted rollout runs no hooks: it only puts a server right.
-    hooks_enabled: bool,
+    settings: Arc<Settings>,
+    min_up: usize,
+    limits: Limits,
+    /// How many servers, from the start of the plan, are canaries, and the pause after them.
+    canary: Option<(usize, CanaryPause)>,
     /// The canary pause is behind us (or there is none).
     canary_passed: bool,
+    results: Vec<ServerResult>,
+    /// Servers still to start, in plan order.
+    queue: VecDeque<usize>,
+    flights: BTreeMap<usize, Flight>,
+    /// Servers an interrupted run left out, started with the rollout.
+    first: Vec<(usize, Start)>,
+    own: Own,
+    /// The next server's capacity is short while other servers of this rollout are out:
+    /// wait for one of them to finish before checking again.
+    blocked: bool,
+    stop: Stop,
+    failures: Vec<String>,
+    interruptions: Vec<String>,
+    hooks_enabled: bool,
 }
 
 impl Rollout {
-    pub fn new(plan: &Plan, topology: Topology) -> Self {
+    pub fn new(plan: &Plan, topology: Topology, limits: Limits) -> Self {
         let settings = Settings {
             servers: plan
                 .servers
@@ -317,7 +357,6 @@ impl Rollout {
                 .map(|server| server.name.clone())
                 .collect(),
             topology,
-            min_up: plan.capacity.min_up as usize,
             drain_timeout: plan.drain.timeout,
             on_drain_timeout: plan.drain.on_timeout,
             health_within: plan.health.within,
@@ -336,10 +375,6 @@ impl Rollout {
             .into_iter()
             .filter(|point| plan.hooks.get(*point).is_some())
             .collect(),
-            canary: plan
-                .canary
-                .as_ref()
-                .map(|canary| (canary.servers, canary.pause)),
         };
         let results = settings
             .servers
@@ -353,457 +388,378 @@ impl Rollout {
             })
             .collect();
         Rollout {
-            rolls: vec![true; settings.servers.len()],
-            unreadable_since: vec![None; settings.unreachable_timeouts.len()],
-            settings,
-            results,
-            current: 0,
-            phase: Phase::Idle,
-            settle: None,
-            restart_directly: None,
-            started: None,
-            drained: None,
-            restarted: None,
-            healthy: None,
-            last_sessions: None,
-            stop: Stop::No,
-            hooks_enabled: true,
+            queue: (0..settings.servers.len()).collect(),
+            settings: Arc::new(settings),
+            min_up: plan.capacity.min_up as usize,
+            limits,
+            canary: plan
+                .canary
+                .as_ref()
+                .map(|canary| (canary.servers, canary.pause)),
             canary_passed: plan.canary.is_none(),
+            results,
+            flights: BTreeMap::new(),
+            first: Vec::new(),
+            own: Own::Idle,
+            blocked: false,
+            stop: Stop::No,
+            failures: Vec::new(),
+            interruptions: Vec::new(),
+            hooks_enabled: true,
         }
     }
 
-    /// Continues an interrupted rollout: the servers at `done` were restarted before. A
-    /// server it left in maintenance (`in_maintenance`) is redone from its restart, without
-    /// leaving maintenance first.
+    /// Continues an interrupted rollout: the servers at `done` were restarted before. The
+    /// servers it left in maintenance (`in_maintenance`) are redone from their restart,
+    /// without leaving maintenance first, before any other server starts.
     pub fn resume(
         plan: &Plan,
         topology: Topology,
+        limits: Limits,
         done: &[usize],
-        in_maintenance: Option<usize>,
+        in_maintenance: &[usize],
     ) -> Self {
-        let mut rollout = Rollout::new(plan, topology);
+        let mut rollout = Rollout::new(plan, topology, limits);
         for index in done {
-            rollout.rolls[*index] = false;
             rollout.results[*index].state = ServerState::DoneEarlier;
         }
-        rollout.restart_directly = in_maintenance;
+        rollout
+            .queue
+            .retain(|index| !done.contains(index) && !in_maintenance.contains(index));
+        rollout.first = in_maintenance
+            .iter()
+            .map(|index| (*index, Start::Maintenance))
+            .collect();
         // Canaries done before the interruption (or the pause) are not paused for again.
-        if let Some((canaries, _)) = rollout.settings.canary {
+        if let Some((canaries, _)) = rollout.canary {
             rollout.canary_passed |= done.len() >= canaries;
         }
         rollout
     }
 
-    /// Settles the one server an interrupted rollout left out of rotation, then stops.
+    /// Settles the servers an interrupted rollout left out of rotation, then stops.
     pub fn settle(
         plan: &Plan,
         topology: Topology,
         done: &[usize],
-        server: usize,
-        from: Settle,
+        servers: &[(usize, Settle)],
     ) -> Self {
-        let mut rollout = Rollout::resume(plan, topology, done, None);
-        rollout.current = server;
-        rollout.settle = Some(from);
+        let limits = Limits::new(plan.capacity.max_unavailable, &topology, |_, _| 0);
+        let mut rollout = Rollout::resume(plan, topology, limits, done, &[]);
+        rollout.queue.clear();
+        rollout.first = servers
+            .iter()
+            .map(|(index, from)| (*index, Start::Settle(*from)))
+            .collect();
         rollout.stop = Stop::Interrupted;
         rollout.hooks_enabled = false;
         rollout
     }
 
-    fn server(&self) -> ServerName {
-        self.settings.servers[self.current].clone()
+    /// The admin state each server in flight must have now: what a reload of HAProxy drops
+    /// and the driver puts back.
+    pub fn expected_states(&self) -> Vec<(ServerName, AdminTarget)> {
+        self.flights
+            .values()
+            .filter_map(|flight| flight.run.expected_state())
+            .collect()
     }
 
-    fn run(effect: Effect) -> Vec<Action> {
-        vec![Action::Run(effect)]
+    /// The servers draining and not yet restarted: sessions held by an old HAProxy process
+    /// (after a reload) still count for them.
+    pub fn draining_before_restart(&self) -> Vec<ServerName> {
+        self.flights
+            .iter()
+            .filter(|(_, flight)| flight.run.draining_before_restart())
+            .map(|(index, _)| self.settings.servers[*index].clone())
+            .collect()
     }
 
-    fn stage(&self, stage: Stage) -> Action {
-        Action::Report(Report::Stage {
-            server: self.server(),
-            stage,
-        })
-    }
-
-    fn interrupted(&self) -> bool {
-        self.stop == Stop::Interrupted
-    }
-
-    /// The server in flight is draining and not yet restarted: sessions held by an old
-    /// HAProxy process (after a reload) still matter.
-    pub fn draining_before_restart(&self) -> bool {
-        matches!(self.phase, Phase::Draining | Phase::Sessions { .. })
-    }
-
-    /// The admin state the server in flight must have now: what a reload of HAProxy drops
-    /// and the driver puts back. `None` when nothing this rollout set is in force.
-    pub fn expected_state(&self) -> Option<(ServerName, AdminTarget)> {
-        let target = match &self.phase {
-            Phase::Draining
-            | Phase::Sessions { .. }
-            | Phase::LeavingMaint
-            | Phase::Checks { .. } => AdminTarget::Drain,
-            Phase::ForcingMaint { .. }
-            | Phase::ForcingShutdown { .. }
-            | Phase::EnteringMaint
-            | Phase::Restarting
-            | Phase::AfterRestartHook
-            | Phase::Probing { .. } => AdminTarget::Maint,
-            Phase::Restoring {
-                target: AdminTarget::Maint,
-                ..
-            } => AdminTarget::Maint,
-            _ => return None,
-        };
-        Some((self.server(), target))
-    }
-
-    /// Takes one event and returns what to do next.
-    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
-        match event {
-            Event::Interrupted => return self.interrupt(),
-            Event::AbortNow => return self.abort_now(),
-            _ => {}
+    /// The first actions.
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (index, start) in std::mem::take(&mut self.first) {
+            actions.extend(self.launch(index, start, now));
         }
-        let phase = std::mem::replace(&mut self.phase, Phase::Idle);
-        match (phase, event) {
-            (Phase::Idle, Event::Start) => self.begin_server(now),
-            (Phase::Capacity, Event::Polled(views)) => self.after_capacity_poll(&views),
-            (Phase::Draining, Event::Changed(Ok(()))) => {
-                self.results[self.current].state = ServerState::Unknown;
-                if self.interrupted() {
-                    return self.return_unrestarted("interrupted while draining");
-                }
-                self.phase = Phase::Sessions {
-                    deadline: now + self.settings.drain_timeout,
-                };
-                let mut actions = vec![self.stage(Stage::WaitingForSessions)];
-                actions.extend(Self::run(Effect::Poll));
-                actions
-            }
-            // Part of the drain may have landed: put the server back everywhere.
-            (Phase::Draining, Event::Changed(Err(error))) => self.restore(
-                AdminTarget::Ready,
-                Stage::Draining,
-                format!("drain failed: {error}"),
-            ),
-            (Phase::Sessions { deadline }, Event::Polled(views)) => {
-                self.after_sessions_poll(&views, deadline, now)
-            }
-            (Phase::ForcingMaint { sessions }, Event::Changed(Ok(()))) => {
-                self.phase = Phase::ForcingShutdown { sessions };
-                Self::run(Effect::ShutdownSessions(self.server()))
-            }
-            (Phase::ForcingShutdown { sessions }, Event::Changed(Ok(()))) => {
-                self.results[self.current].sessions_cut = Some(sessions);
-                let mut actions = vec![Action::Report(Report::SessionsCut {
-                    server: self.server(),
-                    sessions,
-                })];
-                if self.interrupted() {
-                    actions.extend(self.return_unrestarted("interrupted before the restart"));
-                } else {
-                    actions.extend(self.start_restart());
-                }
-                actions
-            }
-            (
-                Phase::ForcingMaint { .. } | Phase::ForcingShutdown { .. },
-                Event::Changed(Err(error)),
-            ) => self.fail_out_of_rotation(
-                Stage::WaitingForSessions,
-                format!("cutting the remaining sessions failed: {error}"),
-            ),
-            (Phase::EnteringMaint, Event::Changed(Ok(()))) => {
-                if self.interrupted() {
-                    return self.return_unrestarted("interrupted before the restart");
-                }
-                self.start_restart()
-            }
-            (Phase::EnteringMaint, Event::Changed(Err(error))) => {
-                self.fail_out_of_rotation(Stage::Restarting, format!("maintenance failed: {error}"))
-            }
-            (Phase::Restarting, Event::Restarted(result)) => {
-                match result {
-                    Ok(()) => {}
-                    Err(RestartFailure::Failed(error)) => {
-                        return self
-                            .fail(Stage::Restarting, format!("the restart failed: {error}"));
-                    }
-                    Err(RestartFailure::Unknown(error)) => {
-                        self.stop = Stop::AfterThisServer(format!(
-                            "the restart's outcome is unknown ({error}); {} was settled by its health and HAProxy's checks, and the rollout stopped",
-                            self.server()
-                        ));
-                    }
-                }
-                self.restarted = Some(now);
-                self.results[self.current].timings.restarting = self
-                    .drained
-                    .map(|drained| now.saturating_duration_since(drained));
-                self.after_restart(now)
-            }
-            (Phase::Probing { .. }, Event::Probed(Ok(()))) => {
-                self.healthy = Some(now);
-                self.results[self.current].timings.health = self
-                    .restarted
-                    .map(|restarted| now.saturating_duration_since(restarted));
-                self.phase = Phase::LeavingMaint;
-                let mut actions = vec![self.stage(Stage::WaitingForChecks)];
-                actions.extend(Self::run(Effect::SetState(
-                    self.server(),
-                    AdminTarget::Drain,
-                )));
-                actions
-            }
-            (Phase::Probing { deadline, .. }, Event::Probed(Err(error))) => {
-                if now >= deadline {
-                    return self.fail(
-                        Stage::WaitingForHealth,
-                        format!(
-                            "its health endpoint did not answer as expected within {}s: {error}",
-                            self.settings.health_within.as_secs()
-                        ),
-                    );
-                }
-                self.phase = Phase::Probing {
-                    deadline,
-                    last_error: Some(error),
-                };
-                Self::run(Effect::Wait)
-            }
-            (
-                Phase::Probing {
-                    deadline,
-                    last_error,
-                },
-                Event::Waited,
-            ) => {
-                self.phase = Phase::Probing {
-                    deadline,
-                    last_error,
-                };
-                Self::run(Effect::Probe(self.current))
-            }
-            // Every wait for HAProxy's state ends the same way: poll again.
-            (
-                phase @ (Phase::Sessions { .. } | Phase::Checks { .. } | Phase::Up { .. }),
-                Event::Waited,
-            ) => {
-                self.phase = phase;
-                Self::run(Effect::Poll)
-            }
-            (Phase::LeavingMaint, Event::Changed(Ok(()))) => {
-                self.phase = Phase::Checks {
-                    deadline: now + self.settings.ready_timeout,
-                };
-                Self::run(Effect::Poll)
-            }
-            (Phase::LeavingMaint, Event::Changed(Err(error))) => self.fail_out_of_rotation(
-                Stage::WaitingForChecks,
-                format!("leaving maintenance failed: {error}"),
-            ),
-            (Phase::Checks { deadline }, Event::Polled(views)) => {
-                self.after_checks_poll(&views, deadline, now)
-            }
-            (Phase::Returning, Event::Changed(Ok(()))) => {
-                self.phase = Phase::Up {
-                    deadline: now + self.settings.ready_timeout,
-                };
-                Self::run(Effect::Poll)
-            }
-            (Phase::Returning, Event::Changed(Err(error))) => self.fail_out_of_rotation(
-                Stage::ReturningToTraffic,
-                format!("returning to traffic failed: {error}"),
-            ),
-            (Phase::Up { deadline }, Event::Polled(views)) => {
-                self.after_up_poll(&views, deadline, now)
-            }
-            (
-                Phase::Restoring {
-                    target,
-                    outcome,
-                    stage,
-                    reason,
-                },
-                Event::Changed(result),
-            ) => {
-                let state = match (target, &result) {
-                    (AdminTarget::Ready, Ok(())) => ServerState::ReturnedUnrestarted,
-                    (AdminTarget::Maint, Ok(())) => ServerState::OutOfRotation,
-                    (_, _) => ServerState::Unknown,
-                };
-                self.results[self.current].state = state;
-                let reason = match result {
-                    Ok(()) => reason,
-                    Err(error) => format!(
-                        "{reason}; then putting it {} failed too, so its state is not confirmed: {error}",
-                        target.as_str()
-                    ),
-                };
-                let mut actions = Vec::new();
-                if outcome == Outcome::Failed {
-                    actions.push(Action::Report(Report::ServerFailed {
-                        server: self.server(),
-                        stage,
-                        reason: reason.clone(),
-                    }));
-                }
-                actions.push(self.finish(outcome, Some(reason)));
-                actions
-            }
-            (Phase::CanaryWait { until }, Event::Waited) => {
-                if self.interrupted() {
-                    return vec![self.finish(
-                        Outcome::Interrupted,
-                        Some("stopped during the canary pause".to_owned()),
-                    )];
-                }
-                if now < until {
-                    self.phase = Phase::CanaryWait { until };
-                    return Self::run(Effect::Wait);
-                }
-                self.phase = Phase::CanaryCheck;
-                Self::run(Effect::Poll)
-            }
-            (Phase::CanaryCheck, Event::Polled(views)) => self.after_canary_poll(&views),
-            (Phase::CanaryProbe { next }, Event::Probed(Ok(()))) => {
-                let canaries = self.settings.canary.map_or(0, |(count, _)| count);
-                if next + 1 < canaries {
-                    self.phase = Phase::CanaryProbe { next: next + 1 };
-                    return Self::run(Effect::Probe(next + 1));
-                }
-                self.canary_passed = true;
-                self.begin_server(now)
-            }
-            (Phase::CanaryProbe { next }, Event::Probed(Err(error))) => {
-                let server = self.settings.servers[next].clone();
-                self.canary_failed(format!("{server} is no longer healthy: {error}"))
-            }
-            (Phase::BeforeDrainHook, Event::HookDone(Ok(()))) => {
-                if self.interrupted() {
-                    return vec![self.finish(
-                        Outcome::Interrupted,
-                        Some("stopped by the operator before the server was drained".to_owned()),
-                    )];
-                }
-                self.start_drain()
-            }
-            (Phase::BeforeDrainHook, Event::HookDone(Err(error))) => {
-                self.fail_untouched(format!("its before_drain hook failed: {error}"))
-            }
-            (Phase::AfterRestartHook, Event::HookDone(Ok(()))) => self.start_probing(now),
-            (Phase::AfterRestartHook, Event::HookDone(Err(error))) => self.fail(
-                Stage::Hook(HookPoint::AfterRestart),
-                format!("its after_restart hook failed: {error}"),
-            ),
-            (Phase::AfterReadyHook, Event::HookDone(Ok(()))) => self.complete_server(now),
-            // The server passed its health check and HAProxy's: it stays in traffic.
-            (Phase::AfterReadyHook, Event::HookDone(Err(error))) => {
-                let reason = format!(
-                    "its after_ready hook failed: {error}; {} is back in traffic (it passed its checks)",
-                    self.server()
-                );
-                let outcome = self.failure_outcome();
-                vec![
-                    Action::Report(Report::ServerFailed {
-                        server: self.server(),
-                        stage: Stage::Hook(HookPoint::AfterReady),
-                        reason: reason.clone(),
-                    }),
-                    self.finish(outcome, Some(reason)),
-                ]
-            }
-            (Phase::OnFailureHook { outcome, reason }, Event::HookDone(result)) => {
-                let reason = match result {
-                    Ok(()) => reason,
-                    Err(error) => Some(format!(
-                        "{}; its on_failure hook failed too: {error}",
-                        reason.unwrap_or_default()
-                    )),
-                };
-                vec![self.finish(outcome, reason)]
-            }
-            (phase, event) => {
-                // An event the current phase does not expect is a driver bug; stop safely
-                // rather than guess.
-                let reason = format!("internal error: {event:?} in {phase:?}");
-                self.phase = phase;
-                self.fail_out_of_rotation(Stage::CheckingCapacity, reason)
-            }
-        }
-    }
-
-    fn begin_server(&mut self, now: Instant) -> Vec<Action> {
-        self.started = Some(now);
-        self.drained = None;
-        self.restarted = None;
-        self.healthy = None;
-        self.last_sessions = None;
-        if let Some(settle) = self.settle.take() {
-            self.results[self.current].state = ServerState::Unknown;
-            return match settle {
-                Settle::ReturnUnrestarted => {
-                    self.return_unrestarted("settled after an interrupted rollout")
-                }
-                Settle::AfterRestart => self.start_probing(now),
-            };
-        }
-        while self.current < self.settings.servers.len() && !self.rolls[self.current] {
-            self.current += 1;
-        }
-        if self.current >= self.settings.servers.len() {
-            return vec![self.finish(Outcome::Success, None)];
-        }
-        match &self.stop {
-            Stop::No => {}
-            Stop::Interrupted => {
-                return vec![self.finish(
-                    Outcome::Interrupted,
-                    Some("stopped by the operator".to_owned()),
-                )];
-            }
-            Stop::AfterThisServer(reason) => {
-                let reason = reason.clone();
-                // The failure belongs to the server just settled, not to the next one.
-                self.current -= 1;
-                return vec![self.finish(Outcome::Failed, Some(reason))];
-            }
-        }
-        if self.restart_directly == Some(self.current) {
-            // Out of rotation already: no capacity to check, nothing to drain. Maintenance
-            // is set again (a reload since may have dropped it), then the restart.
-            self.restart_directly = None;
-            self.drained = Some(now);
-            self.results[self.current].state = ServerState::OutOfRotation;
-            self.phase = Phase::EnteringMaint;
-            let mut actions = vec![self.stage(Stage::Restarting)];
-            actions.extend(Self::run(Effect::SetState(
-                self.server(),
-                AdminTarget::Maint,
-            )));
-            return actions;
-        }
-        self.phase = Phase::Capacity;
-        let mut actions = vec![self.stage(Stage::CheckingCapacity)];
-        actions.extend(Self::run(Effect::Poll));
+        actions.extend(self.advance(now));
         actions
     }
 
-    /// Property 2, at the moment of the drain.
-    fn after_capacity_poll(&mut self, views: &[Result<Vec<ServerView>, String>]) -> Vec<Action> {
-        let server = self.server();
+    /// Takes the result of a lane's effect and returns what to do next.
+    pub fn handle(&mut self, lane: Lane, event: Event, now: Instant) -> Vec<Action> {
+        match lane {
+            Lane::Rollout => self.handle_own(event, now),
+            Lane::Server(index) => {
+                let Some(flight) = self.flights.get_mut(&index) else {
+                    return self
+                        .internal_error(format!("{event:?} for a server not in flight"), now);
+                };
+                let steps = if std::mem::take(&mut flight.interrupt_pending) {
+                    let steps = flight.run.interrupt();
+                    if steps.is_empty() {
+                        flight.run.handle(event, now)
+                    } else {
+                        steps
+                    }
+                } else {
+                    flight.run.handle(event, now)
+                };
+                let mut actions = self.follow(index, steps, now);
+                // Its drain may just have landed: the next server may start.
+                actions.extend(self.advance(now));
+                actions
+            }
+        }
+    }
+
+    /// Stop at the next safe point: no new server starts; each server in flight stops at
+    /// its own next safe point (see `ServerRun::interrupt`).
+    pub fn interrupt(&mut self, now: Instant) -> Vec<Action> {
+        if self.stop == Stop::No {
+            self.stop = Stop::Interrupted;
+        }
+        for flight in self.flights.values_mut() {
+            flight.interrupt_pending = true;
+        }
+        if self.own == Own::Idle {
+            return self.advance(now);
+        }
+        Vec::new()
+    }
+
+    /// Stop now: every effect in flight was abandoned; each touched server is left out of
+    /// rotation (see `ServerRun::abort_now`).
+    pub fn abort_now(&mut self, now: Instant) -> Vec<Action> {
+        if self.stop == Stop::No {
+            self.stop = Stop::Interrupted;
+        }
+        if self.own != Own::Finished {
+            if matches!(
+                self.own,
+                Own::CanaryWait { .. } | Own::CanaryCheck | Own::CanaryProbe { .. }
+            ) {
+                self.interruptions
+                    .push("aborted with --now during the canary pause".to_owned());
+            }
+            self.own = Own::Idle;
+        }
+        let mut actions = Vec::new();
+        let indexes: Vec<usize> = self.flights.keys().copied().collect();
+        for index in indexes {
+            let Some(flight) = self.flights.get_mut(&index) else {
+                continue;
+            };
+            flight.interrupt_pending = false;
+            let steps = flight.run.abort_now();
+            actions.extend(self.follow(index, steps, now));
+        }
+        if self.flights.is_empty() && self.own == Own::Idle {
+            actions.extend(self.advance(now));
+        }
+        actions
+    }
+
+    /// The driver has nothing in flight and no finish: a bug, stopped safely.
+    pub fn stalled(&mut self, now: Instant) -> Vec<Action> {
+        self.internal_error("the rollout stalled with nothing in flight".to_owned(), now)
+    }
+
+    fn launch(&mut self, index: usize, start: Start, now: Instant) -> Vec<Action> {
+        let mut run = ServerRun::new(Arc::clone(&self.settings), index, start);
+        let steps = run.begin(now);
+        self.flights.insert(
+            index,
+            Flight {
+                run,
+                interrupt_pending: false,
+            },
+        );
+        self.follow(index, steps, now)
+    }
+
+    /// A server's steps, as the rollout's actions; a server that finished frees its place.
+    fn follow(&mut self, index: usize, steps: Vec<Step>, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for step in steps {
+            match step {
+                Step::Run(effect) => actions.push(Action::Run(Lane::Server(index), effect)),
+                Step::Report(report) => actions.push(Action::Report(report)),
+                Step::Done(done) => {
+                    self.flights.remove(&index);
+                    self.results[index] = done.result;
+                    match done.outcome {
+                        Outcome::Success => {}
+                        Outcome::Failed => {
+                            self.stop = Stop::Failed;
+                            self.failures.extend(done.reason);
+                        }
+                        Outcome::Interrupted | Outcome::Paused => {
+                            if self.stop == Stop::No {
+                                self.stop = Stop::Interrupted;
+                            }
+                            self.interruptions.extend(done.reason);
+                        }
+                    }
+                    self.blocked = false;
+                    actions.extend(self.advance(now));
+                }
+            }
+        }
+        actions
+    }
+
+    /// Starts what may start now; finishes when nothing is left in flight or to start.
+    fn advance(&mut self, now: Instant) -> Vec<Action> {
+        if self.own != Own::Idle {
+            return Vec::new();
+        }
+        if self.stop != Stop::No {
+            return if self.flights.is_empty() {
+                vec![self.conclude()]
+            } else {
+                Vec::new()
+            };
+        }
+        let Some(&next) = self.queue.front() else {
+            return if self.flights.is_empty() {
+                vec![self.conclude()]
+            } else {
+                Vec::new()
+            };
+        };
+        if let (false, Some((canaries, pause))) = (self.canary_passed, self.canary)
+            && next >= canaries
+        {
+            // Every canary is back before the pause begins.
+            if !self.flights.is_empty() {
+                return Vec::new();
+            }
+            return match pause {
+                CanaryPause::Manual => {
+                    self.own = Own::Finished;
+                    vec![Action::Finish(Finish {
+                        outcome: Outcome::Paused,
+                        reason: Some(format!(
+                            "paused after {canaries} canary server(s) (canary.pause: manual)"
+                        )),
+                        servers: self.results.clone(),
+                    })]
+                }
+                CanaryPause::For(duration) => {
+                    self.own = Own::CanaryWait {
+                        until: now + duration,
+                    };
+                    vec![Action::Run(Lane::Rollout, Effect::Wait)]
+                }
+            };
+        }
+        // The next server's capacity check must see every server before it out, and it must
+        // fit the limits; until then it waits for a server in flight to move on.
+        if self.blocked
+            || self.flights.values().any(|flight| !flight.run.past_drain())
+            || !self.fits(next)
+        {
+            return Vec::new();
+        }
+        self.own = Own::Admitting(next);
+        vec![
+            Action::Report(Report::Stage {
+                server: self.settings.servers[next].clone(),
+                stage: Stage::CheckingCapacity,
+            }),
+            Action::Run(Lane::Rollout, Effect::Poll),
+        ]
+    }
+
+    /// Property 2's second half: this rollout has fewer than `max_unavailable` servers out
+    /// in each backend of `server`, on each HAProxy.
+    fn fits(&self, server: usize) -> bool {
+        if self.limits.one_at_a_time && !self.flights.is_empty() {
+            return false;
+        }
+        let topology = &self.settings.topology;
+        (0..self.settings.unreachable_timeouts.len()).all(|instance| {
+            topology.backends(instance, server).iter().all(|backend| {
+                let out = self
+                    .flights
+                    .keys()
+                    .filter(|other| topology.backends(instance, **other).contains(backend))
+                    .count();
+                out < self.limits.of(instance, backend)
+            })
+        })
+    }
+
+    fn handle_own(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        match (std::mem::replace(&mut self.own, Own::Idle), event) {
+            (Own::Admitting(next), Event::Polled(views)) => self.admit(next, &views, now),
+            (Own::FailureHook, Event::HookDone(result)) => {
+                if let (Err(error), Some(last)) = (result, self.failures.last_mut()) {
+                    last.push_str(&format!("; its on_failure hook failed too: {error}"));
+                }
+                self.advance(now)
+            }
+            (Own::CanaryWait { until }, Event::Waited) => {
+                if self.stop != Stop::No {
+                    self.interruptions
+                        .push("stopped during the canary pause".to_owned());
+                    return self.advance(now);
+                }
+                if now < until {
+                    self.own = Own::CanaryWait { until };
+                    return vec![Action::Run(Lane::Rollout, Effect::Wait)];
+                }
+                self.own = Own::CanaryCheck;
+                vec![Action::Run(Lane::Rollout, Effect::Poll)]
+            }
+            (Own::CanaryCheck, Event::Polled(views)) => self.after_canary_poll(&views, now),
+            (Own::CanaryProbe { next }, Event::Probed(Ok(()))) => {
+                let canaries = self.canary.map_or(0, |(count, _)| count);
+                if next + 1 < canaries {
+                    self.own = Own::CanaryProbe { next: next + 1 };
+                    return vec![Action::Run(Lane::Rollout, Effect::Probe(next + 1))];
+                }
+                self.canary_passed = true;
+                self.advance(now)
+            }
+            (Own::CanaryProbe { next }, Event::Probed(Err(error))) => {
+                let server = self.settings.servers[next].clone();
+                self.canary_failed(format!("{server} is no longer healthy: {error}"), now)
+            }
+            (own, event) => {
+                self.own = own;
+                self.internal_error(format!("{event:?} in {:?}", self.own), now)
+            }
+        }
+    }
+
+    /// Property 2, at the moment `next` would start: every HAProxy readable, and in each of
+    /// its backends at least `min_up` other servers in rotation.
+    fn admit(
+        &mut self,
+        next: usize,
+        views: &[Result<Vec<ServerView>, String>],
+        now: Instant,
+    ) -> Vec<Action> {
+        if self.stop != Stop::No {
+            return self.advance(now);
+        }
+        let server = &self.settings.servers[next];
+        let mut shortfall = None;
         for (instance, result) in views.iter().enumerate() {
             let views = match result {
                 Ok(views) => views,
                 Err(error) => {
-                    return self.fail_untouched(format!(
-                        "cannot check capacity: HAProxy #{} is unreadable: {error}",
-                        instance + 1
-                    ));
+                    return self.refuse(
+                        next,
+                        format!(
+                            "cannot check capacity: HAProxy #{} is unreadable: {error}",
+                            instance + 1
+                        ),
+                    );
                 }
             };
-            for backend in self.settings.topology.backends(instance, self.current) {
+            for backend in self.settings.topology.backends(instance, next) {
                 let others = views
                     .iter()
                     .filter(|view| {
@@ -812,385 +768,81 @@ impl Rollout {
                             && view.in_rotation()
                     })
                     .count();
-                if others < self.settings.min_up {
-                    return self.fail_untouched(format!(
+                if others < self.min_up && shortfall.is_none() {
+                    shortfall = Some(format!(
                         "capacity: {backend} on HAProxy #{} has {others} other server(s) in rotation besides {server}; min_up {}",
                         instance + 1,
-                        self.settings.min_up
+                        self.min_up
                     ));
                 }
             }
         }
-        if self.has_hook(HookPoint::BeforeDrain) {
-            return self.run_hook(HookPoint::BeforeDrain, Phase::BeforeDrainHook);
-        }
-        self.start_drain()
-    }
-
-    fn start_drain(&mut self) -> Vec<Action> {
-        self.phase = Phase::Draining;
-        vec![
-            self.stage(Stage::Draining),
-            Action::Run(Effect::SetState(self.server(), AdminTarget::Drain)),
-        ]
-    }
-
-    fn has_hook(&self, point: HookPoint) -> bool {
-        self.hooks_enabled && self.settings.hooks.contains(&point)
-    }
-
-    fn run_hook(&mut self, point: HookPoint, phase: Phase) -> Vec<Action> {
-        self.phase = phase;
-        vec![
-            self.stage(Stage::Hook(point)),
-            Action::Run(Effect::Hook(point, self.current)),
-        ]
-    }
-
-    fn after_restart(&mut self, now: Instant) -> Vec<Action> {
-        if self.has_hook(HookPoint::AfterRestart) {
-            return self.run_hook(HookPoint::AfterRestart, Phase::AfterRestartHook);
-        }
-        self.start_probing(now)
-    }
-
-    /// The server's view on every HAProxy and backend. An unreadable HAProxy is an error
-    /// while it has been unreadable for less than its `unreachable_timeout`, and stops the
-    /// rollout (`Err(Err(...))`) after.
-    fn views_of<'v>(
-        &mut self,
-        views: &'v [Result<Vec<ServerView>, String>],
-        now: Instant,
-    ) -> Result<Vec<&'v ServerView>, Result<String, String>> {
-        let server = self.server();
-        let mut found = Vec::new();
-        let mut problem = None;
-        for (instance, result) in views.iter().enumerate() {
-            let views = match result {
-                Ok(views) => {
-                    self.unreadable_since[instance] = None;
-                    views
-                }
-                Err(error) => {
-                    let since = *self.unreadable_since[instance].get_or_insert(now);
-                    let limit = self.settings.unreachable_timeouts[instance];
-                    if now.saturating_duration_since(since) >= limit {
-                        return Err(Err(format!(
-                            "HAProxy #{} has been unreachable for {}s (its unreachable_timeout): {error}",
-                            instance + 1,
-                            limit.as_secs()
-                        )));
-                    }
-                    problem = Some(format!("HAProxy #{}: {error}", instance + 1));
-                    continue;
-                }
-            };
-            for backend in self.settings.topology.backends(instance, self.current) {
-                match views
-                    .iter()
-                    .find(|view| view.backend == backend.as_str() && view.server == server.as_str())
-                {
-                    Some(view) => found.push(view),
-                    None => {
-                        return Err(Err(format!(
-                            "HAProxy #{} no longer has {backend}/{server}",
-                            instance + 1
-                        )));
-                    }
-                }
+        match shortfall {
+            None => {
+                self.queue.pop_front();
+                self.launch(next, Start::Checked, now)
             }
-        }
-        match problem {
-            Some(problem) => Err(Ok(problem)),
-            None => Ok(found),
-        }
-    }
-
-    fn after_sessions_poll(
-        &mut self,
-        views: &[Result<Vec<ServerView>, String>],
-        deadline: Instant,
-        now: Instant,
-    ) -> Vec<Action> {
-        let mut actions = Vec::new();
-        match self.views_of(views, now) {
-            Ok(found) => {
-                let sessions: u64 = found.iter().map(|view| view.sessions).sum();
-                if sessions == 0 {
-                    self.drained = Some(now);
-                    self.results[self.current].timings.draining = self
-                        .started
-                        .map(|started| now.saturating_duration_since(started));
-                    self.phase = Phase::EnteringMaint;
-                    actions.push(self.stage(Stage::Restarting));
-                    actions.push(Action::Run(Effect::SetState(
-                        self.server(),
-                        AdminTarget::Maint,
-                    )));
-                    return actions;
-                }
-                if self.last_sessions != Some(sessions) {
-                    self.last_sessions = Some(sessions);
-                    actions.push(Action::Report(Report::SessionsLeft {
-                        server: self.server(),
-                        sessions,
-                    }));
-                }
-                if now >= deadline {
-                    return match self.settings.on_drain_timeout {
-                        OnDrainTimeout::Fail => {
-                            actions.extend(self.restore(
-                                AdminTarget::Ready,
-                                Stage::WaitingForSessions,
-                                format!(
-                                    "{sessions} session(s) still open after drain.timeout ({}s); returned to traffic unrestarted (on_timeout: fail)",
-                                    self.settings.drain_timeout.as_secs()
-                                ),
-                            ));
-                            actions
-                        }
-                        OnDrainTimeout::Force => {
-                            self.drained = Some(now);
-                            self.results[self.current].timings.draining = self
-                                .started
-                                .map(|started| now.saturating_duration_since(started));
-                            self.phase = Phase::ForcingMaint { sessions };
-                            actions.push(self.stage(Stage::Restarting));
-                            actions.push(Action::Run(Effect::SetState(
-                                self.server(),
-                                AdminTarget::Maint,
-                            )));
-                            actions
-                        }
-                    };
-                }
+            // Servers of this rollout are out: one of them coming back may make room.
+            Some(reason) if !self.flights.is_empty() => {
+                self.blocked = true;
+                vec![Action::Report(Report::WaitingForCapacity {
+                    server: server.clone(),
+                    reason,
+                })]
             }
-            Err(Err(fatal)) => {
-                return self.restore(
-                    AdminTarget::Ready,
-                    Stage::WaitingForSessions,
-                    format!("could not confirm 0 sessions: {fatal}"),
-                );
-            }
-            Err(Ok(error)) => {
-                if now >= deadline {
-                    return self.restore(
-                        AdminTarget::Ready,
-                        Stage::WaitingForSessions,
-                        format!("could not confirm 0 sessions before drain.timeout: {error}"),
-                    );
-                }
-                actions.push(Action::Report(Report::PollFailed { error }));
-            }
-        }
-        self.phase = Phase::Sessions { deadline };
-        actions.push(Action::Run(Effect::Wait));
-        actions
-    }
-
-    fn start_restart(&mut self) -> Vec<Action> {
-        self.results[self.current].state = ServerState::OutOfRotation;
-        self.phase = Phase::Restarting;
-        Self::run(Effect::Restart(self.current))
-    }
-
-    fn start_probing(&mut self, now: Instant) -> Vec<Action> {
-        self.phase = Phase::Probing {
-            deadline: now + self.settings.health_within,
-            last_error: None,
-        };
-        let mut actions = vec![self.stage(Stage::WaitingForHealth)];
-        actions.extend(Self::run(Effect::Probe(self.current)));
-        actions
-    }
-
-    /// The server's views for a wait that only ends on a condition (HAProxy's checks, UP):
-    /// `Err` carries what to do instead, when an HAProxy cannot be read. Before `deadline`
-    /// that is waiting once more in `phase`; after it, or past an unreachable deadline, the
-    /// server is put out of rotation and the rollout stops.
-    fn awaited_views<'v>(
-        &mut self,
-        views: &'v [Result<Vec<ServerView>, String>],
-        (deadline, now): (Instant, Instant),
-        stage: Stage,
-        what: &str,
-        phase: Phase,
-    ) -> Result<Vec<&'v ServerView>, Vec<Action>> {
-        match self.views_of(views, now) {
-            Ok(found) => Ok(found),
-            Err(Err(fatal)) => Err(self.fail_out_of_rotation(stage, fatal)),
-            Err(Ok(error)) if now >= deadline => {
-                Err(self.fail_out_of_rotation(stage, format!("could not confirm {what}: {error}")))
-            }
-            Err(Ok(error)) => {
-                self.phase = phase;
-                Err(vec![
-                    Action::Report(Report::PollFailed { error }),
-                    Action::Run(Effect::Wait),
-                ])
-            }
+            Some(reason) => self.refuse(next, reason),
         }
     }
 
-    /// HAProxy's own checks passed after the restart: exactly DRAIN with a passing check
-    /// (or, for a server HAProxy does not check, running) on every HAProxy and backend.
-    fn after_checks_poll(
-        &mut self,
-        views: &[Result<Vec<ServerView>, String>],
-        deadline: Instant,
-        now: Instant,
-    ) -> Vec<Action> {
-        let phase = Phase::Checks { deadline };
-        let found = match self.awaited_views(
-            views,
-            (deadline, now),
-            Stage::WaitingForChecks,
-            "HAProxy's checks",
-            phase.clone(),
-        ) {
-            Ok(found) => found,
-            Err(actions) => return actions,
-        };
-        let confirmed = found.iter().all(|view| {
-            view.admin.draining()
-                && !view.admin.in_maintenance()
-                && if view.is_checked() {
-                    view.status == "DRAIN" && view.last_check_passed()
-                } else {
-                    view.operational == crate::haproxy::OpState::Running
-                }
-        });
-        if confirmed {
-            self.phase = Phase::Returning;
-            return vec![
-                self.stage(Stage::ReturningToTraffic),
-                Action::Run(Effect::SetState(self.server(), AdminTarget::Ready)),
-            ];
-        }
-        if now >= deadline {
-            let statuses: Vec<String> = found
-                .iter()
-                .map(|view| {
-                    format!(
-                        "{}/{} {} (check {})",
-                        view.backend,
-                        view.server,
-                        view.status,
-                        or_none(&view.check_status)
-                    )
-                })
-                .collect();
-            return self.fail_out_of_rotation(
-                Stage::WaitingForChecks,
-                format!(
-                    "HAProxy's checks did not pass within ready.timeout ({}s): {}",
-                    self.settings.ready_timeout.as_secs(),
-                    statuses.join(", ")
-                ),
-            );
-        }
-        self.phase = phase;
-        Self::run(Effect::Wait)
-    }
-
-    fn after_up_poll(
-        &mut self,
-        views: &[Result<Vec<ServerView>, String>],
-        deadline: Instant,
-        now: Instant,
-    ) -> Vec<Action> {
-        let phase = Phase::Up { deadline };
-        let found = match self.awaited_views(
-            views,
-            (deadline, now),
-            Stage::ReturningToTraffic,
-            "it is UP",
-            phase.clone(),
-        ) {
-            Ok(found) => found,
-            Err(actions) => return actions,
-        };
-        if found
-            .iter()
-            .all(|view| view.admin.ready() && view.is_fully_up())
-        {
-            let server = self.server();
-            let entry = &mut self.results[self.current];
-            entry.state = if matches!(self.stop, Stop::AfterThisServer(_)) {
-                ServerState::BackRestartUnknown
-            } else {
-                ServerState::Done
-            };
-            entry.timings.haproxy = self
-                .healthy
-                .map(|healthy| now.saturating_duration_since(healthy));
-            let _ = server;
-            if self.has_hook(HookPoint::AfterReady) {
-                return self.run_hook(HookPoint::AfterReady, Phase::AfterReadyHook);
-            }
-            return self.complete_server(now);
-        }
-        if now >= deadline {
-            let statuses: Vec<String> = found
-                .iter()
-                .map(|view| format!("{}/{} {}", view.backend, view.server, view.status))
-                .collect();
-            return self.fail_out_of_rotation(
-                Stage::ReturningToTraffic,
-                format!(
-                    "not exactly UP within ready.timeout: {}",
-                    statuses.join(", ")
-                ),
-            );
-        }
-        self.phase = phase;
-        Self::run(Effect::Wait)
-    }
-
-    /// The server is back and every hook passed: report it, then the canary pause if this
-    /// was the last canary, else the next server.
-    fn complete_server(&mut self, now: Instant) -> Vec<Action> {
-        let mut actions = vec![Action::Report(Report::ServerDone {
-            server: self.server(),
-            timings: self.results[self.current].timings,
+    /// `next` may not start, and no other server after it: the rollout stops once the
+    /// servers in flight are back.
+    fn refuse(&mut self, next: usize, reason: String) -> Vec<Action> {
+        let mut actions = vec![Action::Report(Report::ServerFailed {
+            server: self.settings.servers[next].clone(),
+            stage: Stage::CheckingCapacity,
+            reason: reason.clone(),
         })];
-        self.current += 1;
-        if let (false, Some((canaries, pause))) = (self.canary_passed, self.settings.canary) {
-            let done = self
-                .results
-                .iter()
-                .filter(|result| {
-                    matches!(result.state, ServerState::Done | ServerState::DoneEarlier)
-                })
-                .count();
-            if done >= canaries && self.stop == Stop::No {
-                match pause {
-                    CanaryPause::Manual => {
-                        actions.push(self.finish(
-                            Outcome::Paused,
-                            Some(format!(
-                                "paused after {canaries} canary server(s) (canary.pause: manual)"
-                            )),
-                        ));
-                    }
-                    CanaryPause::For(duration) => {
-                        self.phase = Phase::CanaryWait {
-                            until: now + duration,
-                        };
-                        actions.push(Action::Run(Effect::Wait));
-                    }
-                }
-                return actions;
-            }
-        }
-        actions.extend(self.begin_server(now));
+        actions.extend(self.fail_rollout(next, reason, Instant::now));
         actions
+    }
+
+    /// A failure of the rollout as a whole (not of a server's run): stop new starts, run
+    /// the failure hook (for `server`), finish once the servers in flight are back.
+    fn fail_rollout(
+        &mut self,
+        server: usize,
+        reason: String,
+        now: impl FnOnce() -> Instant,
+    ) -> Vec<Action> {
+        if self.stop == Stop::Interrupted {
+            self.interruptions.push(reason);
+        } else {
+            self.stop = Stop::Failed;
+            self.failures.push(reason);
+        }
+        if self.stop == Stop::Failed
+            && self.hooks_enabled
+            && self.settings.hooks.contains(&HookPoint::OnFailure)
+        {
+            // Runs once.
+            self.hooks_enabled = false;
+            self.own = Own::FailureHook;
+            return vec![Action::Run(
+                Lane::Rollout,
+                Effect::Hook(HookPoint::OnFailure, server),
+            )];
+        }
+        self.advance(now())
     }
 
     /// After the canary pause: every canary still in rotation and exactly UP on every
     /// HAProxy and backend.
-    fn after_canary_poll(&mut self, views: &[Result<Vec<ServerView>, String>]) -> Vec<Action> {
-        let canaries = self.settings.canary.map_or(0, |(count, _)| count);
+    fn after_canary_poll(
+        &mut self,
+        views: &[Result<Vec<ServerView>, String>],
+        now: Instant,
+    ) -> Vec<Action> {
+        let canaries = self.canary.map_or(0, |(count, _)| count);
         for index in 0..canaries {
             let server = &self.settings.servers[index];
             for (instance, result) in views.iter().enumerate() {
@@ -1220,149 +872,35 @@ impl Rollout {
                         }),
                 };
                 if let Some(problem) = problem {
-                    return self.canary_failed(format!("after the canary pause, {problem}"));
+                    return self.canary_failed(format!("after the canary pause, {problem}"), now);
                 }
             }
         }
-        self.phase = Phase::CanaryProbe { next: 0 };
-        Self::run(Effect::Probe(0))
+        self.own = Own::CanaryProbe { next: 0 };
+        vec![Action::Run(Lane::Rollout, Effect::Probe(0))]
     }
 
     /// A canary is no longer fine: the rest is not touched. The canaries stay as they are,
     /// in HAProxy's hands (its checks take a failing server out).
-    fn canary_failed(&mut self, reason: String) -> Vec<Action> {
-        let outcome = self.failure_outcome();
-        self.current = self.current.saturating_sub(1);
-        vec![self.finish(
-            outcome,
-            Some(format!(
-                "canary check failed: {reason}; no further server was touched"
-            )),
-        )]
+    fn canary_failed(&mut self, reason: String, now: Instant) -> Vec<Action> {
+        let last_canary = self.canary.map_or(0, |(count, _)| count.saturating_sub(1));
+        self.fail_rollout(
+            last_canary,
+            format!("canary check failed: {reason}; no further server was touched"),
+            || now,
+        )
     }
 
-    /// What a stop now means for the outcome: the operator's interrupt wins.
-    fn failure_outcome(&self) -> Outcome {
-        if self.interrupted() {
-            Outcome::Interrupted
-        } else {
-            Outcome::Failed
+    /// An event nobody expects is a driver bug: no new server starts; those in flight
+    /// finish their own way.
+    fn internal_error(&mut self, reason: String, now: Instant) -> Vec<Action> {
+        self.stop = Stop::Failed;
+        self.failures.push(format!("internal error: {reason}"));
+        if self.own == Own::Finished {
+            return Vec::new();
         }
-    }
-
-    /// The server was never changed: nothing to restore.
-    fn fail_untouched(&mut self, reason: String) -> Vec<Action> {
-        let outcome = self.failure_outcome();
-        vec![
-            Action::Report(Report::ServerFailed {
-                server: self.server(),
-                stage: Stage::CheckingCapacity,
-                reason: reason.clone(),
-            }),
-            self.finish(outcome, Some(reason)),
-        ]
-    }
-
-    /// The server stays where it is (out of rotation): report and stop.
-    fn fail(&mut self, stage: Stage, reason: String) -> Vec<Action> {
-        self.results[self.current].state = ServerState::OutOfRotation;
-        let outcome = self.failure_outcome();
-        vec![
-            Action::Report(Report::ServerFailed {
-                server: self.server(),
-                stage,
-                reason: reason.clone(),
-            }),
-            self.finish(outcome, Some(reason)),
-        ]
-    }
-
-    /// Puts the server in maintenance everywhere (it may be half-way back), then stops.
-    fn fail_out_of_rotation(&mut self, stage: Stage, reason: String) -> Vec<Action> {
-        self.restore(AdminTarget::Maint, stage, reason)
-    }
-
-    /// Back to traffic without a restart, then stop (an interrupt before the restart).
-    fn return_unrestarted(&mut self, why: &str) -> Vec<Action> {
-        self.phase = Phase::Restoring {
-            target: AdminTarget::Ready,
-            outcome: Outcome::Interrupted,
-            stage: Stage::Draining,
-            reason: format!("{why}; {} returned to traffic unrestarted", self.server()),
-        };
-        Self::run(Effect::SetState(self.server(), AdminTarget::Ready))
-    }
-
-    fn restore(&mut self, target: AdminTarget, stage: Stage, reason: String) -> Vec<Action> {
-        self.phase = Phase::Restoring {
-            target,
-            outcome: self.failure_outcome(),
-            stage,
-            reason,
-        };
-        Self::run(Effect::SetState(self.server(), target))
-    }
-
-    /// Stop at the next safe point: a server only drained goes back to traffic unrestarted;
-    /// a restart in progress is let finish, and the server returns only once its health and
-    /// HAProxy's checks pass (else it stays out, as on any failure); no new server starts.
-    fn interrupt(&mut self) -> Vec<Action> {
-        if self.stop == Stop::No {
-            self.stop = Stop::Interrupted;
-        }
-        match std::mem::replace(&mut self.phase, Phase::Idle) {
-            Phase::Idle | Phase::Capacity | Phase::Finished => {
-                vec![self.finish(
-                    Outcome::Interrupted,
-                    Some("stopped by the operator before the next server".to_owned()),
-                )]
-            }
-            Phase::Sessions { .. } => self.return_unrestarted("interrupted while draining"),
-            // An effect is in flight, or the server is past its restart: the next event
-            // continues, and the stop takes effect at the next safe point.
-            other => {
-                self.phase = other;
-                Vec::new()
-            }
-        }
-    }
-
-    /// Stop now: the effect in flight was abandoned; a touched server is left out of
-    /// rotation (maintenance), whatever it was doing.
-    fn abort_now(&mut self) -> Vec<Action> {
-        self.stop = Stop::Interrupted;
-        match std::mem::replace(&mut self.phase, Phase::Idle) {
-            Phase::Idle
-            | Phase::Capacity
-            | Phase::BeforeDrainHook
-            | Phase::CanaryWait { .. }
-            | Phase::CanaryCheck
-            | Phase::CanaryProbe { .. }
-            | Phase::Finished => {
-                vec![self.finish(
-                    Outcome::Interrupted,
-                    Some("aborted with --now before the next server".to_owned()),
-                )]
-            }
-            Phase::OnFailureHook { outcome, reason } => vec![self.finish(outcome, reason)],
-            // Back in traffic and confirmed UP: taking it out would only cost capacity.
-            Phase::AfterReadyHook => vec![self.finish(
-                Outcome::Interrupted,
-                Some(format!(
-                    "aborted with --now during the after_ready hook of {}, which stays in traffic",
-                    self.server()
-                )),
-            )],
-            _ => {
-                self.phase = Phase::Restoring {
-                    target: AdminTarget::Maint,
-                    outcome: Outcome::Interrupted,
-                    stage: Stage::Restarting,
-                    reason: format!("aborted with --now; {} left out of rotation", self.server()),
-                };
-                Self::run(Effect::SetState(self.server(), AdminTarget::Maint))
-            }
-        }
+        self.own = Own::Idle;
+        self.advance(now)
     }
 
     /// The runtime-API commands that return the server at `index` to traffic.
@@ -1376,18 +914,21 @@ impl Rollout {
             .collect()
     }
 
-    fn finish(&mut self, outcome: Outcome, reason: Option<String>) -> Action {
-        let failure_hook_due = outcome == Outcome::Failed
-            && self.has_hook(HookPoint::OnFailure)
-            && self.current < self.settings.servers.len()
-            && !matches!(self.phase, Phase::OnFailureHook { .. });
-        if failure_hook_due {
-            // Runs once; the rollout then finishes as it was going to.
-            self.hooks_enabled = false;
-            self.phase = Phase::OnFailureHook { outcome, reason };
-            return Action::Run(Effect::Hook(HookPoint::OnFailure, self.current));
-        }
-        self.phase = Phase::Finished;
+    /// Nothing in flight, nothing more to start: the finish.
+    fn conclude(&mut self) -> Action {
+        self.own = Own::Finished;
+        let (outcome, reasons) = if !self.failures.is_empty() {
+            (Outcome::Failed, &self.failures)
+        } else if self.stop == Stop::Interrupted || !self.interruptions.is_empty() {
+            (Outcome::Interrupted, &self.interruptions)
+        } else {
+            (Outcome::Success, &self.interruptions)
+        };
+        let reason = match (outcome, reasons.is_empty()) {
+            (Outcome::Success, _) => None,
+            (_, false) => Some(reasons.join("; ")),
+            (_, true) => Some("stopped by the operator before the next server".to_owned()),
+        };
         // Every server left out of rotation, or in a state this rollout could not confirm,
         // is reported with the commands that return it; no other server needs any.
         for index in 0..self.results.len() {

@@ -160,7 +160,10 @@ mod tests {
         assert_eq!(plan.drain.on_timeout, OnDrainTimeout::Fail);
         assert_eq!(plan.ready.timeout, std::time::Duration::from_secs(60));
         assert_eq!(plan.capacity.min_up, 1);
-        assert_eq!(plan.capacity.max_unavailable, 1);
+        assert_eq!(
+            plan.capacity.max_unavailable,
+            crate::plan::MaxUnavailable::Count(1)
+        );
         assert_eq!(plan.ssh.known_hosts, KnownHosts::Strict);
         assert_eq!(plan.ssh.connect_timeout, std::time::Duration::from_secs(10));
         assert_eq!(plan.poll_interval, std::time::Duration::from_millis(200));

@@ -395,8 +395,36 @@ pub struct Ready {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capacity {
-    pub max_unavailable: u32,
+    pub max_unavailable: MaxUnavailable,
     pub min_up: u32,
+}
+
+/// How many servers of one backend this rollout may have out of rotation at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxUnavailable {
+    /// At most this many; `1` also means one server at a time overall.
+    Count(u32),
+    /// This percentage of each backend's servers (rounded down, at least one).
+    Percent(u32),
+}
+
+impl MaxUnavailable {
+    /// The limit in a backend of `size` servers.
+    pub fn of(self, size: usize) -> usize {
+        match self {
+            MaxUnavailable::Count(count) => count as usize,
+            MaxUnavailable::Percent(percent) => (size * percent as usize / 100).max(1),
+        }
+    }
+}
+
+impl std::fmt::Display for MaxUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxUnavailable::Count(count) => write!(f, "{count}"),
+            MaxUnavailable::Percent(percent) => write!(f, "{percent}%"),
+        }
+    }
 }
 
 impl Server {

@@ -294,15 +294,62 @@ impl RawReady {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Capacity")]
 pub struct RawCapacity {
-    /// Servers of one backend out of rotation at once. Default: 1.
-    #[schemars(range(min = 1))]
-    pub max_unavailable: Option<Located<u64>>,
+    /// Servers of one backend out of rotation at once: a count, or a percentage of each
+    /// backend's servers such as `10%` (rounded down, at least 1). Default: 1 (one server
+    /// at a time).
+    pub max_unavailable: Option<Located<RawMaxUnavailable>>,
     /// Never drain a server if fewer other servers than this would stay UP. Default: 1.
     pub min_up: Option<Located<u64>>,
 }
 
 impl RawCapacity {
     pub const KEYS: &[&str] = &["max_unavailable", "min_up"];
+}
+
+/// `max_unavailable:` as written: a whole number, or a percentage such as `"10%"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawMaxUnavailable {
+    Count(u64),
+    Percent(u64),
+}
+
+impl JsonSchema for RawMaxUnavailable {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MaxUnavailable".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "oneOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": "^[0-9]+%$", "description": "A percentage of each backend's servers, from 1% to 100%."}
+            ]
+        })
+    }
+}
+
+impl Decode for RawMaxUnavailable {
+    const EXPECTED: &'static str = "a whole number, or a percentage such as 10%";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::Integer(_) => u64::decode(node, path, decoder).map(RawMaxUnavailable::Count),
+            Value::String(text) => match text.strip_suffix('%').map(str::parse::<u64>) {
+                Some(Ok(percent)) => Some(RawMaxUnavailable::Percent(percent)),
+                _ => {
+                    decoder.push(
+                        PlanError::new(node.at, path, format!("invalid value `{text}`"))
+                            .with_help(format!("expected {}", Self::EXPECTED)),
+                    );
+                    None
+                }
+            },
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
+        }
+    }
 }
 
 /// Canary servers: the first `servers` of the plan are rolled, then the rollout pauses.

@@ -7,13 +7,14 @@ use std::time::Duration;
 use super::error::PlanError;
 use super::model::{
     BackendName, Backends, Canary, CanaryPause, Capacity, Drain, Haproxy, Health, Hook, Hooks,
-    InstanceName, InvalidName, KnownHosts, NAME_CHARSET, OnDrainTimeout, Placeholder, Plan, Ready,
-    Restart, Segment, Server, ServerName, SocketAddress, Ssh, SshTarget, Template,
+    InstanceName, InvalidName, KnownHosts, MaxUnavailable, NAME_CHARSET, OnDrainTimeout,
+    Placeholder, Plan, Ready, Restart, Segment, Server, ServerName, SocketAddress, Ssh, SshTarget,
+    Template,
 };
 use super::node::Location;
 use super::raw::{
     Located, PlanDuration, RawBackends, RawCanary, RawCapacity, RawDrain, RawHaproxy, RawHealth,
-    RawHook, RawHooks, RawPlan, RawReady, RawRestart, RawServer, RawSsh,
+    RawHook, RawHooks, RawMaxUnavailable, RawPlan, RawReady, RawRestart, RawServer, RawSsh,
 };
 
 pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
@@ -607,17 +608,32 @@ impl Checker<'_> {
 
     fn capacity(&mut self, raw: RawCapacity) -> Option<Capacity> {
         let max_unavailable = match raw.max_unavailable {
-            None => Some(1),
-            Some(value) => match u32::try_from(value.value) {
-                Ok(count) if count >= 1 => Some(count),
-                _ => {
-                    self.fail(
-                        &value,
-                        format!("max_unavailable {} is out of range", value.value),
-                        "at least 1: the number of servers of one backend out of rotation at once",
-                    );
-                    None
-                }
+            None => Some(MaxUnavailable::Count(1)),
+            Some(value) => match value.value {
+                RawMaxUnavailable::Count(count) => match u32::try_from(count) {
+                    Ok(count) if count >= 1 => Some(MaxUnavailable::Count(count)),
+                    _ => {
+                        self.fail(
+                            &value,
+                            format!("max_unavailable {count} is out of range"),
+                            "at least 1: the number of servers of one backend out of rotation at once, or a percentage such as 10%",
+                        );
+                        None
+                    }
+                },
+                RawMaxUnavailable::Percent(percent) => match u32::try_from(percent) {
+                    Ok(percent) if (1..=100).contains(&percent) => {
+                        Some(MaxUnavailable::Percent(percent))
+                    }
+                    _ => {
+                        self.fail(
+                            &value,
+                            format!("max_unavailable {percent}% is out of range"),
+                            "a percentage from 1% to 100% of each backend's servers (rounded down, at least 1)",
+                        );
+                        None
+                    }
+                },
             },
         };
         let min_up = match raw.min_up {

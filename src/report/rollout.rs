@@ -21,7 +21,8 @@ pub struct RolloutReporter<'a> {
 
 struct Bars {
     overall: tracing::Span,
-    server: Option<tracing::Span>,
+    /// One line per server in flight.
+    servers: std::collections::BTreeMap<String, tracing::Span>,
 }
 
 fn millis(duration: Option<Duration>) -> Option<u128> {
@@ -72,7 +73,7 @@ impl<'a> RolloutReporter<'a> {
             overall.pb_start();
             Bars {
                 overall,
-                server: None,
+                servers: std::collections::BTreeMap::new(),
             }
         });
         RolloutReporter {
@@ -111,7 +112,7 @@ impl<'a> RolloutReporter<'a> {
                     json!({"server": server.as_str(), "stage": stage.as_str()}),
                 );
                 if let Some(bars) = &mut self.bars {
-                    let span = bars.server.get_or_insert_with(|| {
+                    let span = bars.servers.entry(server.to_string()).or_insert_with(|| {
                         let span = tracing::info_span!(parent: &bars.overall, "server", indicatif.pb_show = tracing::field::Empty);
                         span.pb_set_style(
                             &indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})").expect("a valid template"),
@@ -131,7 +132,7 @@ impl<'a> RolloutReporter<'a> {
                 );
                 match &self.bars {
                     Some(bars) => {
-                        if let Some(span) = &bars.server {
+                        if let Some(span) = bars.servers.get(server.as_str()) {
                             span.pb_set_message(&format!(
                                 "{server}: waiting for {sessions} session(s) to finish"
                             ));
@@ -150,6 +151,15 @@ impl<'a> RolloutReporter<'a> {
                     self.printer.paint(WARNING, "warning:")
                 ));
             }
+            Report::WaitingForCapacity { server, reason } => {
+                self.event(
+                    "waiting_for_capacity",
+                    json!({"server": server.as_str(), "reason": reason}),
+                );
+                self.say(&format!(
+                    "{server}: waits for a server in flight to come back ({reason})"
+                ));
+            }
             Report::PollFailed { error } => {
                 self.event("poll_failed", json!({"error": error}));
                 self.say(&format!(
@@ -163,7 +173,7 @@ impl<'a> RolloutReporter<'a> {
                     json!({"server": server.as_str(), "timings": timings_json(timings)}),
                 );
                 if let Some(bars) = &mut self.bars {
-                    bars.server = None;
+                    bars.servers.remove(server.as_str());
                     bars.overall.pb_inc(1);
                 }
                 self.say(&format!(
@@ -203,7 +213,7 @@ impl<'a> RolloutReporter<'a> {
                     json!({"server": server.as_str(), "stage": stage.as_str(), "reason": reason}),
                 );
                 if let Some(bars) = &mut self.bars {
-                    bars.server = None;
+                    bars.servers.remove(server.as_str());
                 }
                 self.say(&format!(
                     "{} {server} ({}): {reason}",

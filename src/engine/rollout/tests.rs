@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::haproxy::{AdminState, OpState};
+use crate::plan::BackendName;
 
 const PLAN: &str = "version: 1\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n\
     backends: [be_app]\nservers:\n  - name: app1\n  - name: app2\n  - name: app3\n\
@@ -19,6 +20,20 @@ struct World {
     health_fails: bool,
     /// Hooks that fail: (point, server index).
     failing_hooks: Vec<(HookPoint, usize)>,
+    /// Restarts that fail: server indexes.
+    failing_restarts: Vec<usize>,
+    /// The most servers out of rotation at once, and the fewest in rotation, seen.
+    most_out: usize,
+    fewest_up: usize,
+}
+
+/// How `drive_with` stops the rollout.
+enum Stop {
+    /// Like `abort`: at the next safe point.
+    Safe,
+    /// Like `abort --now`: every effect in flight is abandoned.
+    Now,
+    Never,
 }
 
 fn view(server: &str) -> ServerView {
@@ -41,14 +56,22 @@ fn view(server: &str) -> ServerView {
 
 impl World {
     fn new() -> Self {
+        World::with(3)
+    }
+
+    /// `servers` servers, app1, app2, ..., all UP.
+    fn with(servers: usize) -> Self {
         World {
-            views: vec![view("app1"), view("app2"), view("app3")],
+            views: (1..=servers).map(|n| view(&format!("app{n}"))).collect(),
             now: Instant::now(),
             effects: Vec::new(),
             sessions: Vec::new(),
             restart_fails: None,
             health_fails: false,
             failing_hooks: Vec::new(),
+            failing_restarts: Vec::new(),
+            most_out: 0,
+            fewest_up: usize::MAX,
         }
     }
 
@@ -105,6 +128,9 @@ impl World {
                     .sessions = 0;
                 Event::Changed(Ok(()))
             }
+            Effect::Restart(index) if self.failing_restarts.contains(index) => {
+                Event::Restarted(Err(RestartFailure::Failed("exit 1".into())))
+            }
             Effect::Restart(_) => Event::Restarted(
                 self.restart_fails
                     .clone()
@@ -129,11 +155,7 @@ impl World {
     /// Runs the engine to its finish; panics if it runs away.
     fn run(&mut self, plan: &Plan) -> (Finish, Vec<Report>) {
         let mut reports = Vec::new();
-        let finish = self.drive(
-            Rollout::new(plan, topology(plan)),
-            &mut reports,
-            |_, _, _| None,
-        );
+        let finish = self.drive(rollout(plan), &mut reports, |_, _, _| None);
         (finish, reports)
     }
 
@@ -141,28 +163,74 @@ impl World {
     /// each effect before the fake world performs it and may answer it instead.
     fn drive(
         &mut self,
+        engine: Rollout,
+        reports: &mut Vec<Report>,
+        intercept: impl FnMut(&mut World, &Effect, &Rollout) -> Option<Event>,
+    ) -> Finish {
+        self.drive_with(engine, reports, intercept, |_| false, Stop::Never)
+    }
+
+    /// `drive`, stopping as `stop` says right after `when` matches an effect that ran.
+    /// Effects of several lanes run one after the other, in the order they were asked for.
+    fn drive_with(
+        &mut self,
         mut engine: Rollout,
         reports: &mut Vec<Report>,
         mut intercept: impl FnMut(&mut World, &Effect, &Rollout) -> Option<Event>,
+        when: impl Fn(&Effect) -> bool,
+        stop: Stop,
     ) -> Finish {
-        let mut event = Event::Start;
-        for _ in 0..10_000 {
-            let mut next = None;
-            for action in engine.handle(event, self.now) {
+        let mut queue: std::collections::VecDeque<(Lane, Effect)> = Default::default();
+        let mut actions = engine.start(self.now);
+        let mut delivered = false;
+        for _ in 0..100_000 {
+            for action in actions.drain(..) {
                 match action {
-                    Action::Run(effect) => next = Some(effect),
+                    Action::Run(lane, effect) => {
+                        assert!(
+                            queue.iter().all(|(other, _)| *other != lane),
+                            "one effect at a time per lane: {lane:?} {effect:?} {queue:?}"
+                        );
+                        queue.push_back((lane, effect));
+                    }
                     Action::Report(report) => reports.push(report),
                     Action::Finish(finish) => return finish,
                 }
             }
-            let effect = next.expect("an effect or a finish");
+            let (lane, effect) = queue.pop_front().expect("an effect or a finish");
             self.effects.push(effect.clone());
-            event = match intercept(self, &effect, &engine) {
+            self.observe();
+            let event = match intercept(self, &effect, &engine) {
                 Some(event) => event,
                 None => self.perform(&effect),
             };
+            if !delivered && when(&effect) {
+                delivered = true;
+                match stop {
+                    Stop::Safe => {
+                        actions = engine.interrupt(self.now);
+                        actions.extend(engine.handle(lane, event, self.now));
+                        continue;
+                    }
+                    Stop::Now => {
+                        queue.clear();
+                        actions = engine.abort_now(self.now);
+                        continue;
+                    }
+                    Stop::Never => {}
+                }
+            }
+            actions = engine.handle(lane, event, self.now);
         }
         panic!("the engine never finished")
+    }
+
+    /// Records how many servers are out of rotation, and how many in rotation, right now.
+    fn observe(&mut self) {
+        let out = self.views.iter().filter(|view| !view.admin.ready()).count();
+        let up = self.views.iter().filter(|view| view.in_rotation()).count();
+        self.most_out = self.most_out.max(out);
+        self.fewest_up = self.fewest_up.min(up);
     }
 
     fn changes(&self) -> Vec<String> {
@@ -190,6 +258,29 @@ fn topology(plan: &Plan) -> Topology {
 
 fn plan(extra: &str) -> Plan {
     crate::plan::parse(&format!("{PLAN}{extra}")).unwrap()
+}
+
+/// A plan of `servers` servers, app1 to appN, in one backend.
+fn plan_of(servers: usize, extra: &str) -> Plan {
+    let names: String = (1..=servers)
+        .map(|n| format!("  - name: app{n}\n"))
+        .collect();
+    crate::plan::parse(&format!(
+        "version: 1\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n\
+         backends: [be_app]\nservers:\n{names}restart:\n  command: /bin/true\n{extra}"
+    ))
+    .unwrap()
+}
+
+/// The limits of the plan, every backend holding exactly the plan's servers.
+fn limits(plan: &Plan) -> Limits {
+    Limits::new(plan.capacity.max_unavailable, &topology(plan), |_, _| {
+        plan.servers.len()
+    })
+}
+
+fn rollout(plan: &Plan) -> Rollout {
+    Rollout::new(plan, topology(plan), limits(plan))
 }
 
 #[test]
@@ -322,51 +413,79 @@ fn drain_timeout_force_cuts_sessions_reports_them_and_goes_on() {
 fn status_up_n_m_is_not_back() {
     // After `ready`, a server that shows `UP 1/2` has not passed HAProxy's checks.
     let plan = plan("ready:\n  timeout: 2s\n");
-    let mut engine = Rollout::new(&plan, topology(&plan));
-    let now = Instant::now();
     let mut world = World::new();
-    let mut event = Event::Start;
-    let mut last = Vec::new();
-    for _ in 0..100 {
-        last = engine.handle(event, now + Duration::from_secs(1));
-        let effect = last.iter().find_map(|action| match action {
-            Action::Run(effect) => Some(effect.clone()),
-            _ => None,
-        });
-        let Some(effect) = effect else { break };
-        event = world.perform(&effect);
-        if effect == Effect::SetState(ServerName::new("app1").unwrap(), AdminTarget::Ready) {
+    let finish = world.drive(rollout(&plan), &mut Vec::new(), |world, effect, _| {
+        // The clock stands still: only the checks can end the wait.
+        world.now -= Duration::from_millis(100);
+        if *effect == Effect::SetState(ServerName::new("app1").unwrap(), AdminTarget::Ready) {
+            world.set(&ServerName::new("app1").unwrap(), AdminTarget::Ready);
             world.views[0].status = "UP 1/2".into();
+            return Some(Event::Changed(Ok(())));
         }
-    }
-    let finish = last.iter().find_map(|action| match action {
-        Action::Finish(finish) => Some(finish.clone()),
-        _ => None,
+        if *effect == Effect::Wait {
+            if world.effects.len() > 200 {
+                // Long after: the checks passed.
+                world.views[0].status = "UP".into();
+            }
+            return Some(Event::Waited);
+        }
+        None
     });
-    // The clock never passes the deadline here, so the engine is still waiting: not done.
-    assert!(finish.is_none(), "{finish:?}");
-    assert_ne!(engine.results[0].state, ServerState::Done);
+    assert_eq!(finish.outcome, Outcome::Success);
+    let ready = world
+        .effects
+        .iter()
+        .position(|effect| {
+            *effect == Effect::SetState(ServerName::new("app1").unwrap(), AdminTarget::Ready)
+        })
+        .unwrap();
+    assert!(
+        world.effects[ready..]
+            .iter()
+            .take_while(
+                |effect| !matches!(effect, Effect::SetState(server, _) if server.as_str() == "app2")
+            )
+            .filter(|effect| **effect == Effect::Poll)
+            .count()
+            > 50,
+        "app1 counted as back only once exactly UP"
+    );
 }
 
 #[test]
 fn an_interrupt_while_draining_returns_the_server_unrestarted() {
     let plan = plan("");
-    let mut engine = Rollout::new(&plan, topology(&plan));
+    let mut engine = rollout(&plan);
     let now = Instant::now();
-    engine.handle(Event::Start, now);
+    let app1 = ServerName::new("app1").unwrap();
     let mut world = World::new();
     world.sessions.push(("app1".into(), 1, usize::MAX));
-    engine.handle(Event::Polled(vec![Ok(world.views.clone())]), now);
-    engine.handle(Event::Changed(Ok(())), now);
-    let actions = engine.handle(Event::Interrupted, now);
+    engine.start(now);
+    engine.handle(
+        Lane::Rollout,
+        Event::Polled(vec![Ok(world.views.clone())]),
+        now,
+    );
+    engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
+    assert_eq!(
+        engine.interrupt(now),
+        [],
+        "delivered with the server's next result"
+    );
+    world.set(&app1, AdminTarget::Drain);
+    let actions = engine.handle(
+        Lane::Server(0),
+        Event::Polled(vec![Ok(world.views.clone())]),
+        now,
+    );
     assert_eq!(
         actions,
-        [Action::Run(Effect::SetState(
-            ServerName::new("app1").unwrap(),
-            AdminTarget::Ready
-        ))]
+        [Action::Run(
+            Lane::Server(0),
+            Effect::SetState(app1, AdminTarget::Ready)
+        )]
     );
-    let actions = engine.handle(Event::Changed(Ok(())), now);
+    let actions = engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
     let Some(Action::Finish(finish)) = actions.last() else {
         panic!("{actions:?}")
     };
@@ -374,47 +493,15 @@ fn an_interrupt_while_draining_returns_the_server_unrestarted() {
     assert_eq!(finish.servers[0].state, ServerState::ReturnedUnrestarted);
 }
 
-/// Drives `engine` with the fake world, delivering `interrupt` right after `when`
-/// matches an effect about to run.
+/// Drives `engine` with the fake world, stopping as `stop` says right after `when`
+/// matches an effect that ran.
 fn run_with(
     world: &mut World,
-    mut engine: Rollout,
+    engine: Rollout,
     when: impl Fn(&Effect) -> bool,
-    interrupt: Event,
+    stop: Stop,
 ) -> Finish {
-    let mut event = Event::Start;
-    let mut delivered = false;
-    for _ in 0..10_000 {
-        let mut next = None;
-        for action in engine.handle(event, world.now) {
-            match action {
-                Action::Run(effect) => next = Some(effect),
-                Action::Report(_) => {}
-                Action::Finish(finish) => return finish,
-            }
-        }
-        let effect = next.expect("an effect or a finish");
-        world.effects.push(effect.clone());
-        event = world.perform(&effect);
-        if !delivered && when(&effect) {
-            delivered = true;
-            let actions = engine.handle(interrupt.clone(), world.now);
-            if let Some(Action::Run(effect)) = actions
-                .iter()
-                .find(|action| matches!(action, Action::Run(_)))
-            {
-                world.effects.push(effect.clone());
-                event = world.perform(effect);
-            }
-            if let Some(Action::Finish(finish)) = actions
-                .into_iter()
-                .find(|action| matches!(action, Action::Finish(_)))
-            {
-                return finish;
-            }
-        }
-    }
-    panic!("the engine never finished")
+    world.drive_with(engine, &mut Vec::new(), |_, _, _| None, when, stop)
 }
 
 #[test]
@@ -423,9 +510,9 @@ fn an_abort_during_the_restart_lets_it_finish_returns_the_healthy_server_and_sta
     let mut world = World::new();
     let finish = run_with(
         &mut world,
-        Rollout::new(&plan, topology(&plan)),
+        rollout(&plan),
         |effect| matches!(effect, Effect::Restart(0)),
-        Event::Interrupted,
+        Stop::Safe,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     assert_eq!(
@@ -449,9 +536,9 @@ fn abort_now_leaves_the_server_in_flight_out_of_rotation() {
     world.sessions.push(("app1".into(), 1, usize::MAX));
     let finish = run_with(
         &mut world,
-        Rollout::new(&plan, topology(&plan)),
+        rollout(&plan),
         |effect| *effect == Effect::Wait,
-        Event::AbortNow,
+        Stop::Now,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     assert_eq!(world.changes(), ["app1 drain", "app1 maint"]);
@@ -467,7 +554,7 @@ fn resume_skips_done_servers_and_restarts_one_left_in_maintenance_without_leavin
     let plan = plan("");
     let mut world = World::new();
     world.set(&ServerName::new("app2").unwrap(), AdminTarget::Maint);
-    let engine = Rollout::resume(&plan, topology(&plan), &[0], Some(1));
+    let engine = Rollout::resume(&plan, topology(&plan), limits(&plan), &[0], &[1]);
     let finish = world.drive(engine, &mut Vec::new(), |_, _, _| None);
     assert_eq!(finish.outcome, Outcome::Success);
     let changes = world.changes();
@@ -492,9 +579,9 @@ fn settling_after_a_restart_returns_the_server_only_once_healthy_then_stops() {
     world.set(&ServerName::new("app1").unwrap(), AdminTarget::Maint);
     let finish = run_with(
         &mut world,
-        Rollout::settle(&plan, topology(&plan), &[], 0, Settle::AfterRestart),
+        Rollout::settle(&plan, topology(&plan), &[], &[(0, Settle::AfterRestart)]),
         |_| false,
-        Event::Waited,
+        Stop::Never,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     assert_eq!(world.changes(), ["app1 drain", "app1 ready"]);
@@ -507,9 +594,9 @@ fn settling_after_a_restart_returns_the_server_only_once_healthy_then_stops() {
     let plan = super::tests::plan("health:\n  within: 2s\n");
     let finish = run_with(
         &mut world,
-        Rollout::settle(&plan, topology(&plan), &[], 0, Settle::AfterRestart),
+        Rollout::settle(&plan, topology(&plan), &[], &[(0, Settle::AfterRestart)]),
         |_| false,
-        Event::Waited,
+        Stop::Never,
     );
     assert_eq!(
         world.changes(),
@@ -522,7 +609,7 @@ fn settling_after_a_restart_returns_the_server_only_once_healthy_then_stops() {
 #[test]
 fn a_lost_ssh_connection_is_settled_by_checks_and_stops_the_rollout() {
     let plan = plan("");
-    let engine = Rollout::new(&plan, topology(&plan));
+    let engine = rollout(&plan);
     let mut world = World::new();
     let finish = world.drive(engine, &mut Vec::new(), |_, effect, _| match effect {
         Effect::Restart(_) => Some(Event::Restarted(Err(RestartFailure::Unknown(
@@ -539,25 +626,26 @@ fn a_lost_ssh_connection_is_settled_by_checks_and_stops_the_rollout() {
 #[test]
 fn an_haproxy_unreachable_past_its_deadline_stops_the_rollout() {
     let plan = plan("");
-    let mut engine = Rollout::new(&plan, topology(&plan));
+    let mut engine = rollout(&plan);
     let now = Instant::now();
     let views = vec![view("app1"), view("app2"), view("app3")];
-    engine.handle(Event::Start, now);
-    engine.handle(Event::Polled(vec![Ok(views)]), now);
-    engine.handle(Event::Changed(Ok(())), now);
+    engine.start(now);
+    engine.handle(Lane::Rollout, Event::Polled(vec![Ok(views)]), now);
+    engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
     let unreadable = || Event::Polled(vec![Err("connection refused".into())]);
-    let actions = engine.handle(unreadable(), now + Duration::from_secs(1));
+    let actions = engine.handle(Lane::Server(0), unreadable(), now + Duration::from_secs(1));
     assert!(
-        actions.contains(&Action::Run(Effect::Wait)),
+        actions.contains(&Action::Run(Lane::Server(0), Effect::Wait)),
         "still within unreachable_timeout: {actions:?}"
     );
-    let actions = engine.handle(unreadable(), now + Duration::from_secs(40));
+    engine.handle(Lane::Server(0), Event::Waited, now + Duration::from_secs(2));
+    let actions = engine.handle(Lane::Server(0), unreadable(), now + Duration::from_secs(40));
     assert_eq!(
         actions,
-        [Action::Run(Effect::SetState(
-            ServerName::new("app1").unwrap(),
-            AdminTarget::Ready
-        ))],
+        [Action::Run(
+            Lane::Server(0),
+            Effect::SetState(ServerName::new("app1").unwrap(), AdminTarget::Ready)
+        )],
         "past it: put the server back (it was never restarted) and stop"
     );
 }
@@ -565,30 +653,26 @@ fn an_haproxy_unreachable_past_its_deadline_stops_the_rollout() {
 #[test]
 fn the_expected_state_follows_the_phase() {
     let plan = plan("");
-    let mut engine = Rollout::new(&plan, topology(&plan));
+    let mut engine = rollout(&plan);
     let now = Instant::now();
     let app1 = ServerName::new("app1").unwrap();
-    assert_eq!(engine.expected_state(), None);
-    engine.handle(Event::Start, now);
-    engine.handle(
-        Event::Polled(vec![Ok(vec![view("app1"), view("app2"), view("app3")])]),
-        now,
+    let views = || Event::Polled(vec![Ok(vec![view("app1"), view("app2"), view("app3")])]);
+    assert_eq!(engine.expected_states(), []);
+    engine.start(now);
+    assert_eq!(engine.expected_states(), [], "only checking capacity");
+    engine.handle(Lane::Rollout, views(), now);
+    assert_eq!(
+        engine.expected_states(),
+        [(app1.clone(), AdminTarget::Drain)]
     );
     assert_eq!(
-        engine.expected_state(),
-        Some((app1.clone(), AdminTarget::Drain))
+        engine.draining_before_restart(),
+        std::slice::from_ref(&app1)
     );
-    assert!(engine.draining_before_restart());
-    engine.handle(Event::Changed(Ok(())), now);
-    engine.handle(
-        Event::Polled(vec![Ok(vec![view("app1"), view("app2"), view("app3")])]),
-        now,
-    );
-    assert_eq!(
-        engine.expected_state(),
-        Some((app1.clone(), AdminTarget::Maint))
-    );
-    assert!(!engine.draining_before_restart());
+    engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
+    engine.handle(Lane::Server(0), views(), now);
+    assert_eq!(engine.expected_states(), [(app1, AdminTarget::Maint)]);
+    assert_eq!(engine.draining_before_restart(), []);
 }
 
 const HOOKS: &str = concat!(
@@ -664,9 +748,9 @@ fn abort_now_during_the_after_ready_hook_leaves_the_checked_server_in_traffic() 
     let mut world = World::new();
     let finish = run_with(
         &mut world,
-        Rollout::new(&plan, topology(&plan)),
+        rollout(&plan),
         |effect| *effect == Effect::Hook(HookPoint::AfterReady, 0),
-        Event::AbortNow,
+        Stop::Now,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     assert_eq!(finish.servers[0].state, ServerState::Done);
@@ -707,7 +791,7 @@ fn a_manual_canary_pauses_after_its_servers_and_resume_goes_on_without_pausing_a
             .any(|change| change.starts_with("app2"))
     );
 
-    let engine = Rollout::resume(&plan, topology(&plan), &[0], None);
+    let engine = Rollout::resume(&plan, topology(&plan), limits(&plan), &[0], &[]);
     let finish = world.drive(engine, &mut Vec::new(), |_, _, _| None);
     assert_eq!(finish.outcome, Outcome::Success);
     assert_eq!(finish.servers[0].state, ServerState::DoneEarlier);
@@ -752,7 +836,7 @@ fn a_timed_canary_waits_then_checks_the_canaries_before_going_on() {
 #[test]
 fn a_canary_that_goes_down_during_the_pause_stops_the_rollout() {
     let plan = plan("canary:\n  servers: 1\n  pause: 5s\n");
-    let engine = Rollout::new(&plan, topology(&plan));
+    let engine = rollout(&plan);
     let mut world = World::new();
     let finish = world.drive(engine, &mut Vec::new(), |world, effect, engine| {
         if *effect == Effect::Wait && engine.results[0].state == ServerState::Done {
@@ -764,4 +848,175 @@ fn a_canary_that_goes_down_during_the_pause_stops_the_rollout() {
     assert_eq!(finish.outcome, Outcome::Failed);
     assert!(finish.reason.unwrap().contains("canary check failed"));
     assert_eq!(finish.servers[1].state, ServerState::Untouched);
+}
+
+#[test]
+fn batches_keep_both_bounds_at_every_step_and_restart_every_server() {
+    let plan = plan_of(10, "capacity:\n  max_unavailable: 3\n  min_up: 6\n");
+    let mut world = World::with(10);
+    world.sessions.push(("app2".into(), 1, 4));
+    let (finish, _) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Success);
+    assert!(finish.servers.iter().all(|s| s.state == ServerState::Done));
+    assert_eq!(world.most_out, 3, "three at once, never more");
+    assert!(
+        world.fewest_up >= 7,
+        "fewest in rotation: {}",
+        world.fewest_up
+    );
+    let restarts = world
+        .changes()
+        .iter()
+        .filter(|c| c.starts_with("restart"))
+        .count();
+    assert_eq!(restarts, 10);
+}
+
+#[test]
+fn min_up_holds_a_batch_smaller_than_max_unavailable() {
+    // Ten servers, at least seven others in rotation at each drain: the fourth would leave
+    // six, so three out at most.
+    let plan = plan_of(10, "capacity:\n  max_unavailable: 5\n  min_up: 7\n");
+    let mut world = World::with(10);
+    let (finish, reports) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Success);
+    assert_eq!(world.most_out, 3, "{reports:?}");
+    assert!(world.fewest_up >= 7);
+    assert!(
+        reports
+            .iter()
+            .any(|report| matches!(report, Report::WaitingForCapacity { .. })),
+        "the fourth server waited for room"
+    );
+}
+
+#[test]
+fn the_next_server_starts_only_after_the_one_before_is_drained() {
+    let plan = plan_of(4, "capacity:\n  max_unavailable: 4\n");
+    let mut world = World::with(4);
+    world.run(&plan);
+    let changes = world.changes();
+    for server in ["app1", "app2", "app3"] {
+        let next = format!("app{}", server[3..].parse::<usize>().unwrap() + 1);
+        let drained = changes.iter().position(|c| *c == format!("{server} drain"));
+        let next_drained = changes.iter().position(|c| *c == format!("{next} drain"));
+        assert!(drained < next_drained, "{changes:?}");
+    }
+}
+
+#[test]
+fn a_failure_in_a_batch_stops_new_starts_and_lets_the_others_finish() {
+    let plan = plan_of(10, "capacity:\n  max_unavailable: 3\n  min_up: 2\n");
+    let mut world = World::with(10);
+    world.failing_restarts.push(1);
+    let (finish, _) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert!(finish.reason.unwrap().contains("the restart failed"));
+    assert_eq!(finish.servers[1].state, ServerState::OutOfRotation);
+    assert_eq!(finish.servers[0].state, ServerState::Done);
+    assert_eq!(
+        finish.servers[2].state,
+        ServerState::Done,
+        "in flight: finished"
+    );
+    assert!(
+        finish.servers[3..]
+            .iter()
+            .all(|server| server.state == ServerState::Untouched),
+        "{:?}",
+        finish.servers
+    );
+}
+
+#[test]
+fn an_interrupt_stops_every_server_in_flight_at_its_own_safe_point() {
+    let plan = plan_of(6, "capacity:\n  max_unavailable: 3\n");
+    let mut world = World::with(6);
+    world.sessions.push(("app3".into(), 1, usize::MAX));
+    let finish = run_with(
+        &mut world,
+        rollout(&plan),
+        |effect| matches!(effect, Effect::Restart(1)),
+        Stop::Safe,
+    );
+    assert_eq!(finish.outcome, Outcome::Interrupted);
+    assert_eq!(
+        finish.servers[1].state,
+        ServerState::Done,
+        "its restart went on"
+    );
+    assert_eq!(
+        finish.servers[2].state,
+        ServerState::ReturnedUnrestarted,
+        "still draining: back unrestarted"
+    );
+    assert!(
+        finish.servers[3..]
+            .iter()
+            .all(|s| s.state == ServerState::Untouched)
+    );
+}
+
+#[test]
+fn abort_now_leaves_every_server_in_flight_out_of_rotation() {
+    let plan = plan_of(6, "capacity:\n  max_unavailable: 3\n");
+    let mut world = World::with(6);
+    world.sessions.push(("app3".into(), 1, usize::MAX));
+    let finish = run_with(
+        &mut world,
+        rollout(&plan),
+        |effect| matches!(effect, Effect::Restart(1)),
+        Stop::Now,
+    );
+    assert_eq!(finish.outcome, Outcome::Interrupted);
+    for index in [1, 2] {
+        assert_eq!(finish.servers[index].state, ServerState::OutOfRotation);
+        assert_eq!(finish.servers[index].restore.len(), 1);
+    }
+}
+
+#[test]
+fn a_percentage_is_of_each_backend_rounded_down_and_at_least_one() {
+    let plan = plan_of(3, "capacity:\n  max_unavailable: 10%\n");
+    let topology = topology(&plan);
+    let be_app = BackendName::new("be_app").unwrap();
+    let of =
+        |size| Limits::new(plan.capacity.max_unavailable, &topology, |_, _| size).of(0, &be_app);
+    assert_eq!(of(200), 20);
+    assert_eq!(of(19), 1);
+    assert_eq!(of(3), 1);
+    let count = |text: &str| {
+        let plan = plan_of(3, &format!("capacity:\n  max_unavailable: {text}\n"));
+        Limits::new(plan.capacity.max_unavailable, &topology, |_, _| 3)
+    };
+    assert_eq!(count("1").most_at_once(), 1);
+    assert_eq!(count("2").most_at_once(), 2);
+    assert_eq!(count("100%").most_at_once(), 3);
+}
+
+#[test]
+fn resume_redoes_every_server_left_in_maintenance_first() {
+    let plan = plan_of(6, "capacity:\n  max_unavailable: 3\n");
+    let mut world = World::with(6);
+    for name in ["app2", "app3"] {
+        world.set(&ServerName::new(name).unwrap(), AdminTarget::Maint);
+    }
+    let engine = Rollout::resume(&plan, topology(&plan), limits(&plan), &[0], &[1, 2]);
+    let (finish, changes) = {
+        let finish = world.drive(engine, &mut Vec::new(), |_, _, _| None);
+        (finish, world.changes())
+    };
+    assert_eq!(finish.outcome, Outcome::Success);
+    assert_eq!(&changes[..2], ["app2 maint", "app3 maint"], "{changes:?}");
+    assert!(
+        !changes.contains(&"app2 drain".to_owned()) || {
+            let drain = changes.iter().position(|c| c == "app2 drain").unwrap();
+            changes.iter().position(|c| c == "restart 1").unwrap() < drain
+        }
+    );
+    assert!(
+        finish.servers[1..]
+            .iter()
+            .all(|s| s.state == ServerState::Done)
+    );
 }
