@@ -12,37 +12,52 @@ use common::{events, rollout};
 use haproxy_rollout::haproxy::Client;
 use haproxy_rollout::plan::SocketAddress;
 
-/// Samples both HAProxy instances every 25 ms; returns the largest number of distinct
-/// servers seen out of rotation (on either) at one moment, and how many samples it took.
-fn sample_lockstep(
-    clients: Vec<Client>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(usize, usize)> {
+/// What the sampler saw.
+struct Seen {
+    /// The most distinct servers out of rotation (on any HAProxy) at one moment.
+    most_out: usize,
+    /// The fewest servers exactly UP and in rotation on every HAProxy at one moment.
+    fewest_in: usize,
+    samples: usize,
+}
+
+/// Samples every HAProxy every 25 ms until `stop`.
+fn sample_lockstep(clients: Vec<Client>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> {
     std::thread::spawn(move || {
         let runtime = Lab::runtime();
-        let (mut most_out, mut samples) = (0, 0);
+        let (mut most_out, mut fewest_in, mut samples) = (0, usize::MAX, 0);
         let deadline = Instant::now() + Duration::from_secs(120);
         while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
             let mut out = std::collections::BTreeSet::new();
+            let mut servers = std::collections::BTreeSet::new();
             let mut complete = true;
             for client in &clients {
                 match runtime.block_on(client.servers()) {
-                    Ok(views) => out.extend(
-                        views
-                            .into_iter()
-                            .filter(|view| !view.admin.ready())
-                            .map(|view| view.server),
-                    ),
+                    Ok(views) => {
+                        for view in views {
+                            if !(view.admin.ready() && view.status == "UP") {
+                                out.insert(view.server.clone());
+                            }
+                            servers.insert(view.server);
+                        }
+                    }
                     Err(_) => complete = false,
                 }
             }
             if complete {
+                // Out of rotation (drained, in maintenance) or on its way back (not yet
+                // exactly UP): both count against the bounds.
                 most_out = most_out.max(out.len());
+                fewest_in = fewest_in.min(servers.len() - out.len());
                 samples += 1;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        (most_out, samples)
+        Seen {
+            most_out,
+            fewest_in,
+            samples,
+        }
     })
 }
 
@@ -106,7 +121,9 @@ fn lockstep_under_traffic(second_socket: impl Fn(&RolloutLab) -> String) {
     let (ok_one, failed_one, failures_one) = traffic_one.stop();
     let (ok_two, failed_two, failures_two) = traffic_two.stop();
     stop.store(true, Ordering::SeqCst);
-    let (most_out, samples) = sampler.join().unwrap();
+    let Seen {
+        most_out, samples, ..
+    } = sampler.join().unwrap();
 
     assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
     assert_eq!(failed_one, 0, "through lb1: {failures_one:?}");
@@ -343,5 +360,94 @@ fn with_backends_auto_a_server_in_two_backends_is_drained_in_both_and_back_in_bo
             .iter()
             .all(|view| view.status == "UP" && view.admin.ready()),
         "{views:#?}"
+    );
+}
+
+/// See: #6, test 3.
+#[test]
+fn ten_servers_in_batches_of_three_keep_both_bounds_under_traffic() {
+    let lab = RolloutLab::start(LabOptions {
+        servers: 10,
+        ..LabOptions::default()
+    });
+    let plan = lab.plan(
+        "batches.yaml",
+        None,
+        "capacity:\n  max_unavailable: 3\n  min_up: 6\n",
+    );
+    let before = lab.pids();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_lockstep(
+        vec![Client::new(
+            SocketAddress::Unix(lab.lab.admin_socket.clone()),
+            Duration::from_secs(5),
+        )],
+        stop.clone(),
+    );
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()]).run();
+    let wall = started.elapsed();
+    let (ok, failed, failures) = traffic.stop();
+    stop.store(true, Ordering::SeqCst);
+    let seen = sampler.join().unwrap();
+
+    assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert_eq!(failed, 0, "failed requests: {failures:?}");
+    assert!(ok > 20, "{ok} requests");
+    assert!(seen.samples > 20, "{} samples", seen.samples);
+    assert!(
+        seen.most_out <= 3,
+        "at one moment {} servers were out: max_unavailable 3",
+        seen.most_out
+    );
+    assert!(
+        seen.fewest_in >= 7,
+        "at one moment only {} servers were in rotation: min_up 6 for any server drained",
+        seen.fewest_in
+    );
+    let after = lab.pids();
+    assert!(
+        before.iter().zip(&after).all(|(old, new)| old != new),
+        "all ten restarted: {before:?} -> {after:?}"
+    );
+
+    // Batches, read from the rollout's own events: several servers out at once, never
+    // more than three; and the run took far less than the servers' phases end to end.
+    let events = events(&outcome.stdout);
+    let (mut out, mut most) = (std::collections::BTreeSet::new(), 0);
+    for event in &events {
+        let server = event["server"].as_str().unwrap_or_default();
+        match event["event"].as_str() {
+            Some("stage") if event["stage"] == "draining" => {
+                out.insert(server.to_owned());
+            }
+            Some("server_done") => {
+                out.remove(server);
+            }
+            _ => {}
+        }
+        most = most.max(out.len());
+    }
+    assert!((2..=3).contains(&most), "{most} servers in flight at most");
+    let summary = events.last().unwrap();
+    let sequential: f64 = summary["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|server| {
+            ["draining_ms", "restarting_ms", "health_ms", "haproxy_ms"]
+                .iter()
+                .map(|phase| server["timings"][phase].as_f64().unwrap_or(0.0))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / 1000.0;
+    assert!(
+        wall.as_secs_f64() < 0.75 * sequential,
+        "{:.1}s for the run against {sequential:.1}s of server phases one after the other",
+        wall.as_secs_f64()
     );
 }
