@@ -375,6 +375,14 @@ fn ten_servers_in_batches_of_three_keep_both_bounds_under_traffic() {
         None,
         "capacity:\n  max_unavailable: 3\n  min_up: 6\n",
     );
+    let preview = rollout(["plan", plan.to_str().unwrap()]).run().code(0);
+    assert!(
+        preview.stdout.contains(
+            "batches: up to 3 server(s) at once (max_unavailable 3 per backend: be_app on lb1 3)"
+        ),
+        "{}",
+        preview.stdout
+    );
     let before = lab.pids();
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_lockstep(

@@ -27,7 +27,8 @@ lab_cleanup() {
 
 lab_free_port() {
   local port
-  for port in $(shuf -i 20000-60999 -n 200); do
+  # Below the ephemeral range (32768 and up), so that no outgoing connection holds it.
+  for port in $(shuf -i 20000-32000 -n 200); do
     if ! ss -Hltn "sport = :$port" | grep -q .; then echo "$port"; return 0; fi
   done
   echo "no free port" >&2
@@ -92,7 +93,7 @@ KbdInteractiveAuthentication no
 StrictModes no
 UsePAM no
 PermitRootLogin prohibit-password
-MaxSessions 20
+MaxSessions 64
 CFG
   /usr/sbin/sshd -D -f "$LAB/ssh/sshd_config" -E "$LAB/ssh/sshd.log" &
   LAB_PIDS+=($!)
@@ -101,17 +102,20 @@ CFG
   printf 'Host *\n    BatchMode yes\n    LogLevel ERROR\n' >"$LAB/ssh/ssh_config"
 }
 
-# lab_start_haproxy RISE FALL INTER
+# lab_start_haproxy RISE FALL INTER [NAME]: an HAProxy in front of every application, its
+# runtime API at $LAB/admin.sock (NAME given: $LAB/NAME.sock), its frontend at FRONTEND_PORT.
 lab_start_haproxy() {
-  local rise=$1 fall=$2 inter=$3 servers="" i=0
+  local rise=$1 fall=$2 inter=$3 name=${4:-} servers="" i=0
+  local socket=$LAB/admin.sock config=$LAB/haproxy.cfg
+  if [ -n "$name" ]; then socket=$LAB/$name.sock config=$LAB/$name.cfg; fi
   for port in "${APP_PORTS[@]}"; do
     i=$((i + 1))
     servers+="    server app$i 127.0.0.1:$port check inter $inter rise $rise fall $fall"$'\n'
   done
   FRONTEND_PORT=$(lab_free_port)
-  cat >"$LAB/haproxy.cfg" <<CFG
+  cat >"$config" <<CFG
 global
-    stats socket $LAB/admin.sock level admin
+    stats socket $socket level admin
 defaults
     mode http
     timeout connect 1s
@@ -125,7 +129,7 @@ backend be_app
     http-check expect status 200
 $servers
 CFG
-  haproxy -db -f "$LAB/haproxy.cfg" >"$LAB/haproxy.log" 2>&1 &
+  haproxy -db -f "$config" >"$config.log" 2>&1 &
   LAB_PIDS+=($!)
   lab_wait_port "$FRONTEND_PORT"
 }
@@ -154,9 +158,10 @@ lab_wait_all_up() {
   return 1
 }
 
+# lab_start_load [PORT]: traffic through the frontend at PORT (default FRONTEND_PORT).
 lab_start_load() {
   rm -f "$LAB/stop-load"
-  "$LOAD" --target "127.0.0.1:$FRONTEND_PORT" --clients 4 --slow-clients 1 --stop-file "$LAB/stop-load" \
+  "$LOAD" --target "127.0.0.1:${1:-$FRONTEND_PORT}" --clients 4 --slow-clients 1 --stop-file "$LAB/stop-load" \
     >"$LAB/load.out" 2>"$LAB/load.err" &
   LOAD_PID=$!
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::driver::{Driver, Interrupt};
-use crate::engine::rollout::{Limits, Outcome, Rollout, ServerState};
+use crate::engine::rollout::{Outcome, Rollout, ServerState};
 use crate::engine::{Observation, Outcome as Check, Preflight};
 use crate::exit::Exit;
 use crate::health::HealthChecker;
@@ -285,7 +285,7 @@ impl Run<'_> {
         let health = HealthChecker::new(plan.health.timeout, plan.health.expect_status)?;
         let journal = self.open_journal(&observations)?;
         let topology = preflight.topology.clone();
-        let limits = limits(plan, &observations, &topology);
+        let limits = crate::engine::preflight::limits(plan, &observations, &topology);
         let engine = match self.start {
             Start::Fresh => Rollout::new(plan, topology.clone(), limits.clone()),
             Start::Resume {
@@ -428,30 +428,6 @@ impl Run<'_> {
         })?;
         Ok(journal)
     }
-}
-
-/// `capacity.max_unavailable` in each backend, from its size on each HAProxy now.
-pub(crate) fn limits(
-    plan: &Plan,
-    observations: &[Observation],
-    topology: &crate::engine::Topology,
-) -> Limits {
-    Limits::new(
-        plan.capacity.max_unavailable,
-        topology,
-        |instance, backend| {
-            observations
-                .get(instance)
-                .and_then(|observation| observation.state.as_ref().ok())
-                .map_or(0, |snapshot| {
-                    snapshot
-                        .servers
-                        .iter()
-                        .filter(|view| view.backend == backend.as_str())
-                        .count()
-                })
-        },
-    )
 }
 
 fn summarize_preflight(

@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::rollout::Limits;
 use super::topology::Topology;
 use crate::haproxy::{AdminState, Level, Snapshot};
-use crate::plan::{BackendName, Backends, Haproxy, Placeholder, Plan, Server};
+use crate::plan::{BackendName, Backends, Haproxy, MaxUnavailable, Placeholder, Plan, Server};
 use crate::ssh::PlaceholderValues;
 
 /// What was read from one HAProxy instance.
@@ -91,6 +92,7 @@ pub fn preflight(plan: &Plan, observations: &[Observation], ours: &[&str]) -> Pr
                 .push(view.server.as_str());
         }
     }
+    batch_check(plan, observations, &mut result);
     for (index, server) in plan.servers.iter().enumerate() {
         let checks = capacity_checks(
             plan,
@@ -103,6 +105,60 @@ pub fn preflight(plan: &Plan, observations: &[Observation], ours: &[&str]) -> Pr
         result.checks.extend(checks);
     }
     result
+}
+
+/// `capacity.max_unavailable` in each backend, from its size on each HAProxy now
+/// (counting servers not in the plan).
+pub fn limits(plan: &Plan, observations: &[Observation], topology: &Topology) -> Limits {
+    Limits::new(
+        plan.capacity.max_unavailable,
+        topology,
+        |instance, backend| {
+            observations
+                .get(instance)
+                .and_then(|observation| observation.state.as_ref().ok())
+                .map_or(0, |snapshot| {
+                    snapshot
+                        .servers
+                        .iter()
+                        .filter(|view| view.backend == backend.as_str())
+                        .count()
+                })
+        },
+    )
+}
+
+/// How many servers go at once, per backend: what `max_unavailable` means here.
+fn batch_check(plan: &Plan, observations: &[Observation], result: &mut Preflight) {
+    let max = plan.capacity.max_unavailable;
+    if max == MaxUnavailable::Count(1) {
+        result.push(
+            Outcome::Pass,
+            "batches: one server at a time (max_unavailable 1)".to_owned(),
+        );
+        return;
+    }
+    let limits = limits(plan, observations, &result.topology);
+    let parts: Vec<String> = result
+        .topology
+        .touched()
+        .into_iter()
+        .map(|(instance, backend)| {
+            format!(
+                "{backend} on {} {}",
+                plan.haproxy[instance].name,
+                limits.of(instance, &backend)
+            )
+        })
+        .collect();
+    result.push(
+        Outcome::Pass,
+        format!(
+            "batches: up to {} server(s) at once (max_unavailable {max} per backend: {})",
+            limits.most_at_once(),
+            parts.join(", ")
+        ),
+    );
 }
 
 fn check_instance(

@@ -151,6 +151,28 @@ mod tests {
     }
 
     #[test]
+    fn max_unavailable_is_a_count_or_a_percentage() {
+        for (text, expected) in [
+            ("3", MaxUnavailable::Count(3)),
+            ("'10%'", MaxUnavailable::Percent(10)),
+            ("100%", MaxUnavailable::Percent(100)),
+        ] {
+            let plan = parse(&format!("{PLAN}capacity:\n  max_unavailable: {text}\n")).unwrap();
+            assert_eq!(plan.capacity.max_unavailable, expected, "{text}");
+        }
+        for bad in ["0", "0%", "101%", "ten", "-1", "1.5"] {
+            let errors =
+                parse(&format!("{PLAN}capacity:\n  max_unavailable: {bad}\n")).expect_err(bad);
+            assert!(
+                errors
+                    .iter()
+                    .any(|error| error.key == "capacity.max_unavailable" && error.at.line == 11),
+                "{bad}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_fill_every_key_left_out() {
         let plan = parse(PLAN).unwrap();
         assert_eq!(plan.restart.timeout, std::time::Duration::from_secs(120));
