@@ -656,7 +656,10 @@ impl Rollout {
         // The next server's capacity check must see every server before it out, and it must
         // fit the limits; until then it waits for a server in flight to move on.
         if self.blocked
-            || self.flights.values().any(|flight| !flight.run.past_drain())
+            || self
+                .flights
+                .values()
+                .any(|flight| !flight.run.past_drain() || flight.run.failing())
             || !self.fits(next)
         {
             return Vec::new();
@@ -741,7 +744,8 @@ impl Rollout {
         views: &[Result<Vec<ServerView>, String>],
         now: Instant,
     ) -> Vec<Action> {
-        if self.stop != Stop::No {
+        // A failure (or a stop) since the poll began: `next` does not start.
+        if self.stop != Stop::No || self.flights.values().any(|flight| flight.run.failing()) {
             return self.advance(now);
         }
         let server = &self.settings.servers[next];

@@ -177,6 +177,18 @@ impl ServerRun {
         )
     }
 
+    /// It is stopping on a failure (putting the server back or out, or running the failure
+    /// hook): no new server may start meanwhile.
+    pub fn failing(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Restoring {
+                outcome: Outcome::Failed,
+                ..
+            } | Phase::OnFailureHook { .. }
+        )
+    }
+
     /// The admin state the server must have now: what a reload of HAProxy drops and the
     /// driver puts back. `None` when nothing this rollout set is in force.
     pub fn expected_state(&self) -> Option<(ServerName, AdminTarget)> {

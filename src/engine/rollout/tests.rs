@@ -1020,3 +1020,53 @@ fn resume_redoes_every_server_left_in_maintenance_first() {
             .all(|s| s.state == ServerState::Done)
     );
 }
+
+#[test]
+fn no_server_starts_while_one_in_flight_is_stopping_on_a_failure() {
+    let plan = plan_of(
+        4,
+        "capacity:\n  max_unavailable: 2\ndrain:\n  timeout: 3s\n  on_timeout: fail\n",
+    );
+    let mut engine = rollout(&plan);
+    let now = Instant::now();
+    let all_up = || Event::Polled(vec![Ok(World::with(4).views)]);
+    engine.start(now);
+    engine.handle(Lane::Rollout, all_up(), now);
+    let actions = engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
+    assert!(
+        actions.contains(&Action::Run(Lane::Rollout, Effect::Poll)),
+        "app1 is drained: app2's capacity check begins: {actions:?}"
+    );
+    // app1's drain times out while app2's capacity poll is under way.
+    let mut busy = World::with(4);
+    busy.views[0].sessions = 1;
+    let actions = engine.handle(
+        Lane::Server(0),
+        Event::Polled(vec![Ok(busy.views)]),
+        now + Duration::from_secs(4),
+    );
+    assert!(
+        actions.contains(&Action::Run(
+            Lane::Server(0),
+            Effect::SetState(ServerName::new("app1").unwrap(), AdminTarget::Ready)
+        )),
+        "{actions:?}"
+    );
+    let actions = engine.handle(Lane::Rollout, all_up(), now + Duration::from_secs(4));
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, Action::Run(Lane::Server(1), _))),
+        "app2 started while app1 was stopping on a failure: {actions:?}"
+    );
+    let actions = engine.handle(
+        Lane::Server(0),
+        Event::Changed(Ok(())),
+        now + Duration::from_secs(4),
+    );
+    let Some(Action::Finish(finish)) = actions.last() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert_eq!(finish.servers[1].state, ServerState::Untouched);
+}
