@@ -26,13 +26,17 @@ fn rolls_three_servers_under_traffic_with_zero_failed_requests() {
     let lab = RolloutLab::start(LabOptions::default());
     let plan = lab.plan("rollout.yaml", None, "capacity:\n  min_up: 1\n");
     let before = lab.pids();
-    let sampler = Sampler::start(lab.lab.admin_socket.clone());
+    let sampler = Sampler::unix(lab.lab.admin_socket.clone());
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
     std::thread::sleep(Duration::from_millis(500));
 
     let outcome = rollout(["--output", "json", "apply", path(&plan)]).run();
     let (ok, failed, failures) = traffic.stop();
-    let (fewest_up, samples) = sampler.stop();
+    let common::rollout_lab::Seen {
+        fewest_in: fewest_up,
+        samples,
+        ..
+    } = sampler.stop();
     assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
     assert_eq!(failed, 0, "failed requests: {failures:?}");
     assert!(ok > 50, "traffic ran: {ok} requests");

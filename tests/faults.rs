@@ -519,3 +519,80 @@ fn resume_after_a_crash_during_the_restart_redoes_that_server_from_its_restart()
             .all(|view| view.status == "UP" && view.admin.ready())
     );
 }
+
+/// Batches: a crash with three servers in their restart at once. `status` names each one
+/// in flight; `resume` redoes each from its restart (none leaves maintenance unverified,
+/// none is drained again), then the rest.
+#[test]
+fn a_crash_with_a_batch_in_flight_then_resume_redoes_each_server_from_its_restart() {
+    let lab = RolloutLab::start(LabOptions {
+        servers: 6,
+        ..LabOptions::default()
+    });
+    let command = format!("\"sleep 3; {} {{port}}\"", lab.restart_script.display());
+    let plan = lab.plan(
+        "crash-batch.yaml",
+        Some(&command),
+        "capacity:\n  max_unavailable: 3\n",
+    );
+    let first = lab.pids();
+    let running = apply(&plan);
+    for server in ["app1", "app2", "app3"] {
+        running.wait_for("three restarting", |event| {
+            is(event, "stage", server) && event["stage"] == "restarting"
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    running.signal("KILL");
+    running.finish();
+    for server in ["app1", "app2", "app3"] {
+        assert!(
+            lab.lab.view(server).admin.in_maintenance(),
+            "the crash left {server} in maintenance"
+        );
+    }
+    assert!(lab.lab.view("app4").admin.ready());
+
+    let status = rollout(["--color", "never", "status", path(&plan)]).run();
+    for server in ["app1", "app2", "app3"] {
+        assert!(
+            status.stderr.contains(&format!("{server} in flight (")),
+            "{}",
+            status.stderr
+        );
+    }
+
+    let resumed = rollout(["--output", "json", "resume", path(&plan)]).run();
+    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    let events = events(&resumed.stdout);
+    for server in ["app1", "app2", "app3"] {
+        let first_stage = events
+            .iter()
+            .find(|event| is(event, "stage", server))
+            .map(|event| event["stage"].as_str().unwrap().to_owned());
+        assert_eq!(
+            first_stage.as_deref(),
+            Some("restarting"),
+            "{server} was redone from its restart, not drained again"
+        );
+    }
+    let after = lab.pids();
+    for (index, (old, new)) in first.iter().zip(&after).enumerate() {
+        assert_ne!(old, new, "app{} restarted", index + 1);
+    }
+    let summary = summary(&resumed.stdout);
+    for index in 1..=6 {
+        assert_eq!(
+            state_of(&summary, &format!("app{index}")),
+            "restarted, back in traffic (UP)"
+        );
+    }
+    assert!(
+        lab.lab
+            .views()
+            .iter()
+            .all(|view| view.status == "UP" && view.admin.ready()),
+        "{:#?}",
+        lab.lab.views()
+    );
+}

@@ -2,64 +2,13 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::lab::{Lab, LabOptions};
-use common::rollout_lab::{RolloutLab, Traffic};
+use common::lab::LabOptions;
+use common::rollout_lab::{RolloutLab, Sampler, Seen, Traffic};
 use common::{events, rollout};
 use haproxy_rollout::haproxy::Client;
 use haproxy_rollout::plan::SocketAddress;
-
-/// What the sampler saw.
-struct Seen {
-    /// The most distinct servers out of rotation (on any HAProxy) at one moment.
-    most_out: usize,
-    /// The fewest servers exactly UP and in rotation on every HAProxy at one moment.
-    fewest_in: usize,
-    samples: usize,
-}
-
-/// Samples every HAProxy every 25 ms until `stop`.
-fn sample_lockstep(clients: Vec<Client>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> {
-    std::thread::spawn(move || {
-        let runtime = Lab::runtime();
-        let (mut most_out, mut fewest_in, mut samples) = (0, usize::MAX, 0);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-            let mut out = std::collections::BTreeSet::new();
-            let mut servers = std::collections::BTreeSet::new();
-            let mut complete = true;
-            for client in &clients {
-                match runtime.block_on(client.servers()) {
-                    Ok(views) => {
-                        for view in views {
-                            if !(view.admin.ready() && view.status == "UP") {
-                                out.insert(view.server.clone());
-                            }
-                            servers.insert(view.server);
-                        }
-                    }
-                    Err(_) => complete = false,
-                }
-            }
-            if complete {
-                // Out of rotation (drained, in maintenance) or on its way back (not yet
-                // exactly UP): both count against the bounds.
-                most_out = most_out.max(out.len());
-                fewest_in = fewest_in.min(servers.len() - out.len());
-                samples += 1;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        Seen {
-            most_out,
-            fewest_in,
-            samples,
-        }
-    })
-}
 
 /// See: #6, test 1.
 #[test]
@@ -98,7 +47,6 @@ fn lockstep_under_traffic(second_socket: impl Fn(&RolloutLab) -> String) {
     std::fs::write(&plan, text).unwrap();
     let before = lab.pids();
 
-    let stop = Arc::new(AtomicBool::new(false));
     let clients = vec![
         Client::new(
             SocketAddress::Unix(lab.lab.admin_socket.clone()),
@@ -112,7 +60,7 @@ fn lockstep_under_traffic(second_socket: impl Fn(&RolloutLab) -> String) {
             Duration::from_secs(5),
         ),
     ];
-    let sampler = sample_lockstep(clients, stop.clone());
+    let sampler = Sampler::start(clients);
     let traffic_one = Traffic::start(lab.lab.frontend_port, 3, 1);
     let traffic_two = Traffic::start(second.frontend_port, 3, 1);
     std::thread::sleep(Duration::from_millis(300));
@@ -120,10 +68,9 @@ fn lockstep_under_traffic(second_socket: impl Fn(&RolloutLab) -> String) {
     let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()]).run();
     let (ok_one, failed_one, failures_one) = traffic_one.stop();
     let (ok_two, failed_two, failures_two) = traffic_two.stop();
-    stop.store(true, Ordering::SeqCst);
     let Seen {
         most_out, samples, ..
-    } = sampler.join().unwrap();
+    } = sampler.stop();
 
     assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
     assert_eq!(failed_one, 0, "through lb1: {failures_one:?}");
@@ -384,14 +331,7 @@ fn ten_servers_in_batches_of_three_keep_both_bounds_under_traffic() {
         preview.stdout
     );
     let before = lab.pids();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_lockstep(
-        vec![Client::new(
-            SocketAddress::Unix(lab.lab.admin_socket.clone()),
-            Duration::from_secs(5),
-        )],
-        stop.clone(),
-    );
+    let sampler = Sampler::unix(lab.lab.admin_socket.clone());
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -399,8 +339,7 @@ fn ten_servers_in_batches_of_three_keep_both_bounds_under_traffic() {
     let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()]).run();
     let wall = started.elapsed();
     let (ok, failed, failures) = traffic.stop();
-    stop.store(true, Ordering::SeqCst);
-    let seen = sampler.join().unwrap();
+    let seen = sampler.stop();
 
     assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
     assert_eq!(failed, 0, "failed requests: {failures:?}");

@@ -345,7 +345,10 @@ pub struct Rollout {
     stop: Stop,
     failures: Vec<String>,
     interruptions: Vec<String>,
+    /// The `on_failure` hook may still run (it runs once; settling runs none).
     hooks_enabled: bool,
+    /// The `on_failure` hook runs for this server as soon as the coordinator is free.
+    failure_hook_due: Option<usize>,
 }
 
 impl Rollout {
@@ -406,6 +409,7 @@ impl Rollout {
             failures: Vec::new(),
             interruptions: Vec::new(),
             hooks_enabled: true,
+            failure_hook_due: None,
         }
     }
 
@@ -533,14 +537,31 @@ impl Rollout {
         if self.stop == Stop::No {
             self.stop = Stop::Interrupted;
         }
+        if matches!(
+            self.own,
+            Own::CanaryWait { .. } | Own::CanaryCheck | Own::CanaryProbe { .. }
+        ) {
+            self.interruptions
+                .push("aborted with --now during the canary pause".to_owned());
+        }
+        // Aborted: the failure hook does not run (any more).
+        self.failure_hook_due = None;
+        self.stop_all_now("aborted with --now", now)
+    }
+
+    /// The driver has nothing in flight and no finish: a bug. Every server in flight is
+    /// left out of rotation (and reported so), as with `abort --now`.
+    pub fn stalled(&mut self, now: Instant) -> Vec<Action> {
+        self.stop = Stop::Failed;
+        self.failures
+            .push("internal error: the rollout stalled with nothing in flight".to_owned());
+        self.stop_all_now("stopped on an internal error", now)
+    }
+
+    /// Every effect in flight was abandoned: each server in flight stops now (see
+    /// `ServerRun::stop_now`); the coordinator's own effect is dropped.
+    fn stop_all_now(&mut self, why: &str, now: Instant) -> Vec<Action> {
         if self.own != Own::Finished {
-            if matches!(
-                self.own,
-                Own::CanaryWait { .. } | Own::CanaryCheck | Own::CanaryProbe { .. }
-            ) {
-                self.interruptions
-                    .push("aborted with --now during the canary pause".to_owned());
-            }
             self.own = Own::Idle;
         }
         let mut actions = Vec::new();
@@ -550,18 +571,13 @@ impl Rollout {
                 continue;
             };
             flight.interrupt_pending = false;
-            let steps = flight.run.abort_now();
+            let steps = flight.run.stop_now(why);
             actions.extend(self.follow(index, steps, now));
         }
         if self.flights.is_empty() && self.own == Own::Idle {
             actions.extend(self.advance(now));
         }
         actions
-    }
-
-    /// The driver has nothing in flight and no finish: a bug, stopped safely.
-    pub fn stalled(&mut self, now: Instant) -> Vec<Action> {
-        self.internal_error("the rollout stalled with nothing in flight".to_owned(), now)
     }
 
     fn launch(&mut self, index: usize, start: Start, now: Instant) -> Vec<Action> {
@@ -590,8 +606,7 @@ impl Rollout {
                     match done.outcome {
                         Outcome::Success => {}
                         Outcome::Failed => {
-                            self.stop = Stop::Failed;
-                            self.failures.extend(done.reason);
+                            self.fail(index, done.reason);
                         }
                         Outcome::Interrupted | Outcome::Paused => {
                             if self.stop == Stop::No {
@@ -612,6 +627,16 @@ impl Rollout {
     fn advance(&mut self, now: Instant) -> Vec<Action> {
         if self.own != Own::Idle {
             return Vec::new();
+        }
+        if let Some(server) = self.failure_hook_due.take() {
+            self.own = Own::FailureHook;
+            return vec![
+                Action::Report(Report::Stage {
+                    server: self.settings.servers[server].clone(),
+                    stage: Stage::Hook(HookPoint::OnFailure),
+                }),
+                Action::Run(Lane::Rollout, Effect::Hook(HookPoint::OnFailure, server)),
+            ];
         }
         if self.stop != Stop::No {
             return if self.flights.is_empty() {
@@ -760,6 +785,7 @@ impl Rollout {
                             "cannot check capacity: HAProxy #{} is unreadable: {error}",
                             instance + 1
                         ),
+                        now,
                     );
                 }
             };
@@ -794,49 +820,45 @@ impl Rollout {
                     reason,
                 })]
             }
-            Some(reason) => self.refuse(next, reason),
+            Some(reason) => self.refuse(next, reason, now),
         }
     }
 
     /// `next` may not start, and no other server after it: the rollout stops once the
     /// servers in flight are back.
-    fn refuse(&mut self, next: usize, reason: String) -> Vec<Action> {
+    fn refuse(&mut self, next: usize, reason: String, now: Instant) -> Vec<Action> {
         let mut actions = vec![Action::Report(Report::ServerFailed {
             server: self.settings.servers[next].clone(),
             stage: Stage::CheckingCapacity,
             reason: reason.clone(),
         })];
-        actions.extend(self.fail_rollout(next, reason, Instant::now));
+        actions.extend(self.fail_rollout(next, reason, now));
         actions
     }
 
     /// A failure of the rollout as a whole (not of a server's run): stop new starts, run
     /// the failure hook (for `server`), finish once the servers in flight are back.
-    fn fail_rollout(
-        &mut self,
-        server: usize,
-        reason: String,
-        now: impl FnOnce() -> Instant,
-    ) -> Vec<Action> {
+    fn fail_rollout(&mut self, server: usize, reason: String, now: Instant) -> Vec<Action> {
         if self.stop == Stop::Interrupted {
             self.interruptions.push(reason);
         } else {
-            self.stop = Stop::Failed;
-            self.failures.push(reason);
+            self.fail(server, Some(reason));
         }
-        if self.stop == Stop::Failed
+        self.advance(now)
+    }
+
+    /// A failure: no new server starts, and the `on_failure` hook is due for `server` —
+    /// once per rollout, and not once the operator asked to stop.
+    fn fail(&mut self, server: usize, reason: Option<String>) {
+        if self.stop != Stop::Interrupted
             && self.hooks_enabled
             && self.settings.hooks.contains(&HookPoint::OnFailure)
         {
-            // Runs once.
             self.hooks_enabled = false;
-            self.own = Own::FailureHook;
-            return vec![Action::Run(
-                Lane::Rollout,
-                Effect::Hook(HookPoint::OnFailure, server),
-            )];
+            self.failure_hook_due = Some(server);
         }
-        self.advance(now())
+        self.stop = Stop::Failed;
+        self.failures.extend(reason);
     }
 
     /// After the canary pause: every canary still in rotation and exactly UP on every
@@ -891,7 +913,7 @@ impl Rollout {
         self.fail_rollout(
             last_canary,
             format!("canary check failed: {reason}; no further server was touched"),
-            || now,
+            now,
         )
     }
 

@@ -392,7 +392,7 @@ pub struct RawHooks {
     pub after_restart: Option<Located<RawHook>>,
     /// After HAProxy reports the server UP again, before the next server.
     pub after_ready: Option<Located<RawHook>>,
-    /// When the rollout fails, for the server in flight.
+    /// Once, when the rollout fails, for the first server it failed on.
     pub on_failure: Option<Located<RawHook>>,
 }
 

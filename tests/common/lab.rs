@@ -89,12 +89,20 @@ impl App {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1. The caller retries on a clash.
+/// A port that was free a moment ago on 127.0.0.1. Taken below the ephemeral range
+/// (32768 and up), so that no outgoing connection of a test running in parallel holds it
+/// by the time the lab binds it, and never the same twice in one test binary.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..12_000 {
+        let offset = start.wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let port = 20_000 + u16::try_from(offset % 12_000).expect("below 12,000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between 20000 and 31999")
 }
 
 #[derive(Clone)]

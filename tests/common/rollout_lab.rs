@@ -248,36 +248,60 @@ pub fn request(port: u16, path: &str) -> Result<(), String> {
     }
 }
 
-/// Samples HAProxy's view every 50 ms and keeps the fewest servers seen exactly UP.
+/// What a `Sampler` saw.
+pub struct Seen {
+    /// The most distinct servers out of rotation or not yet exactly UP (on any HAProxy) at
+    /// one moment.
+    pub most_out: usize,
+    /// The fewest servers exactly UP and in rotation on every HAProxy at one moment.
+    pub fewest_in: usize,
+    pub samples: usize,
+}
+
+/// Samples every HAProxy every 25 ms, until stopped, for bounds that must hold at every
+/// moment of a rollout.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<(usize, usize)>>,
+    thread: Option<std::thread::JoinHandle<Seen>>,
 }
 
 impl Sampler {
-    pub fn start(admin_socket: PathBuf) -> Sampler {
+    pub fn start(clients: Vec<haproxy_rollout::haproxy::Client>) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let runtime = Lab::runtime();
-            let client = haproxy_rollout::haproxy::Client::new(
-                haproxy_rollout::plan::SocketAddress::Unix(admin_socket),
-                Duration::from_secs(5),
-            );
-            let (mut fewest, mut samples) = (usize::MAX, 0);
+            let (mut most_out, mut fewest_in, mut samples) = (0, usize::MAX, 0);
             let deadline = Instant::now() + Duration::from_secs(180);
             while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
-                if let Ok(views) = runtime.block_on(client.servers()) {
-                    let up = views
-                        .iter()
-                        .filter(|view| view.status == "UP" && view.admin.ready())
-                        .count();
-                    fewest = fewest.min(up);
+                let mut out = std::collections::BTreeSet::new();
+                let mut servers = std::collections::BTreeSet::new();
+                let mut complete = true;
+                for client in &clients {
+                    match runtime.block_on(client.servers()) {
+                        Ok(views) => {
+                            for view in views {
+                                if !(view.admin.ready() && view.status == "UP") {
+                                    out.insert(view.server.clone());
+                                }
+                                servers.insert(view.server);
+                            }
+                        }
+                        Err(_) => complete = false,
+                    }
+                }
+                if complete {
+                    most_out = most_out.max(out.len());
+                    fewest_in = fewest_in.min(servers.len() - out.len());
                     samples += 1;
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(25));
             }
-            (fewest, samples)
+            Seen {
+                most_out,
+                fewest_in,
+                samples,
+            }
         });
         Sampler {
             stop,
@@ -285,8 +309,15 @@ impl Sampler {
         }
     }
 
-    /// Stops and returns (fewest servers UP seen, samples taken).
-    pub fn stop(mut self) -> (usize, usize) {
+    /// A sampler of one HAProxy's unix socket.
+    pub fn unix(admin_socket: PathBuf) -> Sampler {
+        Sampler::start(vec![haproxy_rollout::haproxy::Client::new(
+            haproxy_rollout::plan::SocketAddress::Unix(admin_socket),
+            Duration::from_secs(5),
+        )])
+    }
+
+    pub fn stop(mut self) -> Seen {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap()
     }

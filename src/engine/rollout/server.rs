@@ -69,11 +69,6 @@ enum Phase {
     BeforeDrainHook,
     AfterRestartHook,
     AfterReadyHook,
-    /// The failure hook runs; then the run finishes with this.
-    OnFailureHook {
-        outcome: Outcome,
-        reason: Option<String>,
-    },
     /// A corrective change after a failure or an abort; then the run finishes.
     Restoring {
         target: AdminTarget,
@@ -177,15 +172,15 @@ impl ServerRun {
         )
     }
 
-    /// It is stopping on a failure (putting the server back or out, or running the failure
-    /// hook): no new server may start meanwhile.
+    /// It is stopping on a failure (putting the server back or out): no new server may
+    /// start meanwhile.
     pub fn failing(&self) -> bool {
         matches!(
             self.phase,
             Phase::Restoring {
                 outcome: Outcome::Failed,
                 ..
-            } | Phase::OnFailureHook { .. }
+            }
         )
     }
 
@@ -459,16 +454,6 @@ impl ServerRun {
                     }),
                     self.finish(outcome, Some(reason)),
                 ]
-            }
-            (Phase::OnFailureHook { outcome, reason }, Event::HookDone(result)) => {
-                let reason = match result {
-                    Ok(()) => reason,
-                    Err(error) => Some(format!(
-                        "{}; its on_failure hook failed too: {error}",
-                        reason.unwrap_or_default()
-                    )),
-                };
-                vec![self.finish(outcome, reason)]
             }
             (phase, event) => {
                 // An event the current phase does not expect is a driver bug; stop safely
@@ -887,26 +872,23 @@ impl ServerRun {
         }
     }
 
-    /// Stop now: the effect in flight was abandoned; a touched server is left out of
-    /// rotation (maintenance), whatever it was doing.
-    pub fn abort_now(&mut self) -> Vec<Step> {
+    /// Stop now (`why`: `abort --now`, an internal error): the effect in flight was
+    /// abandoned; a touched server is left out of rotation (maintenance), whatever it was
+    /// doing.
+    pub fn stop_now(&mut self, why: &str) -> Vec<Step> {
         self.stop = Stop::Interrupted;
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Idle | Phase::BeforeDrainHook | Phase::Finished => {
                 vec![self.finish(
                     Outcome::Interrupted,
-                    Some(format!(
-                        "aborted with --now before {} was drained",
-                        self.server()
-                    )),
+                    Some(format!("{why} before {} was drained", self.server())),
                 )]
             }
-            Phase::OnFailureHook { outcome, reason } => vec![self.finish(outcome, reason)],
             // Back in traffic and confirmed UP: taking it out would only cost capacity.
             Phase::AfterReadyHook => vec![self.finish(
                 Outcome::Interrupted,
                 Some(format!(
-                    "aborted with --now during the after_ready hook of {}, which stays in traffic",
+                    "{why} during the after_ready hook of {}, which stays in traffic",
                     self.server()
                 )),
             )],
@@ -915,20 +897,15 @@ impl ServerRun {
                     target: AdminTarget::Maint,
                     outcome: Outcome::Interrupted,
                     stage: Stage::Restarting,
-                    reason: format!("aborted with --now; {} left out of rotation", self.server()),
+                    reason: format!("{why}; {} left out of rotation", self.server()),
                 };
                 Self::run(Effect::SetState(self.server(), AdminTarget::Maint))
             }
         }
     }
 
+    /// The run ends. (The `on_failure` hook is the coordinator's: once per rollout.)
     fn finish(&mut self, outcome: Outcome, reason: Option<String>) -> Step {
-        if outcome == Outcome::Failed && self.has_hook(HookPoint::OnFailure) {
-            // Runs once; the run then finishes as it was going to.
-            self.hooks_enabled = false;
-            self.phase = Phase::OnFailureHook { outcome, reason };
-            return Step::Run(Effect::Hook(HookPoint::OnFailure, self.index));
-        }
         self.phase = Phase::Finished;
         Step::Done(Done {
             outcome,

@@ -1070,3 +1070,59 @@ fn no_server_starts_while_one_in_flight_is_stopping_on_a_failure() {
     assert_eq!(finish.outcome, Outcome::Failed);
     assert_eq!(finish.servers[1].state, ServerState::Untouched);
 }
+
+#[test]
+fn the_on_failure_hook_runs_once_when_two_servers_of_a_batch_fail() {
+    let plan = plan_of(6, &format!("capacity:\n  max_unavailable: 3\n{HOOKS}"));
+    let mut world = World::with(6);
+    world.failing_restarts.extend([0, 1]);
+    let (finish, _) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Failed);
+    let reason = finish.reason.unwrap();
+    assert!(
+        reason.matches("the restart failed").count() == 2,
+        "{reason}"
+    );
+    let hooks: Vec<String> = world
+        .changes()
+        .into_iter()
+        .filter(|change| change.starts_with("on_failure"))
+        .collect();
+    assert_eq!(
+        hooks,
+        ["on_failure 0"],
+        "once, for the first server that failed"
+    );
+    assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
+    assert_eq!(finish.servers[1].state, ServerState::OutOfRotation);
+}
+
+#[test]
+fn a_stalled_driver_leaves_every_server_in_flight_out_of_rotation_and_says_so() {
+    let plan = plan_of(4, "capacity:\n  max_unavailable: 2\n");
+    let mut engine = rollout(&plan);
+    let now = Instant::now();
+    let all_up = || Event::Polled(vec![Ok(World::with(4).views)]);
+    engine.start(now);
+    engine.handle(Lane::Rollout, all_up(), now);
+    engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
+    let actions = engine.stalled(now);
+    assert_eq!(
+        actions,
+        [Action::Run(
+            Lane::Server(0),
+            Effect::SetState(ServerName::new("app1").unwrap(), AdminTarget::Maint)
+        )]
+    );
+    let actions = engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
+    let Some(Action::Finish(finish)) = actions.last() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert!(finish.reason.as_deref().unwrap().contains("internal error"));
+    assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
+    assert_eq!(
+        finish.servers[0].restore,
+        ["set server be_app/app1 state ready"]
+    );
+}
