@@ -16,13 +16,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::engine::rollout::{
-    Action, Effect, Event, Finish, Lane, Report, RestartFailure, Rollout,
+    Action, CommandFailure, CommandState, Effect, Event, Finish, Lane, Report, Rollout,
 };
 use crate::haproxy::{AdminTarget, Client, ClientError, Info};
 use crate::health::{HealthChecker, health_url};
-use crate::journal::{Change, Journal, Record, now};
-use crate::plan::{Plan, ServerName};
-use crate::ssh::{KILL_AFTER, PlaceholderValues, SshError, SshPool, remote_command};
+use crate::journal::{Change, Journal, Record, SentCommand, now};
+use crate::plan::{HookPoint, Plan, ServerName};
+use crate::ssh::{
+    KILL_AFTER, Marker, PlaceholderValues, SshError, SshPool, Tracked, remote_command,
+    tracked_command,
+};
 
 /// How hard the operator asked to stop.
 #[derive(Clone, Default)]
@@ -78,6 +81,18 @@ pub struct Driver<'a> {
     /// Old HAProxy processes a reload replaced while a server was draining: their
     /// sessions cannot be read over the new process's socket.
     pub old_processes: Mutex<Vec<OldProcess>>,
+    /// Names this rollout in the markers of its commands.
+    pub rollout_id: String,
+    /// Per plan index: the last command started for that server, whose marker proves on its
+    /// host whether it still runs (filled from the journal when recovering).
+    pub commands: Mutex<std::collections::HashMap<usize, StartedCommand>>,
+}
+
+/// A command started on a server's host (`None`: this machine), with its marker.
+#[derive(Debug, Clone)]
+pub struct StartedCommand {
+    pub host: Option<String>,
+    pub marker: Marker,
 }
 
 /// An HAProxy process replaced by a reload, which may still be finishing sessions on a
@@ -154,11 +169,21 @@ impl Driver<'_> {
             for action in actions.drain(..) {
                 match action {
                     Action::Report(event) => {
-                        if let Report::ServerDone { server, .. } = &event {
-                            let _ = self.write(Record::ServerDone {
-                                time: now(),
-                                server: server.to_string(),
-                            });
+                        match &event {
+                            Report::ServerDone { server, .. } => {
+                                let _ = self.write(Record::ServerDone {
+                                    time: now(),
+                                    server: server.to_string(),
+                                });
+                            }
+                            Report::CommandEnded { server, proven, .. } => {
+                                let _ = self.write(Record::CommandEnded {
+                                    time: now(),
+                                    server: server.to_string(),
+                                    proven: *proven,
+                                });
+                            }
+                            _ => {}
                         }
                         report(&event);
                     }
@@ -250,14 +275,24 @@ impl Driver<'_> {
     /// safe direction (maintenance, back to ready) is made anyway, since it is how the
     /// rollout stops safely.
     fn intent(&self, server: &ServerName, change: Change) -> Result<(), String> {
+        self.intent_of(server, change, None)
+    }
+
+    fn intent_of(
+        &self,
+        server: &ServerName,
+        change: Change,
+        command: Option<SentCommand>,
+    ) -> Result<(), String> {
         let written = self.write(Record::Intent {
             time: now(),
             server: server.to_string(),
             change,
+            command,
         });
         match change {
-            Change::Drain | Change::ShutdownSessions | Change::Restart => written,
             Change::Maint | Change::Ready => Ok(()),
+            _ => written,
         }
     }
 
@@ -273,7 +308,58 @@ impl Driver<'_> {
             change,
             ok: result.is_ok(),
             error: result.as_ref().err().map(ToString::to_string),
+            may_still_run: false,
         });
+    }
+
+    /// The outcome of a command: one whose outcome is unknown may still run.
+    fn command_outcome(
+        &self,
+        server: &ServerName,
+        change: Change,
+        result: &Result<(), CommandFailure>,
+    ) {
+        let _ = self.write(Record::Outcome {
+            time: now(),
+            server: server.to_string(),
+            change,
+            ok: result.is_ok(),
+            error: result.as_ref().err().map(|error| error.text().to_owned()),
+            may_still_run: matches!(result, Err(CommandFailure::Unknown(_))),
+        });
+    }
+
+    /// Journals a command about to be started for the server at `index` (on `host`, or
+    /// here), with the marker that will prove whether it still runs and its remote bound,
+    /// and remembers the marker for `Effect::CheckCommand`.
+    fn command_intent(
+        &self,
+        index: usize,
+        change: Change,
+        host: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Marker, CommandFailure> {
+        let server = &self.plan.servers[index].name;
+        let marker = Marker::new(&self.rollout_id, server.as_str());
+        let until = std::time::SystemTime::now() + self.plan.remote_bound(timeout);
+        self.intent_of(
+            server,
+            change,
+            Some(SentCommand {
+                host: host.map(str::to_owned),
+                marker: marker.as_str().to_owned(),
+                until: humantime::format_rfc3339_millis(until).to_string(),
+            }),
+        )
+        .map_err(CommandFailure::Failed)?;
+        self.commands.lock().expect("the commands lock").insert(
+            index,
+            StartedCommand {
+                host: host.map(str::to_owned),
+                marker: marker.clone(),
+            },
+        );
+        Ok(marker)
     }
 
     /// Runs one effect of one lane (never a poll: polls are shared, see `run`).
@@ -298,23 +384,44 @@ impl Driver<'_> {
             }
             Effect::Restart(index) => {
                 let server = self.plan.servers[index].name.clone();
-                if let Err(error) = self.intent(&server, Change::Restart) {
-                    return (lane, Event::Restarted(Err(RestartFailure::Failed(error))));
-                }
-                let result = self.restart(index).await;
-                self.outcome(
-                    &server,
+                let host = self.targets[index].host.clone();
+                let marker = match self.command_intent(
+                    index,
                     Change::Restart,
-                    &result.as_ref().map_err(restart_failure_text),
-                );
+                    Some(&host),
+                    self.plan.restart.timeout,
+                ) {
+                    Ok(marker) => marker,
+                    Err(error) => return (lane, Event::Restarted(Err(error))),
+                };
+                let result = self.restart(index, &marker).await;
+                self.command_outcome(&server, Change::Restart, &result);
                 Event::Restarted(result)
+            }
+            Effect::CheckCommand(index) => {
+                let started = self
+                    .commands
+                    .lock()
+                    .expect("the commands lock")
+                    .get(&index)
+                    .cloned();
+                Event::CommandChecked(match started {
+                    None => Err("no marker was recorded for its last command".to_owned()),
+                    Some(started) => self.check_command(&started).await,
+                })
             }
             Effect::Probe(index) => {
                 let server = &self.plan.servers[index];
                 let url = health_url(server.health_url(self.plan), &self.targets[index]);
                 Event::Probed(self.health.probe(&url).await)
             }
-            Effect::Hook(point, index) => Event::HookDone(self.hook(point, index).await),
+            Effect::Hook(point, index) => {
+                let result = self.hook(point, index).await;
+                if let Some(change) = hook_change(point) {
+                    self.command_outcome(&self.plan.servers[index].name, change, &result);
+                }
+                Event::HookDone(result)
+            }
             Effect::Wait => {
                 tokio::select! {
                     () = tokio::time::sleep(self.plan.poll_interval) => {}
@@ -453,59 +560,93 @@ impl Driver<'_> {
         all_ok(changes).await
     }
 
-    async fn restart(&self, index: usize) -> Result<(), RestartFailure> {
+    async fn restart(&self, index: usize, marker: &Marker) -> Result<(), CommandFailure> {
         let values = &self.targets[index];
         let restart = &self.plan.restart;
-        let command = remote_command(&restart.command, values, restart.timeout);
+        let command = tracked_command(
+            &remote_command(&restart.command, values, restart.timeout),
+            marker,
+        );
         // The remote `timeout` stops the command; the local deadline only guards against a
         // connection that hangs.
         let deadline = restart.timeout + KILL_AFTER + Duration::from_secs(5);
         tracing::debug!(host = %values.host, %command, "restart");
         let Some(ssh) = self.ssh else {
-            return Err(RestartFailure::Failed(
+            return Err(CommandFailure::Failed(
                 "no SSH connection was opened for this run".to_owned(),
             ));
         };
-        match ssh.run(&values.host, &command, deadline).await {
-            Ok(output) => {
-                tracing::debug!(output = %output.trim_end(), "restart output");
-                Ok(())
-            }
-            Err(error @ (SshError::Lost { .. } | SshError::Timeout { .. })) => {
-                Err(RestartFailure::Unknown(error.to_string()))
-            }
-            Err(error) => Err(RestartFailure::Failed(error.to_string())),
+        let result = ssh.run(&values.host, &command, deadline).await;
+        if let Ok(output) = &result {
+            tracing::debug!(output = %output.trim_end(), "restart output");
         }
+        result.map(drop).map_err(command_failure)
+    }
+
+    /// Whether a command started earlier still runs, as its host shows it now.
+    async fn check_command(&self, started: &StartedCommand) -> Result<CommandState, String> {
+        let state = match (&started.host, self.ssh) {
+            (None, _) => crate::ssh::check_local(&started.marker).await,
+            (Some(host), Some(ssh)) => ssh.check(host, &started.marker).await,
+            (Some(_), None) => Err("no SSH settings for this run".to_owned()),
+        }?;
+        Ok(match state {
+            Tracked::Running => CommandState::Running,
+            Tracked::Ended => CommandState::Ended,
+        })
+    }
+}
+
+/// The journal's name for a hook that runs for one server (`on_failure` runs for the
+/// rollout and is not a server's change).
+fn hook_change(point: HookPoint) -> Option<Change> {
+    match point {
+        HookPoint::BeforeDrain => Some(Change::BeforeDrainHook),
+        HookPoint::AfterRestart => Some(Change::AfterRestartHook),
+        HookPoint::AfterReady => Some(Change::AfterReadyHook),
+        HookPoint::OnFailure => None,
+    }
+}
+
+/// A command that was lost or outlived its local deadline may still run; any other error
+/// means it ran and failed.
+fn command_failure(error: SshError) -> CommandFailure {
+    match error {
+        SshError::Lost { .. } | SshError::Timeout { .. } => {
+            CommandFailure::Unknown(error.to_string())
+        }
+        error => CommandFailure::Failed(error.to_string()),
     }
 }
 
 impl Driver<'_> {
     /// Runs a hook of the server at `index`, over SSH on its host or here (`local`).
-    async fn hook(&self, point: crate::plan::HookPoint, index: usize) -> Result<(), String> {
+    async fn hook(&self, point: HookPoint, index: usize) -> Result<(), CommandFailure> {
         let Some(hook) = self.plan.hooks.get(point) else {
             return Ok(());
         };
         let values = &self.targets[index];
-        let command = remote_command(&hook.command, values, hook.timeout);
+        let host = (!hook.local).then_some(values.host.as_str());
+        let mut command = remote_command(&hook.command, values, hook.timeout);
+        if let Some(change) = hook_change(point) {
+            let marker = self.command_intent(index, change, host, hook.timeout)?;
+            command = tracked_command(&command, &marker);
+        }
         let deadline = hook.timeout + KILL_AFTER + Duration::from_secs(5);
         tracing::debug!(hook = point.as_str(), local = hook.local, %command, "hook");
-        let result = if hook.local {
-            crate::ssh::run_local(&command, deadline).await
-        } else {
-            match self.ssh {
-                Some(ssh) => ssh.run(&values.host, &command, deadline).await,
-                None => return Err("no SSH connection was opened for this run".to_owned()),
+        let result = match (host, self.ssh) {
+            (None, _) => crate::ssh::run_local(&command, deadline).await,
+            (Some(host), Some(ssh)) => ssh.run(host, &command, deadline).await,
+            (Some(_), None) => {
+                return Err(CommandFailure::Failed(
+                    "no SSH connection was opened for this run".to_owned(),
+                ));
             }
         };
-        result
-            .map(|output| tracing::debug!(output = %output.trim_end(), "hook output"))
-            .map_err(|error| error.to_string())
-    }
-}
-
-fn restart_failure_text(failure: &RestartFailure) -> String {
-    match failure {
-        RestartFailure::Failed(text) | RestartFailure::Unknown(text) => text.clone(),
+        if let Ok(output) = &result {
+            tracing::debug!(output = %output.trim_end(), "hook output");
+        }
+        result.map(drop).map_err(command_failure)
     }
 }
 

@@ -65,6 +65,33 @@ pub enum Change {
     Ready,
     ShutdownSessions,
     Restart,
+    BeforeDrainHook,
+    AfterRestartHook,
+    AfterReadyHook,
+}
+
+impl Change {
+    /// A command run on the server's host (or here, for a local hook), not a state change.
+    pub fn is_command(self) -> bool {
+        matches!(
+            self,
+            Change::Restart
+                | Change::BeforeDrainHook
+                | Change::AfterRestartHook
+                | Change::AfterReadyHook
+        )
+    }
+}
+
+/// A command sent to a host: where, the marker that proves whether it still runs, and the
+/// time until which it may run whatever happens to the connection (its remote bound).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentCommand {
+    /// `None`: this machine (a local hook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub marker: String,
+    pub until: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +114,9 @@ pub enum Record {
         time: String,
         server: String,
         change: Change,
+        /// For a command: where it runs and until when it may.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<SentCommand>,
     },
     /// The change was made (or failed).
     Outcome {
@@ -96,6 +126,17 @@ pub enum Record {
         ok: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// A command whose outcome is unknown (the connection was lost): it may still run
+        /// until the `until` of its intent.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        may_still_run: bool,
+    },
+    /// A command whose outcome was unknown can no longer run: its host showed it ended
+    /// (`proven`), or its remote bound passed.
+    CommandEnded {
+        time: String,
+        server: String,
+        proven: bool,
     },
     ServerDone {
         time: String,
@@ -206,6 +247,9 @@ pub struct InFlight {
     /// A change that was about to be made, or being made, when the rollout stopped: it may
     /// or may not have happened.
     pub pending: Option<Change>,
+    /// A command sent to its host that nothing proved ended: it may still run until its
+    /// recorded bound.
+    pub unfinished: Option<(Change, SentCommand)>,
 }
 
 impl InFlight {
@@ -249,7 +293,12 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                     paused: false,
                 });
             }
-            Record::Intent { server, change, .. } => {
+            Record::Intent {
+                server,
+                change,
+                command,
+                ..
+            } => {
                 let state = result.as_mut()?;
                 let index = match state
                     .in_flight
@@ -262,14 +311,32 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                             server: server.clone(),
                             applied: Vec::new(),
                             pending: None,
+                            unfinished: None,
                         });
                         state.in_flight.len() - 1
                     }
                 };
                 state.in_flight[index].pending = Some(*change);
+                if let Some(command) = command {
+                    state.in_flight[index].unfinished = Some((*change, command.clone()));
+                }
+            }
+            Record::CommandEnded { server, .. } => {
+                let state = result.as_mut()?;
+                if let Some(in_flight) = state
+                    .in_flight
+                    .iter_mut()
+                    .find(|flight| &flight.server == server)
+                {
+                    in_flight.unfinished = None;
+                }
             }
             Record::Outcome {
-                server, change, ok, ..
+                server,
+                change,
+                ok,
+                may_still_run,
+                ..
             } => {
                 let state = result.as_mut()?;
                 if let Some(in_flight) = state
@@ -278,6 +345,14 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                     .find(|flight| &flight.server == server)
                 {
                     in_flight.pending = None;
+                    if !*may_still_run
+                        && in_flight
+                            .unfinished
+                            .as_ref()
+                            .is_some_and(|(sent, _)| sent == change)
+                    {
+                        in_flight.unfinished = None;
+                    }
                     if *ok {
                         in_flight.applied.push(*change);
                     } else if *change == Change::Restart {
@@ -312,6 +387,7 @@ mod tests {
             time: now(),
             server: server.into(),
             change,
+            command: None,
         }
     }
 
@@ -322,6 +398,7 @@ mod tests {
             change,
             ok: true,
             error: None,
+            may_still_run: false,
         }
     }
 

@@ -12,7 +12,7 @@ use crate::plan::{Placeholder, Template};
 const PARALLEL_CONNECTS: usize = 16;
 
 /// Extra time after TERM before the remote `timeout` sends KILL.
-pub const KILL_AFTER: Duration = Duration::from_secs(10);
+pub const KILL_AFTER: Duration = crate::plan::REMOTE_KILL_AFTER;
 
 /// Quotes `value` for a POSIX shell. Plain words stay as they are for readability.
 pub fn shell_quote(value: &str) -> String {
@@ -57,6 +57,91 @@ pub fn remote_command(command: &Template, values: &PlaceholderValues, timeout: D
         timeout.as_secs().max(1),
         shell_quote(&script)
     )
+}
+
+/// Where a tracked command leaves its marker on the host it runs on: a file that holds the
+/// process group of the command while it runs and is removed when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker(String);
+
+impl Marker {
+    /// A new marker for one run of a command for `server`; `rollout` tells rollouts apart.
+    pub fn new(rollout: &str, server: &str) -> Marker {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let safe = |text: &str| -> String {
+            text.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        Marker(format!(
+            "/tmp/haproxy-rollout.{}.{}.{nanos}",
+            safe(rollout),
+            safe(server)
+        ))
+    }
+
+    /// A marker the journal recorded.
+    pub fn recorded(path: &str) -> Option<Marker> {
+        let plain = path.starts_with("/tmp/haproxy-rollout.")
+            && path
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"/_.-".contains(&byte));
+        plain.then(|| Marker(path.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `line` (as built by `remote_command`) wrapped so that whether it still runs can be
+/// proven later over another connection: the marker holds the process group of `timeout`
+/// (which leads its own group) while the command runs, and is removed when it ends. Its
+/// output goes to files beside the marker and is printed at the end, so a lost connection
+/// (a closed pipe) cannot kill the command half-way.
+pub fn tracked_command(line: &str, marker: &Marker) -> String {
+    let script = format!(
+        "m={m}; : > \"$m\" || {{ echo \"cannot write $m\" >&2; exit 125; }}; \
+         {line} </dev/null >\"$m.out\" 2>\"$m.err\" & p=$!; echo \"$p\" > \"$m\"; \
+         wait \"$p\"; s=$?; cat \"$m.out\"; cat \"$m.err\" >&2; rm -f \"$m\" \"$m.out\" \"$m.err\"; exit \"$s\"",
+        m = marker.as_str()
+    );
+    format!("sh -c {}", shell_quote(&script))
+}
+
+/// The command line that tells whether the command behind `marker` still runs: it prints
+/// `running` or `ended` (and then removes what the command left behind).
+pub fn check_command(marker: &Marker) -> String {
+    let script = format!(
+        "m={m}; if [ ! -e \"$m\" ]; then echo ended; exit 0; fi; p=$(cat \"$m\"); \
+         if [ -z \"$p\" ] || kill -0 -\"$p\" 2>/dev/null; then echo running; \
+         else rm -f \"$m\" \"$m.out\" \"$m.err\"; echo ended; fi",
+        m = marker.as_str()
+    );
+    format!("sh -c {}", shell_quote(&script))
+}
+
+/// Whether a tracked command still runs, as its host shows it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracked {
+    Running,
+    Ended,
+}
+
+fn tracked_state(output: &str) -> Result<Tracked, String> {
+    match output.trim() {
+        "running" => Ok(Tracked::Running),
+        "ended" => Ok(Tracked::Ended),
+        other => Err(format!("unexpected answer to the check: {other:?}")),
+    }
 }
 
 /// What went wrong on the SSH side; each variant carries what an operator needs.
@@ -105,6 +190,8 @@ fn output_tail(stderr: &str, stdout: &str) -> String {
 /// every command. Host keys are checked strictly unless the plan says `accept-new`.
 pub struct SshPool {
     sessions: std::collections::HashMap<String, openssh::Session>,
+    /// For fresh connections: proving on a host that a command ended.
+    builder: openssh::SessionBuilder,
     /// Holds the control sockets; a short path, since unix socket paths are limited.
     _control_directory: tempfile::TempDir,
 }
@@ -139,8 +226,26 @@ impl SshPool {
             .collect::<Result<std::collections::HashMap<_, _>, _>>()?;
         Ok(SshPool {
             sessions,
+            builder,
             _control_directory: control_directory,
         })
+    }
+
+    /// Whether the command behind `marker` still runs on `host`, asked over a fresh
+    /// connection (the one it was started on may be the one that was lost).
+    pub async fn check(&self, host: &str, marker: &Marker) -> Result<Tracked, String> {
+        let session = connect(&self.builder, host)
+            .await
+            .map_err(|error| error.to_string())?;
+        let line = check_command(marker);
+        let output =
+            tokio::time::timeout(Duration::from_secs(10), session.raw_command(&line).output())
+                .await;
+        let _ = session.close().await;
+        let output = output
+            .map_err(|_| format!("checking {host} took more than 10s"))?
+            .map_err(|error| crate::commands::error_chain(&error))?;
+        tracked_state(&String::from_utf8_lossy(&output.stdout))
     }
 
     /// Runs `command` (already quoted and wrapped in the remote `timeout`) on `host`, with
@@ -311,6 +416,14 @@ pub async fn run_local(command: &str, deadline: Duration) -> Result<String, SshE
     }
 }
 
+/// Whether the command behind `marker` still runs on this machine (a local hook).
+pub async fn check_local(marker: &Marker) -> Result<Tracked, String> {
+    let output = run_local(&check_command(marker), Duration::from_secs(10))
+        .await
+        .map_err(|error| error.to_string())?;
+    tracked_state(&output)
+}
+
 /// `~/x` → `$HOME/x`; ssh expands `~` itself only in some places.
 pub fn expand_home(path: &std::path::Path) -> std::path::PathBuf {
     match (path.strip_prefix("~"), std::env::var_os("HOME")) {
@@ -378,5 +491,72 @@ mod tests {
         assert!(output.status.success(), "{output:?}");
         assert_eq!(String::from_utf8(output.stdout).unwrap(), hostile);
         assert!(!marker.exists(), "a placeholder value ran as a command");
+    }
+
+    /// Real markers live in /tmp; the time in their name keeps parallel runs apart.
+    fn marker() -> Marker {
+        Marker::new("unit-test", &std::process::id().to_string())
+    }
+
+    fn sh(line: &str) -> std::process::Command {
+        let mut command = std::process::Command::new("sh");
+        command.arg("-c").arg(line);
+        command
+    }
+
+    #[test]
+    fn a_tracked_command_keeps_its_output_and_exit_status_and_leaves_nothing_behind() {
+        let marker = marker();
+        let command = parse_template("echo out; echo err >&2; exit 3").unwrap();
+        let line = remote_command(&command, &values("h"), Duration::from_secs(5));
+        let output = sh(&tracked_command(&line, &marker)).output().unwrap();
+        assert_eq!(output.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "out\n");
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
+        assert!(!std::path::Path::new(marker.as_str()).exists());
+        let check = sh(&check_command(&marker)).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ended");
+    }
+
+    #[test]
+    fn a_command_whose_wrapper_died_is_seen_running_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = marker();
+        let done = dir.path().join("done");
+        let command = parse_template(&format!("sleep 1; touch {}", done.display())).unwrap();
+        let line = remote_command(&command, &values("h"), Duration::from_secs(5));
+        let mut wrapper = sh(&tracked_command(&line, &marker))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while std::fs::read_to_string(marker.as_str()).map_or(true, |pid| pid.trim().is_empty()) {
+            assert!(start.elapsed() < Duration::from_secs(5), "no marker");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // As when the connection is lost and its session killed: the wrapper dies, the
+        // command goes on.
+        wrapper.kill().unwrap();
+        wrapper.wait().unwrap();
+        let check = sh(&check_command(&marker)).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "running");
+        while !done.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the command was cut"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let check = sh(&check_command(&marker)).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ended");
+        assert!(!std::path::Path::new(marker.as_str()).exists());
+    }
+
+    #[test]
+    fn only_markers_of_this_tool_are_taken_from_a_journal() {
+        assert!(Marker::recorded("/tmp/haproxy-rollout.abc.app1.123").is_some());
+        assert!(Marker::recorded("/tmp/haproxy-rollout.x; rm -rf /").is_none());
+        assert!(Marker::recorded("/etc/passwd").is_none());
     }
 }

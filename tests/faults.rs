@@ -6,75 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::lab::LabOptions;
-use common::rollout_lab::{RolloutLab, Traffic, request};
-use common::{Background, events, rollout};
-
-fn path(file: &std::path::Path) -> &str {
-    file.to_str().unwrap()
-}
-
-fn routed() -> LabOptions {
-    LabOptions {
-        route_by_path: true,
-        ..LabOptions::default()
-    }
-}
-
-/// A request held open on one server for `millis` (through HAProxy, so it is a session).
-fn hold(
-    lab: &RolloutLab,
-    server: usize,
-    millis: u64,
-) -> std::thread::JoinHandle<Result<(), String>> {
-    let port = lab.lab.frontend_port;
-    let path: &'static str =
-        Box::leak(format!("/to/app{server}/slow?ms={millis}").into_boxed_str());
-    let handle = std::thread::spawn(move || request(port, path));
-    std::thread::sleep(Duration::from_millis(200));
-    handle
-}
-
-/// A plan whose restart command sleeps `seconds` before restarting: time to act mid-restart.
-fn slow_restart_plan(lab: &RolloutLab, name: &str, seconds: u32) -> std::path::PathBuf {
-    let command = format!(
-        "\"sleep {seconds}; {} {{port}}\"",
-        lab.restart_script.display()
-    );
-    lab.plan(name, Some(&command), "")
-}
-
-/// Waits until app1's restart has begun (maintenance set, the command running).
-fn wait_restarting(running: &Background) {
-    running.wait_for("app1 restarting", |event| {
-        event["event"] == "stage" && event["server"] == "app1" && event["stage"] == "restarting"
-    });
-}
-
-fn apply(plan: &std::path::Path) -> Background {
-    rollout(["--output", "json", "apply", path(plan)]).spawn()
-}
-
-fn is(event: &serde_json::Value, kind: &str, server: &str) -> bool {
-    event["event"] == kind && event["server"] == server
-}
-
-fn summary(stdout: &str) -> serde_json::Value {
-    events(stdout)
-        .into_iter()
-        .rev()
-        .find(|event| event["event"] == "summary")
-        .unwrap_or_else(|| panic!("no summary in {stdout}"))
-}
-
-fn state_of(summary: &serde_json::Value, server: &str) -> String {
-    summary["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|entry| entry["server"] == server)
-        .map(|entry| entry["state"].as_str().unwrap().to_owned())
-        .unwrap_or_else(|| panic!("{server} in {summary}"))
-}
+use common::rollout_lab::{RolloutLab, Traffic};
+use common::scenario::*;
+use common::{events, rollout};
 
 /// See: #5, test 1.
 #[test]

@@ -246,10 +246,14 @@ impl Run<'_> {
         }
 
         // Property 1: every SSH host reachable with a verified key before anything changes.
-        let ssh = if settling {
-            None
-        } else {
-            let hosts: Vec<String> = targets.iter().map(|values| values.host.clone()).collect();
+        // Settling restarts nothing: it only asks hosts, over fresh connections, whether a
+        // command of the interrupted run still runs.
+        let ssh = {
+            let hosts: Vec<String> = if settling {
+                Vec::new()
+            } else {
+                targets.iter().map(|values| values.host.clone()).collect()
+            };
             match SshPool::connect(&plan.ssh, &hosts).await {
                 Ok(ssh) => Some(ssh),
                 Err(error) => {
@@ -329,9 +333,20 @@ impl Run<'_> {
                     .collect(),
             ),
             old_processes: Mutex::new(Vec::new()),
+            rollout_id: self
+                .context
+                .dir
+                .file_name()
+                .map_or_else(String::new, |name| name.to_string_lossy().into_owned()),
+            commands: Mutex::new(std::collections::HashMap::new()),
         };
         let started = Instant::now();
-        let mut reporter = RolloutReporter::new(printer, plan);
+        let hosts: Vec<String> = driver
+            .targets
+            .iter()
+            .map(|values| values.host.clone())
+            .collect();
+        let mut reporter = RolloutReporter::new(printer, plan).with_hosts(hosts.clone());
         let mut finish = driver.run(engine, |report| reporter.report(report)).await;
         if finish.outcome == Outcome::Paused {
             let paused = Record::Paused {
@@ -369,7 +384,7 @@ impl Run<'_> {
             let end = Record::End {
                 time: journal::now(),
                 outcome: outcome_text(finish.outcome).to_owned(),
-                summary: summary_json(plan, &finish, elapsed),
+                summary: summary_json(plan, &hosts, &finish, elapsed),
             };
             if let Err(error) = driver
                 .journal

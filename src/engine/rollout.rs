@@ -30,22 +30,67 @@ pub enum Event {
     Polled(Vec<Result<Vec<ServerView>, String>>),
     /// The result of a state change or session shutdown on every HAProxy and backend.
     Changed(Result<(), String>),
-    Restarted(Result<(), RestartFailure>),
+    Restarted(Result<(), CommandFailure>),
     Probed(Result<(), String>),
     /// A hook finished: `Err` carries why it failed, with its output.
-    HookDone(Result<(), String>),
+    HookDone(Result<(), CommandFailure>),
+    /// Whether the last command started for a server still runs on its host, as a fresh
+    /// connection showed it; `Err`: it could not be asked.
+    CommandChecked(Result<CommandState, String>),
     /// One poll interval passed (or a wait ended early because the operator asked to stop).
     Waited,
 }
 
-/// Why a restart did not succeed.
+/// Why a command on a server's host (its restart, a hook) did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RestartFailure {
+pub enum CommandFailure {
     /// It ran and failed: non-zero exit, timeout.
     Failed(String),
-    /// The connection was lost: it may or may not have run. Health and HAProxy's checks
-    /// settle it.
+    /// The connection was lost (or the tool could not wait for it): it may still be running
+    /// until its remote bound, unless its host shows it ended.
     Unknown(String),
+}
+
+impl CommandFailure {
+    pub fn text(&self) -> &str {
+        match self {
+            CommandFailure::Failed(text) | CommandFailure::Unknown(text) => text,
+        }
+    }
+}
+
+/// Whether a command the tool started still runs, as its host shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandState {
+    Running,
+    Ended,
+}
+
+/// A command the tool runs on a server's host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    Restart,
+    Hook(HookPoint),
+}
+
+impl CommandKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Restart => "restart",
+            CommandKind::Hook(HookPoint::BeforeDrain) => "before_drain hook",
+            CommandKind::Hook(HookPoint::AfterRestart) => "after_restart hook",
+            CommandKind::Hook(HookPoint::AfterReady) => "after_ready hook",
+            CommandKind::Hook(HookPoint::OnFailure) => "on_failure hook",
+        }
+    }
+}
+
+/// A command of the tool that may still be running on a server's host until `until`
+/// (its remote bound), because nothing proved that it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MayRun {
+    pub what: CommandKind,
+    pub until: Instant,
 }
 
 /// Something the driver must do, then report back.
@@ -61,6 +106,9 @@ pub enum Effect {
     Restart(usize),
     /// Ask the health URL of the server at this plan index once.
     Probe(usize),
+    /// Ask the host of the server at this plan index, over a fresh connection, whether the
+    /// last command started for it still runs.
+    CheckCommand(usize),
     /// Run a hook for the server at this plan index.
     Hook(HookPoint, usize),
     /// Wait one poll interval.
@@ -149,6 +197,8 @@ pub struct ServerResult {
     pub restore: Vec<String>,
     pub timings: Timings,
     pub sessions_cut: Option<u64>,
+    /// A command of this rollout may still run on its host until then.
+    pub may_run: Option<MayRun>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +220,20 @@ pub enum Report {
     WaitingForCapacity {
         server: ServerName,
         reason: String,
+    },
+    /// A command whose outcome is unknown may still run on the server's host: the server
+    /// stays out of rotation until it ended or `until` passed.
+    CommandMayRun {
+        server: ServerName,
+        what: CommandKind,
+        until: Instant,
+    },
+    /// That command can no longer run: its host showed it ended (`proven`), or its remote
+    /// bound passed.
+    CommandEnded {
+        server: ServerName,
+        what: CommandKind,
+        proven: bool,
     },
     /// A poll could not read one HAProxy; polling goes on until its unreachable deadline.
     PollFailed {
@@ -233,6 +297,22 @@ struct Settings {
     unreachable_timeouts: Vec<Duration>,
     /// The hook points the plan has a command for.
     hooks: Vec<HookPoint>,
+    /// How long after it was sent the restart, and each hook, may still run on its host.
+    restart_bound: Duration,
+    hook_bounds: Vec<(HookPoint, Duration)>,
+}
+
+impl Settings {
+    fn bound(&self, what: CommandKind) -> Duration {
+        match what {
+            CommandKind::Restart => self.restart_bound,
+            CommandKind::Hook(point) => self
+                .hook_bounds
+                .iter()
+                .find(|(candidate, _)| *candidate == point)
+                .map_or(self.restart_bound, |(_, bound)| *bound),
+        }
+    }
 }
 
 /// How many servers of each backend may be out at once (`capacity.max_unavailable`).
@@ -378,6 +458,16 @@ impl Rollout {
             .into_iter()
             .filter(|point| plan.hooks.get(*point).is_some())
             .collect(),
+            restart_bound: plan.remote_bound(plan.restart.timeout),
+            hook_bounds: [
+                HookPoint::BeforeDrain,
+                HookPoint::AfterRestart,
+                HookPoint::AfterReady,
+                HookPoint::OnFailure,
+            ]
+            .into_iter()
+            .filter_map(|point| Some((point, plan.remote_bound(plan.hooks.get(point)?.timeout))))
+            .collect(),
         };
         let results = settings
             .servers
@@ -388,6 +478,7 @@ impl Rollout {
                 restore: Vec::new(),
                 timings: Timings::default(),
                 sessions_cut: None,
+                may_run: None,
             })
             .collect();
         Rollout {
@@ -723,7 +814,13 @@ impl Rollout {
             (Own::Admitting(next), Event::Polled(views)) => self.admit(next, &views, now),
             (Own::FailureHook, Event::HookDone(result)) => {
                 if let (Err(error), Some(last)) = (result, self.failures.last_mut()) {
-                    last.push_str(&format!("; its on_failure hook failed too: {error}"));
+                    last.push_str(&format!(
+                        "; its on_failure hook failed too: {}",
+                        error.text()
+                    ));
+                    if let CommandFailure::Unknown(_) = error {
+                        last.push_str(" (it may still run on its host until its timeout)");
+                    }
                 }
                 self.advance(now)
             }

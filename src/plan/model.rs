@@ -374,6 +374,19 @@ pub struct Restart {
     pub timeout: Duration,
 }
 
+/// Extra time after TERM before the remote `timeout` sends KILL to a command it stops.
+pub const REMOTE_KILL_AFTER: Duration = Duration::from_secs(10);
+
+impl Plan {
+    /// How long after it was sent a remote command with this `timeout` may still run on its
+    /// host, whatever happened to the connection or to this tool: the remote `timeout`
+    /// stops it after `timeout` plus its kill grace, counted from when it started there,
+    /// which is at most one connection set-up after it was sent (plus a second of slack).
+    pub fn remote_bound(&self, timeout: Duration) -> Duration {
+        timeout + REMOTE_KILL_AFTER + self.ssh.connect_timeout + Duration::from_secs(1)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Health {
     pub url: Template,

@@ -1,14 +1,14 @@
 //! Reports of a running rollout: progress bars on a terminal (tracing-indicatif), plain
 //! timestamped lines otherwise, JSON lines on stdout with `--output json`, and the summary.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use super::{EMPHASIS, ERROR, OK, Printer, WARNING};
 use crate::cli::OutputFormat;
-use crate::engine::rollout::{Finish, Outcome, Report, ServerState, Timings};
+use crate::engine::rollout::{Finish, MayRun, Outcome, Report, ServerState, Timings};
 use crate::plan::Plan;
 
 /// How a running rollout is shown.
@@ -17,6 +17,41 @@ pub struct RolloutReporter<'a> {
     plan: &'a Plan,
     /// Progress bars, when stderr is a terminal and the output is for people.
     bars: Option<Bars>,
+    /// The host each server's commands run on, by plan index.
+    hosts: Vec<String>,
+}
+
+/// The wall-clock time of an engine instant.
+fn wall(instant: Instant) -> SystemTime {
+    let now = Instant::now();
+    if instant >= now {
+        SystemTime::now() + (instant - now)
+    } else {
+        SystemTime::now() - (now - instant)
+    }
+}
+
+/// `HH:MM:SS UTC`, for people.
+fn time_of_day(instant: Instant) -> String {
+    let text = humantime::format_rfc3339_seconds(wall(instant)).to_string();
+    format!("{} UTC", text.get(11..19).unwrap_or(&text))
+}
+
+/// `the restart may still be running on HOST until HH:MM:SS UTC`.
+pub fn may_run_text(may_run: &MayRun, host: &str) -> String {
+    format!(
+        "the {} may still be running on {host} until {}",
+        may_run.what.as_str(),
+        time_of_day(may_run.until)
+    )
+}
+
+fn may_run_json(may_run: &MayRun, host: &str) -> serde_json::Value {
+    json!({
+        "command": may_run.what.as_str(),
+        "host": host,
+        "until": humantime::format_rfc3339_millis(wall(may_run.until)).to_string(),
+    })
 }
 
 struct Bars {
@@ -80,7 +115,27 @@ impl<'a> RolloutReporter<'a> {
             printer,
             plan,
             bars,
+            hosts: plan
+                .servers
+                .iter()
+                .map(|server| {
+                    server
+                        .host
+                        .as_ref()
+                        .map_or_else(|| server.name.to_string(), |host| host.as_str().to_owned())
+                })
+                .collect(),
         }
+    }
+
+    /// The hosts the servers' commands run on (as pre-flight resolved them), by plan index.
+    pub fn with_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
+    fn host_of(&self, server: &str) -> &str {
+        host_of(self.plan, &self.hosts, server)
     }
 
     /// A line for people: above the bars on a terminal, timestamped otherwise.
@@ -160,6 +215,45 @@ impl<'a> RolloutReporter<'a> {
                     "{server}: waits for a server in flight to come back ({reason})"
                 ));
             }
+            Report::CommandMayRun {
+                server,
+                what,
+                until,
+            } => {
+                let host = self.host_of(server.as_str()).to_owned();
+                let may_run = MayRun {
+                    what: *what,
+                    until: *until,
+                };
+                let mut fields = may_run_json(&may_run, &host);
+                fields["server"] = server.as_str().into();
+                self.event("command_may_run", fields);
+                self.say(&format!(
+                    "{} {server}: its {}'s outcome is unknown; {}, and {server} stays out of rotation until then or until {host} shows it ended",
+                    self.printer.paint(WARNING, "warning:"),
+                    what.as_str(),
+                    may_run_text(&may_run, &host)
+                ));
+            }
+            Report::CommandEnded {
+                server,
+                what,
+                proven,
+            } => {
+                self.event(
+                    "command_ended",
+                    json!({"server": server.as_str(), "command": what.as_str(), "proven": proven}),
+                );
+                let how = if *proven {
+                    format!("{} shows it ended", self.host_of(server.as_str()))
+                } else {
+                    "its remote bound passed".to_owned()
+                };
+                self.say(&format!(
+                    "{server}: its {} can no longer run ({how}); settling it by its health and HAProxy's checks",
+                    what.as_str()
+                ));
+            }
             Report::PollFailed { error } => {
                 self.event("poll_failed", json!({"error": error}));
                 self.say(&format!(
@@ -230,7 +324,10 @@ impl<'a> RolloutReporter<'a> {
         self.bars = None;
         let outcome = outcome_text(finish.outcome);
         if self.printer.format == OutputFormat::Json {
-            self.event("summary", summary_json(self.plan, finish, elapsed));
+            self.event(
+                "summary",
+                summary_json(self.plan, &self.hosts, finish, elapsed),
+            );
             return;
         }
         let printer = self.printer;
@@ -262,6 +359,16 @@ impl<'a> RolloutReporter<'a> {
                 seconds(result.timings.health),
                 seconds(result.timings.haproxy),
             ));
+            if let Some(may_run) = &result.may_run {
+                printer.line(&format!(
+                    "  {:<width$}  {}",
+                    "",
+                    printer.paint(
+                        WARNING,
+                        &may_run_text(may_run, self.host_of(result.server.as_str()))
+                    )
+                ));
+            }
             if let Some(cut) = result.sessions_cut {
                 printer.line(&format!(
                     "  {:<width$}  {cut} session(s) were shut down at drain.timeout",
@@ -302,7 +409,12 @@ impl<'a> RolloutReporter<'a> {
 }
 
 /// The summary as data: for `--output json` and for the journal's last record.
-pub fn summary_json(plan: &Plan, finish: &Finish, elapsed: Duration) -> serde_json::Value {
+pub fn summary_json(
+    plan: &Plan,
+    hosts: &[String],
+    finish: &Finish,
+    elapsed: Duration,
+) -> serde_json::Value {
     let servers: Vec<_> = finish
         .servers
         .iter()
@@ -313,6 +425,9 @@ pub fn summary_json(plan: &Plan, finish: &Finish, elapsed: Duration) -> serde_js
                 "timings": timings_json(&result.timings),
                 "sessions_cut": result.sessions_cut,
                 "restore": restore_lines(plan, &result.restore),
+                "may_still_run": result.may_run.map(|may_run| {
+                    may_run_json(&may_run, host_of(plan, hosts, result.server.as_str()))
+                }),
             })
         })
         .collect();
@@ -331,6 +446,14 @@ pub fn outcome_text(outcome: Outcome) -> &'static str {
         Outcome::Interrupted => "interrupted",
         Outcome::Paused => "paused",
     }
+}
+
+fn host_of<'h>(plan: &Plan, hosts: &'h [String], server: &str) -> &'h str {
+    plan.servers
+        .iter()
+        .position(|candidate| candidate.name.as_str() == server)
+        .and_then(|index| hosts.get(index))
+        .map_or("its host", String::as_str)
 }
 
 /// Each restore command as a shell line an operator can paste, per HAProxy.

@@ -9,6 +9,7 @@
 mod background;
 pub mod lab;
 pub mod rollout_lab;
+pub mod scenario;
 pub mod sshd;
 
 use std::ffi::OsString;

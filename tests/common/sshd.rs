@@ -14,6 +14,9 @@ pub struct Sshd {
     pub known_hosts: PathBuf,
     pub config: PathBuf,
     pub host_key: PathBuf,
+    /// The daemon's own configuration and log, to start it again on the same port.
+    pub sshd_config: PathBuf,
+    pub log: PathBuf,
 }
 
 fn keygen(file: &Path) {
@@ -108,9 +111,43 @@ impl Sshd {
                 known_hosts,
                 config,
                 host_key,
+                sshd_config,
+                log,
             };
         }
         panic!("sshd did not start: {last_error}");
+    }
+
+    /// Kills the daemon and every connection it serves, as a crash of sshd or a lost
+    /// network would end them: the commands they started go on, orphaned.
+    pub fn kill_with_connections(&mut self) {
+        for pid in sshd_descendants(self.process.pid()) {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+        self.process.kill();
+    }
+
+    /// Starts the daemon again, with the same host key on the same port.
+    pub fn start_again(&mut self) {
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-f")
+            .arg(&self.sshd_config)
+            .arg("-E")
+            .arg(&self.log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start sshd again");
+        self.process = Process::new(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sshd did not start again on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The `ssh:` section of a plan that reaches this sshd as root.
@@ -123,4 +160,31 @@ impl Sshd {
             self.config.display()
         )
     }
+}
+
+/// The sshd processes below `root` (the per-connection ones), not the commands they run.
+fn sshd_descendants(root: u32) -> Vec<u32> {
+    let mut parents = vec![root];
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    let table: Vec<(u32, u32, String)> = entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let parent: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, parent, name.to_owned()))
+        })
+        .collect();
+    while let Some(parent) = parents.pop() {
+        for (pid, _, name) in table.iter().filter(|(_, of, _)| *of == parent) {
+            if name.starts_with("sshd") {
+                found.push(*pid);
+                parents.push(*pid);
+            }
+        }
+    }
+    found
 }

@@ -5,11 +5,14 @@
 //! flight at once, each with one effect at a time.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often the host is asked whether a command whose outcome is unknown still runs.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 use super::{
-    Effect, Event, Outcome, Report, RestartFailure, ServerResult, ServerState, Settings, Settle,
-    Stage, or_none,
+    CommandFailure, CommandKind, CommandState, Effect, Event, MayRun, Outcome, Report,
+    ServerResult, ServerState, Settings, Settle, Stage, or_none,
 };
 use crate::haproxy::{AdminTarget, ServerView};
 use crate::plan::{HookPoint, OnDrainTimeout, ServerName};
@@ -54,6 +57,13 @@ enum Phase {
     },
     EnteringMaint,
     Restarting,
+    /// A command whose outcome is unknown may still run on the host until `until`: the
+    /// server stays out of rotation until the host shows it ended or the bound passed.
+    CommandMayRun {
+        what: CommandKind,
+        until: Instant,
+        next_check: Instant,
+    },
     Probing {
         deadline: Instant,
         last_error: Option<String>,
@@ -100,6 +110,8 @@ pub(super) struct ServerRun {
     drained: Option<Instant>,
     restarted: Option<Instant>,
     healthy: Option<Instant>,
+    /// The last command sent to its host, and when.
+    sent: Option<(CommandKind, Instant)>,
     last_sessions: Option<u64>,
     /// Per HAProxy instance: since when every poll of it failed.
     unreadable_since: Vec<Option<Instant>>,
@@ -119,6 +131,7 @@ impl ServerRun {
                 restore: Vec::new(),
                 timings: super::Timings::default(),
                 sessions_cut: None,
+                may_run: None,
             },
             settings,
             index,
@@ -128,6 +141,7 @@ impl ServerRun {
             drained: None,
             restarted: None,
             healthy: None,
+            sent: None,
             last_sessions: None,
             stop: if settling {
                 Stop::Interrupted
@@ -196,6 +210,7 @@ impl ServerRun {
             | Phase::ForcingShutdown { .. }
             | Phase::EnteringMaint
             | Phase::Restarting
+            | Phase::CommandMayRun { .. }
             | Phase::AfterRestartHook
             | Phase::Probing { .. } => AdminTarget::Maint,
             Phase::Restoring {
@@ -232,7 +247,7 @@ impl ServerRun {
             }
             Start::Checked => {
                 if self.has_hook(HookPoint::BeforeDrain) {
-                    return self.run_hook(HookPoint::BeforeDrain, Phase::BeforeDrainHook);
+                    return self.run_hook(HookPoint::BeforeDrain, Phase::BeforeDrainHook, now);
                 }
                 self.start_drain()
             }
@@ -278,7 +293,7 @@ impl ServerRun {
                 if self.interrupted() {
                     steps.extend(self.return_unrestarted("interrupted before the restart"));
                 } else {
-                    steps.extend(self.start_restart());
+                    steps.extend(self.start_restart(now));
                 }
                 steps
             }
@@ -293,34 +308,48 @@ impl ServerRun {
                 if self.interrupted() {
                     return self.return_unrestarted("interrupted before the restart");
                 }
-                self.start_restart()
+                self.start_restart(now)
             }
             (Phase::EnteringMaint, Event::Changed(Err(error))) => {
                 self.fail_out_of_rotation(Stage::Restarting, format!("maintenance failed: {error}"))
             }
             (Phase::Restarting, Event::Restarted(result)) => {
-                match result {
-                    Ok(()) => {}
-                    Err(RestartFailure::Failed(error)) => {
+                let unknown = match result {
+                    Ok(()) => false,
+                    Err(CommandFailure::Failed(error)) => {
                         return self
                             .fail(Stage::Restarting, format!("the restart failed: {error}"));
                     }
-                    Err(RestartFailure::Unknown(error)) => {
+                    Err(CommandFailure::Unknown(error)) => {
                         self.stop = Stop::AfterThisServer(format!(
-                            "the restart's outcome is unknown ({error}); {} was settled by its health and HAProxy's checks, and the rollout stopped",
+                            "the restart's outcome is unknown ({error}); {} stayed out of rotation until the restart could no longer run, was then settled by its health and HAProxy's checks, and the rollout stopped",
                             self.server()
                         ));
+                        true
                     }
-                }
+                };
                 self.restarted = Some(now);
                 self.result.timings.restarting = self
                     .drained
                     .map(|drained| now.saturating_duration_since(drained));
+                if unknown {
+                    // Property 9: it may still be running; a health answer now could come
+                    // from the old process, about to be killed.
+                    return self.await_command(now);
+                }
                 if self.has_hook(HookPoint::AfterRestart) {
-                    return self.run_hook(HookPoint::AfterRestart, Phase::AfterRestartHook);
+                    return self.run_hook(HookPoint::AfterRestart, Phase::AfterRestartHook, now);
                 }
                 self.start_probing(now)
             }
+            (
+                Phase::CommandMayRun {
+                    what,
+                    until,
+                    next_check,
+                },
+                event @ (Event::CommandChecked(_) | Event::Waited),
+            ) => self.after_command_check(event, (what, until, next_check), now),
             (Phase::Probing { .. }, Event::Probed(Ok(()))) => {
                 self.healthy = Some(now);
                 self.result.timings.health = self
@@ -431,29 +460,42 @@ impl ServerRun {
                 self.start_drain()
             }
             (Phase::BeforeDrainHook, Event::HookDone(Err(error))) => {
-                self.fail_untouched(format!("its before_drain hook failed: {error}"))
+                let mut steps = self.note_unknown(&error);
+                steps.extend(
+                    self.fail_untouched(format!("its before_drain hook failed: {}", error.text())),
+                );
+                steps
             }
             (Phase::AfterRestartHook, Event::HookDone(Ok(()))) => self.start_probing(now),
-            (Phase::AfterRestartHook, Event::HookDone(Err(error))) => self.fail(
-                Stage::Hook(HookPoint::AfterRestart),
-                format!("its after_restart hook failed: {error}"),
-            ),
+            (Phase::AfterRestartHook, Event::HookDone(Err(CommandFailure::Unknown(error)))) => {
+                self.stop = Stop::AfterThisServer(format!(
+                    "the outcome of its after_restart hook is unknown ({error}); {} stayed out of rotation until the hook could no longer run, was then settled by its health and HAProxy's checks, and the rollout stopped",
+                    self.server()
+                ));
+                self.await_command(now)
+            }
+            (Phase::AfterRestartHook, Event::HookDone(Err(CommandFailure::Failed(error)))) => self
+                .fail(
+                    Stage::Hook(HookPoint::AfterRestart),
+                    format!("its after_restart hook failed: {error}"),
+                ),
             (Phase::AfterReadyHook, Event::HookDone(Ok(()))) => self.complete(),
             // The server passed its health check and HAProxy's: it stays in traffic.
             (Phase::AfterReadyHook, Event::HookDone(Err(error))) => {
                 let reason = format!(
-                    "its after_ready hook failed: {error}; {} is back in traffic (it passed its checks)",
+                    "its after_ready hook failed: {}; {} is back in traffic (it passed its checks)",
+                    error.text(),
                     self.server()
                 );
                 let outcome = self.failure_outcome();
-                vec![
-                    Step::Report(Report::ServerFailed {
-                        server: self.server(),
-                        stage: Stage::Hook(HookPoint::AfterReady),
-                        reason: reason.clone(),
-                    }),
-                    self.finish(outcome, Some(reason)),
-                ]
+                let mut steps = self.note_unknown(&error);
+                steps.push(Step::Report(Report::ServerFailed {
+                    server: self.server(),
+                    stage: Stage::Hook(HookPoint::AfterReady),
+                    reason: reason.clone(),
+                }));
+                steps.push(self.finish(outcome, Some(reason)));
+                steps
             }
             (phase, event) => {
                 // An event the current phase does not expect is a driver bug; stop safely
@@ -477,8 +519,9 @@ impl ServerRun {
         self.hooks_enabled && self.settings.hooks.contains(&point)
     }
 
-    fn run_hook(&mut self, point: HookPoint, phase: Phase) -> Vec<Step> {
+    fn run_hook(&mut self, point: HookPoint, phase: Phase, now: Instant) -> Vec<Step> {
         self.phase = phase;
+        self.sent = Some((CommandKind::Hook(point), now));
         vec![
             self.stage(Stage::Hook(point)),
             Step::Run(Effect::Hook(point, self.index)),
@@ -619,10 +662,97 @@ impl ServerRun {
             .map(|started| now.saturating_duration_since(started));
     }
 
-    fn start_restart(&mut self) -> Vec<Step> {
+    fn start_restart(&mut self, now: Instant) -> Vec<Step> {
         self.result.state = ServerState::OutOfRotation;
         self.phase = Phase::Restarting;
+        self.sent = Some((CommandKind::Restart, now));
         Self::run(Effect::Restart(self.index))
+    }
+
+    /// The command last sent may still run until its remote bound: what it is and until when.
+    fn may_run(&self) -> Option<MayRun> {
+        self.sent.map(|(what, sent)| MayRun {
+            what,
+            until: sent + self.settings.bound(what),
+        })
+    }
+
+    /// A command whose outcome is unknown: it is reported as possibly running (and the
+    /// summary says until when).
+    fn note_unknown(&mut self, error: &CommandFailure) -> Vec<Step> {
+        let CommandFailure::Unknown(_) = error else {
+            return Vec::new();
+        };
+        let Some(may_run) = self.may_run() else {
+            return Vec::new();
+        };
+        self.result.may_run = Some(may_run);
+        vec![Step::Report(Report::CommandMayRun {
+            server: self.server(),
+            what: may_run.what,
+            until: may_run.until,
+        })]
+    }
+
+    /// Property 9: the last command's outcome is unknown. The server stays in maintenance
+    /// until its host shows the command ended, or its remote bound passed; then it is
+    /// settled by its health and HAProxy's checks.
+    fn await_command(&mut self, now: Instant) -> Vec<Step> {
+        let Some(may_run) = self.may_run() else {
+            return self.start_probing(now);
+        };
+        self.result.may_run = Some(may_run);
+        self.phase = Phase::CommandMayRun {
+            what: may_run.what,
+            until: may_run.until,
+            next_check: now + CHECK_EVERY,
+        };
+        vec![
+            Step::Report(Report::CommandMayRun {
+                server: self.server(),
+                what: may_run.what,
+                until: may_run.until,
+            }),
+            Step::Run(Effect::CheckCommand(self.index)),
+        ]
+    }
+
+    fn after_command_check(
+        &mut self,
+        event: Event,
+        (what, until, next_check): (CommandKind, Instant, Instant),
+        now: Instant,
+    ) -> Vec<Step> {
+        let ended = |run: &mut Self, proven: bool| {
+            run.result.may_run = None;
+            let mut steps = vec![Step::Report(Report::CommandEnded {
+                server: run.server(),
+                what,
+                proven,
+            })];
+            steps.extend(run.start_probing(now));
+            steps
+        };
+        match event {
+            Event::CommandChecked(Ok(CommandState::Ended)) => ended(self, true),
+            _ if now >= until => ended(self, false),
+            Event::Waited if now >= next_check => {
+                self.phase = Phase::CommandMayRun {
+                    what,
+                    until,
+                    next_check: now + CHECK_EVERY,
+                };
+                Self::run(Effect::CheckCommand(self.index))
+            }
+            _ => {
+                self.phase = Phase::CommandMayRun {
+                    what,
+                    until,
+                    next_check,
+                };
+                Self::run(Effect::Wait)
+            }
+        }
     }
 
     fn start_probing(&mut self, now: Instant) -> Vec<Step> {
@@ -755,7 +885,7 @@ impl ServerRun {
                 .healthy
                 .map(|healthy| now.saturating_duration_since(healthy));
             if self.has_hook(HookPoint::AfterReady) {
-                return self.run_hook(HookPoint::AfterReady, Phase::AfterReadyHook);
+                return self.run_hook(HookPoint::AfterReady, Phase::AfterReadyHook, now);
             }
             return self.complete();
         }
@@ -877,6 +1007,17 @@ impl ServerRun {
     /// doing.
     pub fn stop_now(&mut self, why: &str) -> Vec<Step> {
         self.stop = Stop::Interrupted;
+        // A command in flight is abandoned, not stopped: it may still run until its bound.
+        if matches!(
+            self.phase,
+            Phase::Restarting
+                | Phase::CommandMayRun { .. }
+                | Phase::BeforeDrainHook
+                | Phase::AfterRestartHook
+                | Phase::AfterReadyHook
+        ) {
+            self.result.may_run = self.may_run();
+        }
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Idle | Phase::BeforeDrainHook | Phase::Finished => {
                 vec![self.finish(

@@ -25,6 +25,13 @@ struct World {
     /// The most servers out of rotation at once, and the fewest in rotation, seen.
     most_out: usize,
     fewest_up: usize,
+    /// A command of the server at this index really runs on its host until then.
+    running: Option<(usize, Instant)>,
+    /// Its host cannot be asked (a check fails).
+    checks_fail: bool,
+    /// Effects that broke property 9: the server left maintenance, or was probed, while
+    /// its command could still run.
+    violations: Vec<String>,
 }
 
 /// How `drive_with` stops the rollout.
@@ -72,6 +79,9 @@ impl World {
             failing_restarts: Vec::new(),
             most_out: 0,
             fewest_up: usize::MAX,
+            running: None,
+            checks_fail: false,
+            violations: Vec::new(),
         }
     }
 
@@ -102,6 +112,22 @@ impl World {
 
     fn perform(&mut self, effect: &Effect) -> Event {
         self.now += Duration::from_millis(100);
+        if let Some((index, until)) = self.running
+            && self.now < until
+        {
+            let name = format!("app{}", index + 1);
+            let breaks = match effect {
+                Effect::SetState(server, target) => {
+                    server.as_str() == name && *target != AdminTarget::Maint
+                }
+                Effect::Probe(probed) | Effect::Restart(probed) => *probed == index,
+                _ => false,
+            };
+            if breaks {
+                self.violations
+                    .push(format!("{effect:?} while its command runs"));
+            }
+        }
         match effect {
             Effect::Poll => {
                 for (server, sessions, polls) in &mut self.sessions {
@@ -129,18 +155,18 @@ impl World {
                 Event::Changed(Ok(()))
             }
             Effect::Restart(index) if self.failing_restarts.contains(index) => {
-                Event::Restarted(Err(RestartFailure::Failed("exit 1".into())))
+                Event::Restarted(Err(CommandFailure::Failed("exit 1".into())))
             }
             Effect::Restart(_) => Event::Restarted(
                 self.restart_fails
                     .clone()
-                    .map_or(Ok(()), |error| Err(RestartFailure::Failed(error))),
+                    .map_or(Ok(()), |error| Err(CommandFailure::Failed(error))),
             ),
             Effect::Probe(_) if self.health_fails => Event::Probed(Err("GET answered 503".into())),
             Effect::Probe(_) => Event::Probed(Ok(())),
             Effect::Hook(point, index) => {
                 Event::HookDone(if self.failing_hooks.contains(&(*point, *index)) {
-                    Err("exit 1".into())
+                    Err(CommandFailure::Failed("exit 1".into()))
                 } else {
                     Ok(())
                 })
@@ -149,6 +175,15 @@ impl World {
                 self.now += Duration::from_secs(1);
                 Event::Waited
             }
+            Effect::CheckCommand(_) if self.checks_fail => {
+                Event::CommandChecked(Err("ssh: connection refused".into()))
+            }
+            Effect::CheckCommand(index) => Event::CommandChecked(Ok(match self.running {
+                Some((running, until)) if running == *index && self.now < until => {
+                    CommandState::Running
+                }
+                _ => CommandState::Ended,
+            })),
         }
     }
 
@@ -612,7 +647,7 @@ fn a_lost_ssh_connection_is_settled_by_checks_and_stops_the_rollout() {
     let engine = rollout(&plan);
     let mut world = World::new();
     let finish = world.drive(engine, &mut Vec::new(), |_, effect, _| match effect {
-        Effect::Restart(_) => Some(Event::Restarted(Err(RestartFailure::Unknown(
+        Effect::Restart(_) => Some(Event::Restarted(Err(CommandFailure::Unknown(
             "connection lost".into(),
         )))),
         _ => None,
@@ -621,6 +656,131 @@ fn a_lost_ssh_connection_is_settled_by_checks_and_stops_the_rollout() {
     assert!(finish.reason.unwrap().contains("outcome is unknown"));
     assert_eq!(finish.servers[0].state, ServerState::BackRestartUnknown);
     assert_eq!(finish.servers[1].state, ServerState::Untouched);
+}
+
+/// See: #10, case 1: the connection is lost while the restart still runs on the host.
+#[test]
+fn a_lost_connection_keeps_the_server_out_until_its_host_shows_the_restart_ended() {
+    let plan = plan("");
+    let mut world = World::new();
+    let mut reports = Vec::new();
+    let finish = world.drive(
+        rollout(&plan),
+        &mut reports,
+        |world, effect, _| match effect {
+            Effect::Restart(0) => {
+                world.running = Some((0, world.now + Duration::from_secs(5)));
+                Some(Event::Restarted(Err(CommandFailure::Unknown(
+                    "connection lost".into(),
+                ))))
+            }
+            _ => None,
+        },
+    );
+    assert_eq!(world.violations, Vec::<String>::new());
+    assert!(
+        reports
+            .iter()
+            .any(|report| matches!(report, Report::CommandEnded { proven: true, .. })),
+        "{reports:?}"
+    );
+    assert!(reports.iter().any(|report| matches!(
+        report,
+        Report::CommandMayRun {
+            what: CommandKind::Restart,
+            ..
+        }
+    )));
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert_eq!(finish.servers[0].state, ServerState::BackRestartUnknown);
+    assert_eq!(finish.servers[0].may_run, None, "it ended");
+    assert_eq!(finish.servers[1].state, ServerState::Untouched);
+}
+
+/// See: #10: a host that cannot be asked keeps the server out until the remote bound
+/// (restart.timeout + the kill grace + a connection set-up) has passed.
+#[test]
+fn a_host_that_cannot_be_asked_keeps_the_server_out_until_the_remote_bound() {
+    let plan = plan("");
+    let mut world = World::new();
+    world.checks_fail = true;
+    let mut sent = None;
+    let mut probed = None;
+    let finish = world.drive(
+        rollout(&plan),
+        &mut Vec::new(),
+        |world, effect, _| match effect {
+            Effect::Restart(0) => {
+                sent = Some(world.now);
+                world.running = Some((0, world.now + Duration::from_secs(120)));
+                Some(Event::Restarted(Err(CommandFailure::Unknown(
+                    "connection lost".into(),
+                ))))
+            }
+            Effect::Probe(0) if probed.is_none() => {
+                probed = Some(world.now);
+                None
+            }
+            _ => None,
+        },
+    );
+    assert_eq!(world.violations, Vec::<String>::new());
+    let waited = probed.unwrap() - sent.unwrap();
+    assert!(
+        waited >= plan.remote_bound(plan.restart.timeout),
+        "probed after {waited:?}"
+    );
+    assert_eq!(finish.servers[0].state, ServerState::BackRestartUnknown);
+}
+
+/// An after_restart hook whose outcome is unknown holds the server out just the same.
+#[test]
+fn an_after_restart_hook_lost_midway_holds_the_server_out_until_it_ended() {
+    let plan = plan("hooks:\n  after_restart:\n    command: /bin/true\n");
+    let mut world = World::new();
+    let finish = world.drive(
+        rollout(&plan),
+        &mut Vec::new(),
+        |world, effect, _| match effect {
+            Effect::Hook(HookPoint::AfterRestart, 0) => {
+                world.running = Some((0, world.now + Duration::from_secs(3)));
+                Some(Event::HookDone(Err(CommandFailure::Unknown(
+                    "connection lost".into(),
+                ))))
+            }
+            _ => None,
+        },
+    );
+    assert_eq!(world.violations, Vec::<String>::new());
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert_eq!(finish.servers[0].state, ServerState::BackRestartUnknown);
+}
+
+/// `abort --now` during the restart: the summary says the restart may still run, and
+/// until when.
+#[test]
+fn abort_now_during_the_restart_says_until_when_it_may_still_run() {
+    let plan = plan("");
+    let mut world = World::new();
+    let mut sent = None;
+    let finish = world.drive_with(
+        rollout(&plan),
+        &mut Vec::new(),
+        |world, effect, _| {
+            if let Effect::Restart(0) = effect {
+                sent = Some(world.now);
+            }
+            None
+        },
+        |effect| matches!(effect, Effect::Restart(0)),
+        Stop::Now,
+    );
+    assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
+    let may_run = finish.servers[0]
+        .may_run
+        .expect("the restart may still run");
+    assert_eq!(may_run.what, CommandKind::Restart);
+    assert!(may_run.until >= sent.unwrap() + plan.restart.timeout);
 }
 
 #[test]

@@ -1,0 +1,75 @@
+//! What the fault and recovery tests share: plans with a slow restart, requests held on one
+//! server, and reading the events and summary of a run.
+
+use std::time::Duration;
+
+use super::lab::LabOptions;
+use super::rollout_lab::{RolloutLab, request};
+use super::{Background, events, rollout};
+
+pub fn path(file: &std::path::Path) -> &str {
+    file.to_str().unwrap()
+}
+
+pub fn routed() -> LabOptions {
+    LabOptions {
+        route_by_path: true,
+        ..LabOptions::default()
+    }
+}
+
+/// A request held open on one server for `millis` (through HAProxy, so it is a session).
+pub fn hold(
+    lab: &RolloutLab,
+    server: usize,
+    millis: u64,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    let port = lab.lab.frontend_port;
+    let path: &'static str =
+        Box::leak(format!("/to/app{server}/slow?ms={millis}").into_boxed_str());
+    let handle = std::thread::spawn(move || request(port, path));
+    std::thread::sleep(Duration::from_millis(200));
+    handle
+}
+
+/// A plan whose restart command sleeps `seconds` before restarting: time to act mid-restart.
+pub fn slow_restart_plan(lab: &RolloutLab, name: &str, seconds: u32) -> std::path::PathBuf {
+    let command = format!(
+        "\"sleep {seconds}; {} {{port}}\"",
+        lab.restart_script.display()
+    );
+    lab.plan(name, Some(&command), "")
+}
+
+/// Waits until app1's restart has begun (maintenance set, the command running).
+pub fn wait_restarting(running: &Background) {
+    running.wait_for("app1 restarting", |event| {
+        event["event"] == "stage" && event["server"] == "app1" && event["stage"] == "restarting"
+    });
+}
+
+pub fn apply(plan: &std::path::Path) -> Background {
+    rollout(["--output", "json", "apply", path(plan)]).spawn()
+}
+
+pub fn is(event: &serde_json::Value, kind: &str, server: &str) -> bool {
+    event["event"] == kind && event["server"] == server
+}
+
+pub fn summary(stdout: &str) -> serde_json::Value {
+    events(stdout)
+        .into_iter()
+        .rev()
+        .find(|event| event["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary in {stdout}"))
+}
+
+pub fn state_of(summary: &serde_json::Value, server: &str) -> String {
+    summary["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["server"] == server)
+        .map(|entry| entry["state"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("{server} in {summary}"))
+}
