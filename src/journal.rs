@@ -203,21 +203,58 @@ impl Journal {
     pub fn append(&mut self, record: &Record) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
-        self.file.sync_data()
+        let length = self.file.metadata()?.len();
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if written.is_err() {
+            // A part of a record (a full disk) must not glue itself to the next one.
+            let _ = self.file.set_len(length);
+        }
+        written
     }
 
-    /// Every complete record; a torn last line (a crash mid-write) is ignored.
+    /// Every complete record; a torn line (a crash mid-write) is skipped.
     pub fn read(path: &Path) -> std::io::Result<Vec<Record>> {
+        Ok(Self::read_all(path)?.records)
+    }
+
+    /// Every complete record, and the last torn line, if any.
+    pub fn read_all(path: &Path) -> std::io::Result<Story> {
         let reader = BufReader::new(File::open(path)?);
-        let mut records = Vec::new();
+        let mut story = Story::default();
         for line in reader.lines() {
-            match serde_json::from_str(&line?) {
-                Ok(record) => records.push(record),
-                Err(_) => break,
+            let line = line?;
+            match serde_json::from_str(&line) {
+                Ok(record) => story.records.push(record),
+                Err(_) if line.trim().is_empty() => {}
+                Err(_) => story.torn = Some(Torn { text: line }),
             }
         }
-        Ok(records)
+        Ok(story)
+    }
+}
+
+/// What a journal holds.
+#[derive(Debug, Default)]
+pub struct Story {
+    pub records: Vec<Record>,
+    /// A record that was not written whole (a crash or a full disk while writing).
+    pub torn: Option<Torn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Torn {
+    pub text: String,
+}
+
+impl Torn {
+    /// The server the torn record names, when that much of it was written.
+    pub fn server(&self) -> Option<&str> {
+        let rest = self.text.split_once("\"server\":\"")?.1;
+        let name = rest.split_once('"')?.0;
+        crate::plan::ServerName::new(name).ok().map(|_| name)
     }
 }
 
@@ -250,6 +287,8 @@ pub struct InFlight {
     /// A command sent to its host that nothing proved ended: it may still run until its
     /// recorded bound.
     pub unfinished: Option<(Change, SentCommand)>,
+    /// Its last restart exited 0.
+    pub restart_succeeded: bool,
 }
 
 impl InFlight {
@@ -312,11 +351,15 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                             applied: Vec::new(),
                             pending: None,
                             unfinished: None,
+                            restart_succeeded: false,
                         });
                         state.in_flight.len() - 1
                     }
                 };
                 state.in_flight[index].pending = Some(*change);
+                if *change == Change::Restart {
+                    state.in_flight[index].restart_succeeded = false;
+                }
                 if let Some(command) = command {
                     state.in_flight[index].unfinished = Some((*change, command.clone()));
                 }
@@ -352,6 +395,9 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                             .is_some_and(|(sent, _)| sent == change)
                     {
                         in_flight.unfinished = None;
+                    }
+                    if *ok && *change == Change::Restart {
+                        in_flight.restart_succeeded = true;
                     }
                     if *ok {
                         in_flight.applied.push(*change);
@@ -427,8 +473,12 @@ mod tests {
             .open(dir.path().join("journal.jsonl"))
             .unwrap();
         file.write_all(b"{\"record\":\"outc").unwrap();
-        let records = Journal::read(&dir.path().join("journal.jsonl")).unwrap();
-        assert_eq!(records.len(), 2);
+        let story = Journal::read_all(&dir.path().join("journal.jsonl")).unwrap();
+        assert_eq!(story.records.len(), 2);
+        assert_eq!(
+            story.torn.map(|torn| torn.text),
+            Some("{\"record\":\"outc".into())
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("journal.jsonl"))
             .unwrap()
@@ -464,6 +514,20 @@ mod tests {
         assert_eq!(in_flight.applied, [Change::Drain]);
         assert_eq!(in_flight.pending, Some(Change::Maint));
         assert!(!in_flight.restart_attempted());
+    }
+
+    #[test]
+    fn a_torn_record_names_its_server_when_that_much_was_written() {
+        let torn = |text: &str| Torn { text: text.into() };
+        assert_eq!(
+            torn(r#"{"record":"intent","time":"t","server":"app2","cha"#).server(),
+            Some("app2")
+        );
+        assert_eq!(
+            torn(r#"{"record":"intent","time":"t","server":"ap"#).server(),
+            None
+        );
+        assert_eq!(torn(r#"{"record":"outc"#).server(), None);
     }
 
     #[test]

@@ -6,10 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::events;
 use common::lab::LabOptions;
 use common::rollout_lab::{RolloutLab, Traffic};
 use common::scenario::*;
+use common::{events, rollout};
 
 /// The events of one kind about one server.
 fn kinds<'e>(events: &'e [serde_json::Value], server: &str) -> Vec<&'e str> {
@@ -61,4 +61,161 @@ fn sshd_killed_during_the_restart_keeps_the_server_out_until_the_command_ended()
     );
     let view = lab.lab.view("app1");
     assert!(view.admin.ready() && view.status == "UP", "{view:?}");
+}
+
+/// See: #10, case 2: a CI runner kills `apply` during a restart, and `abort` runs at once.
+/// The orphaned restart may still run: `abort` keeps the server out until its host shows
+/// it ended, then settles it by its health and HAProxy's checks. No request fails.
+#[test]
+fn apply_killed_during_the_restart_then_abort_at_once_waits_for_the_orphaned_restart() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = slow_restart_plan(&lab, "killed-abort.yaml", 3);
+    let before = lab.pids();
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 1);
+    crash_during_the_restart(&plan);
+    let abort = rollout(["--output", "json", "abort", path(&plan)]).run();
+    let (ok, failed, failures) = traffic.stop();
+
+    assert_eq!(abort.code, 4, "{}", abort.stderr);
+    assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
+    let events = events(&abort.stdout);
+    let app1 = kinds(&events, "app1");
+    assert_eq!(app1.first(), Some(&"found"), "{app1:?}");
+    let ended = app1.iter().position(|kind| *kind == "command_ended");
+    assert!(ended.is_some(), "it waited for the restart: {app1:?}");
+    assert_eq!(
+        state_of(&summary(&abort.stdout), "app1"),
+        "back in traffic (UP), healthy; whether the restart ran is UNKNOWN"
+    );
+    let after = lab.pids();
+    assert_ne!(after[0], before[0], "the orphaned restart completed");
+    assert_eq!(after[1..], before[1..]);
+    let view = lab.lab.view("app1");
+    assert!(view.admin.ready() && view.status == "UP", "{view:?}");
+}
+
+/// How a server in flight got back into traffic while the rollout was down.
+#[derive(Debug, Clone, Copy)]
+enum BackInTraffic {
+    /// HAProxy reloaded: the runtime state was dropped.
+    Reload,
+    /// An operator followed docs/safety.md: `set server ... state ready`.
+    ManualReady,
+    /// The tool had set it ready, and the journal's record of that was torn (disk full).
+    TornJournal,
+}
+
+/// See: #10, case 3: `resume` after the server in flight went back into traffic, with two
+/// requests held on it. It is drained again and reaches zero sessions before its restart:
+/// both held requests complete, and no request fails.
+fn resume_drains_a_server_found_in_traffic(way: BackInTraffic) {
+    let mut lab = RolloutLab::start(LabOptions {
+        route_by_path: true,
+        ..LabOptions::default()
+    });
+    let plan = slow_restart_plan(&lab, "resume-in-traffic.yaml", 1);
+    let before = lab.pids();
+    crash_during_the_restart(&plan);
+    lab.lab
+        .wait_until("the orphaned restart finished", |views| {
+            views.iter().any(|view| view.server == "app1")
+        });
+    while lab.app_pid(lab.ports[0]) == before[0] {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match way {
+        BackInTraffic::Reload => lab.lab.reload(),
+        BackInTraffic::ManualReady => {
+            assert_eq!(
+                lab.lab.command("set server be_app/app1 state ready").trim(),
+                ""
+            );
+        }
+        BackInTraffic::TornJournal => {
+            assert_eq!(
+                lab.lab.command("set server be_app/app1 state ready").trim(),
+                ""
+            );
+            use std::io::Write;
+            let mut journal = std::fs::OpenOptions::new()
+                .append(true)
+                .open(journal_of(&plan))
+                .unwrap();
+            write!(
+                journal,
+                "{{\"record\":\"intent\",\"time\":\"2026-11-30T00:00:00Z\",\"server\":\"app1\",\"change\":\"ready\"}}\n\
+                 {{\"record\":\"outcome\",\"time\":\"2026-11-30T00:00:00Z\",\"server\":\"app1\",\"cha"
+            )
+            .unwrap();
+        }
+    }
+    lab.lab.wait_until("app1 back UP", |views| {
+        views
+            .iter()
+            .any(|view| view.server == "app1" && view.admin.ready() && view.status == "UP")
+    });
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 0);
+    let held = [hold(&lab, 1, 2500), hold(&lab, 1, 2500)];
+    let restarted_once = lab.app_pid(lab.ports[0]);
+    let resumed = rollout(["--output", "json", "resume", path(&plan)]).run();
+    let held: Vec<Result<(), String>> = held.into_iter().map(|h| h.join().unwrap()).collect();
+    let (ok, failed, failures) = traffic.stop();
+
+    assert_eq!(resumed.code, 0, "{way:?}: {}", resumed.stderr);
+    assert!(
+        held.iter().all(Result::is_ok),
+        "{way:?}: held requests: {held:?}"
+    );
+    assert_eq!(failed, 0, "{way:?}: {failures:?} ({ok} succeeded)");
+    if let BackInTraffic::TornJournal = way {
+        assert!(
+            resumed.stderr.contains("was not written whole"),
+            "the torn record is reported: {}",
+            resumed.stderr
+        );
+    }
+    let events = events(&resumed.stdout);
+    let found = events
+        .iter()
+        .find(|event| event["event"] == "found" && event["server"] == "app1")
+        .unwrap_or_else(|| panic!("{way:?}: no decision for app1: {}", resumed.stdout));
+    assert_eq!(found["live"], "in traffic (ready)", "{way:?}");
+    let stages: Vec<&str> = events
+        .iter()
+        .filter(|event| event["event"] == "stage" && event["server"] == "app1")
+        .filter_map(|event| event["stage"].as_str())
+        .collect();
+    let drained = stages.iter().position(|stage| *stage == "draining");
+    let restarted = stages.iter().position(|stage| *stage == "restarting");
+    assert!(
+        drained.is_some() && drained < restarted,
+        "{way:?}: drained before its restart: {stages:?}"
+    );
+    assert_ne!(
+        lab.app_pid(lab.ports[0]),
+        restarted_once,
+        "{way:?}: app1 redone"
+    );
+    assert!(
+        lab.lab
+            .views()
+            .iter()
+            .all(|view| view.admin.ready() && view.status == "UP"),
+        "{way:?}"
+    );
+}
+
+#[test]
+fn resume_after_a_reload_dropped_the_maintenance_drains_before_the_restart() {
+    resume_drains_a_server_found_in_traffic(BackInTraffic::Reload);
+}
+
+#[test]
+fn resume_after_a_manual_state_ready_drains_before_the_restart() {
+    resume_drains_a_server_found_in_traffic(BackInTraffic::ManualReady);
+}
+
+#[test]
+fn resume_with_a_torn_last_journal_record_decides_from_live_state() {
+    resume_drains_a_server_found_in_traffic(BackInTraffic::TornJournal);
 }

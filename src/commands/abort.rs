@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::cli::AbortArgs;
-use crate::engine::rollout::Settle;
+use crate::engine::rollout::Mode;
 use crate::exit::Exit;
 use crate::journal::{Change, Record};
 use crate::lock::Lock;
@@ -57,7 +57,8 @@ pub fn run(
         Ok(locks) => locks,
         Err(exit) => return Ok(exit),
     };
-    let Some(interrupted) = crate::journal::interrupted(&context.records()?) else {
+    let story = context.story()?;
+    let Some(interrupted) = crate::journal::interrupted(&story.records) else {
         printer.note(&format!(
             "no rollout of {} is running or interrupted; nothing to do",
             args.plan.display()
@@ -65,13 +66,12 @@ pub fn run(
         return Ok(Exit::Success);
     };
     let done = context.indexes_of(&interrupted.done);
-    let flights: Vec<(&crate::journal::InFlight, usize)> = interrupted
+    let flights: Vec<&crate::journal::InFlight> = interrupted
         .in_flight
         .iter()
         .filter(|flight| !flight.applied.is_empty() || flight.pending.is_some())
-        .filter_map(|flight| Some((flight, context.index_of(&flight.server)?)))
         .collect();
-    if flights.is_empty() {
+    if flights.is_empty() && story.torn.is_none() {
         let mut journal = crate::journal::Journal::open(&context.journal_path())?;
         journal.append(&Record::End {
             time: crate::journal::now(),
@@ -81,34 +81,24 @@ pub fn run(
         printer.note("the interrupted rollout had no server in flight; nothing to put back");
         return Ok(Exit::Aborted);
     }
-    let mut servers = Vec::new();
-    for (flight, server) in &flights {
-        let from = if flight.restart_attempted() {
-            Settle::AfterRestart
-        } else {
-            Settle::ReturnUnrestarted
-        };
+    for flight in &flights {
         printer.note(&format!(
-            "cleaning up the rollout interrupted since {}: {} was in flight ({}); {}",
+            "cleaning up the rollout interrupted since {}: {} was in flight ({})",
             interrupted.started,
             flight.server,
             describe(flight),
-            match from {
-                Settle::AfterRestart =>
-                    "it returns to traffic only if its health and HAProxy's checks pass",
-                Settle::ReturnUnrestarted => "it was not restarted and returns to traffic",
-            }
         ));
-        servers.push((*server, from));
     }
+    let facts = context.facts(&interrupted, &story);
     Run {
         context: &context,
-        start: Start::Settle { done, servers },
+        start: Start::Recover {
+            mode: Mode::Settle,
+            done,
+            facts,
+        },
         confirm: false,
-        ours: flights
-            .iter()
-            .map(|(flight, _)| flight.server.clone())
-            .collect(),
+        ours: flights.iter().map(|flight| flight.server.clone()).collect(),
         done_before: interrupted.done.clone(),
         continue_journal: true,
     }

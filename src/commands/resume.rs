@@ -1,9 +1,10 @@
-//! `resume PLAN`: continues an interrupted rollout from its journal. Servers it finished are
-//! not restarted again; the one in flight is redone safely.
+//! `resume PLAN`: continues an interrupted rollout. Servers it finished are not restarted
+//! again; the engine decides where each server it was working on goes on from, from what
+//! every HAProxy shows now and the journal's facts.
 
 use crate::cli::ResumeArgs;
+use crate::engine::rollout::Mode;
 use crate::exit::Exit;
-use crate::journal::Change;
 use crate::report::Printer;
 
 use super::rollout::{Context, Run, Start};
@@ -17,7 +18,8 @@ pub fn run(
         Ok(loaded) => loaded,
         Err(exit) => return Ok(exit),
     };
-    let Some(interrupted) = crate::journal::interrupted(&context.records()?) else {
+    let story = context.story()?;
+    let Some(interrupted) = crate::journal::interrupted(&story.records) else {
         anyhow::bail!(
             "there is no interrupted rollout of {} to resume (its journal is in {})",
             args.plan.display(),
@@ -33,37 +35,37 @@ pub fn run(
         return Ok(Exit::Usage);
     }
     let done = context.indexes_of(&interrupted.done);
-    let mut ours = Vec::new();
-    let mut in_maintenance = Vec::new();
-    for flight in &interrupted.in_flight {
-        ours.push(flight.server.clone());
-        // Left in maintenance (or the restart was under way): redo it from the restart,
-        // without putting an unverified application back into traffic on the way.
-        if flight.restart_attempted()
-            || flight.last_state() == Some(Change::Maint)
-            || flight.pending == Some(Change::Maint)
-        {
-            in_maintenance.extend(context.index_of(&flight.server));
-        }
-    }
+    let facts = context.facts(&interrupted, &story);
+    let in_flight: Vec<&str> = interrupted
+        .in_flight
+        .iter()
+        .map(|flight| flight.server.as_str())
+        .collect();
     printer.note(&format!(
         "resuming the rollout started {}: {} server(s) done before{}",
         interrupted.started,
         done.len(),
-        if ours.is_empty() {
+        if in_flight.is_empty() {
             String::new()
         } else {
-            format!("; {} in flight and redone", ours.join(", "))
+            format!(
+                "; {} in flight, each decided from what HAProxy shows now",
+                in_flight.join(", ")
+            )
         }
     ));
     Run {
         context: &context,
-        start: Start::Resume {
+        start: Start::Recover {
+            mode: Mode::Resume,
             done,
-            in_maintenance,
+            facts,
         },
         confirm: false,
-        ours,
+        ours: in_flight
+            .iter()
+            .map(|server| (*server).to_owned())
+            .collect(),
         done_before: interrupted.done.clone(),
         continue_journal: true,
     }

@@ -6,17 +6,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::driver::{Driver, Interrupt};
-use crate::engine::rollout::{Outcome, Rollout, ServerState};
+use crate::driver::{Driver, Interrupt, StartedCommand};
+use crate::engine::rollout::{
+    CommandKind, MayRun, Mode, Outcome, Recovered, RestartFact, Rollout, ServerState,
+};
 use crate::engine::{Observation, Outcome as Check, Preflight};
 use crate::exit::Exit;
 use crate::health::HealthChecker;
-use crate::journal::{self, Journal, ProcessIdentity, Record};
+use crate::journal::{self, Change, Interrupted, Journal, ProcessIdentity, Record};
 use crate::lock::{Holder, Lock, LockError};
-use crate::plan::Plan;
+use crate::plan::{HookPoint, Plan};
 use crate::report::Printer;
 use crate::report::rollout::{RolloutReporter, outcome_text, summary_json};
-use crate::ssh::SshPool;
+use crate::ssh::{Marker, SshPool};
 
 /// A plan loaded for a rollout, with where its journal and lock live.
 pub(crate) struct Context<'a> {
@@ -92,12 +94,36 @@ impl<'a> Context<'a> {
 
     /// The journal's records, empty when there is none.
     pub fn records(&self) -> anyhow::Result<Vec<Record>> {
-        match Journal::read(&self.journal_path()) {
-            Ok(records) => Ok(records),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Ok(self.story()?.records)
+    }
+
+    /// The journal's records and a torn last record, empty when there is none.
+    pub fn story(&self) -> anyhow::Result<journal::Story> {
+        match Journal::read_all(&self.journal_path()) {
+            Ok(story) => Ok(story),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(journal::Story::default())
+            }
             Err(error) => Err(anyhow::Error::new(error)
                 .context(format!("cannot read {}", self.journal_path().display()))),
         }
+    }
+
+    /// The facts of an earlier run's servers in flight, for the engine: a torn last record
+    /// is reported, and its server decided from live state like the others.
+    pub fn facts(&self, interrupted: &Interrupted, story: &journal::Story) -> Facts {
+        let torn_server = story.torn.as_ref().and_then(journal::Torn::server);
+        if let Some(torn) = &story.torn {
+            self.printer.warning(&format!(
+                "the journal's last record was not written whole (a crash or a full disk while writing: {:?}); {} decided from what HAProxy shows now",
+                torn.text,
+                torn_server.map_or_else(
+                    || "every server in flight is".to_owned(),
+                    |server| format!("{server} is")
+                )
+            ));
+        }
+        Facts::of(self, interrupted, torn_server)
     }
 
     /// Property 8: the plan's lock, then one lock per HAProxy socket and backend, so two
@@ -184,14 +210,100 @@ pub(crate) struct Locks {
 /// How the engine starts.
 pub(crate) enum Start {
     Fresh,
-    Resume {
+    /// Resume or settle what an earlier run left: the engine decides from live state.
+    Recover {
+        mode: Mode,
         done: Vec<usize>,
-        in_maintenance: Vec<usize>,
+        facts: Facts,
     },
-    Settle {
-        done: Vec<usize>,
-        servers: Vec<(usize, crate::engine::rollout::Settle)>,
-    },
+}
+
+/// The journal's facts about the servers an earlier run was working on, for the engine.
+#[derive(Default)]
+pub(crate) struct Facts {
+    pub recovered: Vec<Recovered>,
+    /// The markers of commands that may still run, by plan index.
+    pub commands: Vec<(usize, StartedCommand)>,
+    /// Servers in flight that the plan no longer has.
+    pub dropped: Vec<String>,
+}
+
+impl Facts {
+    /// Reads the facts of `interrupted`'s servers in flight (and `also`, the server of a
+    /// torn last record, if the plan has it and it is not in flight already).
+    pub fn of(context: &Context, interrupted: &Interrupted, also: Option<&str>) -> Facts {
+        let plan = &context.plan;
+        let mut facts = Facts::default();
+        for flight in &interrupted.in_flight {
+            let Some(index) = context.index_of(&flight.server) else {
+                facts.dropped.push(flight.server.clone());
+                continue;
+            };
+            let restart = if flight.restart_succeeded {
+                RestartFact::Succeeded
+            } else if flight.restart_attempted() {
+                RestartFact::MayHaveRun
+            } else {
+                RestartFact::NotSent
+            };
+            let now = (Instant::now(), std::time::SystemTime::now());
+            // Until the journal's bound; a journal without one: as long as it could be.
+            let conservative = |what| MayRun {
+                what,
+                until: now.0 + plan.remote_bound(plan.restart.timeout),
+            };
+            let may_run = match &flight.unfinished {
+                Some((change, sent)) => {
+                    if let Some(marker) = Marker::recorded(&sent.marker) {
+                        facts.commands.push((
+                            index,
+                            StartedCommand {
+                                host: sent.host.clone(),
+                                marker,
+                            },
+                        ));
+                    }
+                    let what = command_kind(*change);
+                    match humantime::parse_rfc3339(&sent.until) {
+                        Ok(until) => until.duration_since(now.1).ok().map(|left| MayRun {
+                            what,
+                            until: now.0 + left,
+                        }),
+                        Err(_) => Some(conservative(what)),
+                    }
+                }
+                None if flight.pending == Some(Change::Restart) => {
+                    Some(conservative(CommandKind::Restart))
+                }
+                None => None,
+            };
+            facts.recovered.push(Recovered {
+                index,
+                restart,
+                may_run,
+            });
+        }
+        if let Some(index) = also.and_then(|server| context.index_of(server))
+            && !facts.recovered.iter().any(|server| server.index == index)
+            && !context.indexes_of(&interrupted.done).contains(&index)
+        {
+            facts.recovered.push(Recovered {
+                index,
+                restart: RestartFact::NotSent,
+                may_run: None,
+            });
+        }
+        facts
+    }
+}
+
+fn command_kind(change: Change) -> CommandKind {
+    match change {
+        Change::BeforeDrainHook => CommandKind::Hook(HookPoint::BeforeDrain),
+        Change::AfterRestartHook => CommandKind::Hook(HookPoint::AfterRestart),
+        Change::AfterReadyHook => CommandKind::Hook(HookPoint::AfterReady),
+        _ => CommandKind::Restart,
+    }
 }
 
 pub(crate) struct Run<'a> {
@@ -221,7 +333,13 @@ impl Run<'_> {
         let links = super::live::connect(plan).await;
         let observations = super::live::observe(plan, &links).await;
         let ours: Vec<&str> = self.ours.iter().map(String::as_str).collect();
-        let settling = matches!(self.start, Start::Settle { .. });
+        let settling = matches!(
+            self.start,
+            Start::Recover {
+                mode: Mode::Settle,
+                ..
+            }
+        );
         let preflight = crate::engine::preflight::preflight(plan, &observations, &ours);
         let steps = super::preview_steps(plan, &preflight);
         let targets: Option<Vec<_>> = preflight
@@ -290,21 +408,22 @@ impl Run<'_> {
         let journal = self.open_journal(&observations)?;
         let topology = preflight.topology.clone();
         let limits = crate::engine::preflight::limits(plan, &observations, &topology);
-        let engine = match self.start {
-            Start::Fresh => Rollout::new(plan, topology.clone(), limits.clone()),
-            Start::Resume {
-                done,
-                in_maintenance,
-            } => Rollout::resume(
-                plan,
-                topology.clone(),
-                limits.clone(),
-                &done,
-                &in_maintenance,
+        let (engine, commands) = match self.start {
+            Start::Fresh => (
+                Rollout::new(plan, topology.clone(), limits.clone()),
+                Vec::new(),
             ),
-            Start::Settle { done, servers } => {
-                Rollout::settle(plan, topology.clone(), &done, &servers)
-            }
+            Start::Recover { mode, done, facts } => (
+                Rollout::recover(
+                    plan,
+                    topology.clone(),
+                    limits.clone(),
+                    mode,
+                    &done,
+                    facts.recovered,
+                ),
+                facts.commands,
+            ),
         };
         let interrupt = Interrupt::default();
         spawn_signal_handler(interrupt.clone());
@@ -338,7 +457,7 @@ impl Run<'_> {
                 .dir
                 .file_name()
                 .map_or_else(String::new, |name| name.to_string_lossy().into_owned()),
-            commands: Mutex::new(std::collections::HashMap::new()),
+            commands: Mutex::new(commands.into_iter().collect()),
         };
         let started = Instant::now();
         let hosts: Vec<String> = driver
@@ -373,7 +492,14 @@ impl Run<'_> {
                     .collect();
                 finish = driver
                     .run(
-                        Rollout::resume(plan, topology.clone(), limits, &done, &[]),
+                        Rollout::recover(
+                            plan,
+                            topology.clone(),
+                            limits,
+                            Mode::Resume,
+                            &done,
+                            Vec::new(),
+                        ),
                         |report| reporter.report(report),
                     )
                     .await;

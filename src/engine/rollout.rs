@@ -19,8 +19,11 @@ use crate::plan::{
     BackendName, CanaryPause, HookPoint, MaxUnavailable, OnDrainTimeout, Plan, ServerName,
 };
 
+mod recovery;
 mod server;
 
+use recovery::Decision;
+pub use recovery::{Live, Mode, Recovered, RestartFact};
 use server::{ServerRun, Start, Step};
 
 /// What the driver reports back.
@@ -235,6 +238,13 @@ pub enum Report {
         what: CommandKind,
         proven: bool,
     },
+    /// Recovering: what a server an earlier run was working on shows now, and where it goes
+    /// on from.
+    Found {
+        server: ServerName,
+        live: String,
+        decision: String,
+    },
     /// A poll could not read one HAProxy; polling goes on until its unreachable deadline.
     PollFailed {
         error: String,
@@ -272,15 +282,6 @@ pub struct Finish {
     /// What went wrong, for a failed or interrupted rollout.
     pub reason: Option<String>,
     pub servers: Vec<ServerResult>,
-}
-
-/// Where to start when settling the server an interrupted rollout left behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settle {
-    /// Never restarted: return it to traffic.
-    ReturnUnrestarted,
-    /// The restart was attempted: return it only once its health and HAProxy's checks pass.
-    AfterRestart,
 }
 
 /// The settings each server's run decides with, taken from the plan.
@@ -373,6 +374,14 @@ impl Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Own {
     Idle,
+    /// Reading every HAProxy to decide where the recovered servers go on from.
+    Recovering {
+        since: Instant,
+    },
+    /// An HAProxy could not be read for that: reading again after a poll interval.
+    RecoveringWait {
+        since: Instant,
+    },
     /// Reading every HAProxy to check the capacity for this server.
     Admitting(usize),
     /// The canaries are back: wait until `until`, then check them.
@@ -416,8 +425,10 @@ pub struct Rollout {
     /// Servers still to start, in plan order.
     queue: VecDeque<usize>,
     flights: BTreeMap<usize, Flight>,
-    /// Servers an interrupted run left out, started with the rollout.
-    first: Vec<(usize, Start)>,
+    /// Servers an earlier run was working on: decided from live state first.
+    recovering: Vec<Recovered>,
+    /// Settling after an interrupted run: put right, restart nothing, stop.
+    settling: bool,
     own: Own,
     /// The next server's capacity is short while other servers of this rollout are out:
     /// wait for one of them to finish before checking again.
@@ -493,7 +504,8 @@ impl Rollout {
             canary_passed: plan.canary.is_none(),
             results,
             flights: BTreeMap::new(),
-            first: Vec::new(),
+            recovering: Vec::new(),
+            settling: false,
             own: Own::Idle,
             blocked: false,
             stop: Stop::No,
@@ -504,50 +516,39 @@ impl Rollout {
         }
     }
 
-    /// Continues an interrupted rollout: the servers at `done` were restarted before. The
-    /// servers it left in maintenance (`in_maintenance`) are redone from their restart,
-    /// without leaving maintenance first, before any other server starts.
-    pub fn resume(
+    /// Continues (`Mode::Resume`) or settles (`Mode::Settle`) a rollout an earlier run left:
+    /// the servers at `done` were restarted and back before; those in `recovered` it was
+    /// working on go on from what the live state and the journal's facts allow (decided at
+    /// the first poll, see `recovery.rs`), before any other server starts.
+    pub fn recover(
         plan: &Plan,
         topology: Topology,
         limits: Limits,
+        mode: Mode,
         done: &[usize],
-        in_maintenance: &[usize],
+        recovered: Vec<Recovered>,
     ) -> Self {
         let mut rollout = Rollout::new(plan, topology, limits);
         for index in done {
             rollout.results[*index].state = ServerState::DoneEarlier;
         }
-        rollout
-            .queue
-            .retain(|index| !done.contains(index) && !in_maintenance.contains(index));
-        rollout.first = in_maintenance
-            .iter()
-            .map(|index| (*index, Start::Maintenance))
-            .collect();
+        rollout.queue.retain(|index| {
+            !done.contains(index) && !recovered.iter().any(|server| server.index == *index)
+        });
+        for server in &recovered {
+            rollout.results[server.index].state = ServerState::Unknown;
+        }
+        rollout.recovering = recovered;
         // Canaries done before the interruption (or the pause) are not paused for again.
         if let Some((canaries, _)) = rollout.canary {
             rollout.canary_passed |= done.len() >= canaries;
         }
-        rollout
-    }
-
-    /// Settles the servers an interrupted rollout left out of rotation, then stops.
-    pub fn settle(
-        plan: &Plan,
-        topology: Topology,
-        done: &[usize],
-        servers: &[(usize, Settle)],
-    ) -> Self {
-        let limits = Limits::new(plan.capacity.max_unavailable, &topology, |_, _| 0);
-        let mut rollout = Rollout::resume(plan, topology, limits, done, &[]);
-        rollout.queue.clear();
-        rollout.first = servers
-            .iter()
-            .map(|(index, from)| (*index, Start::Settle(*from)))
-            .collect();
-        rollout.stop = Stop::Interrupted;
-        rollout.hooks_enabled = false;
+        if mode == Mode::Settle {
+            rollout.queue.clear();
+            rollout.stop = Stop::Interrupted;
+            rollout.hooks_enabled = false;
+            rollout.settling = true;
+        }
         rollout
     }
 
@@ -572,9 +573,73 @@ impl Rollout {
 
     /// The first actions.
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        if !self.recovering.is_empty() {
+            self.own = Own::Recovering { since: now };
+            return vec![Action::Run(Lane::Rollout, Effect::Poll)];
+        }
+        self.advance(now)
+    }
+
+    /// Where each recovered server goes on from, from what every HAProxy shows now.
+    fn recover_from(
+        &mut self,
+        views: &[Result<Vec<ServerView>, String>],
+        since: Instant,
+        now: Instant,
+    ) -> Vec<Action> {
+        if let Some((instance, error)) = views
+            .iter()
+            .enumerate()
+            .find_map(|(instance, result)| result.as_ref().err().map(|error| (instance, error)))
+        {
+            let limit = self.settings.unreachable_timeouts[instance];
+            if now.saturating_duration_since(since) < limit {
+                self.own = Own::RecoveringWait { since };
+                return vec![
+                    Action::Report(Report::PollFailed {
+                        error: format!("HAProxy #{}: {error}", instance + 1),
+                    }),
+                    Action::Run(Lane::Rollout, Effect::Wait),
+                ];
+            }
+        }
+        let mode = if self.settling {
+            Mode::Settle
+        } else {
+            Mode::Resume
+        };
         let mut actions = Vec::new();
-        for (index, start) in std::mem::take(&mut self.first) {
-            actions.extend(self.launch(index, start, now));
+        let mut queued = Vec::new();
+        for server in std::mem::take(&mut self.recovering) {
+            let name = self.settings.servers[server.index].clone();
+            let live = match recovery::live(&self.settings, server.index, views) {
+                Ok(live) => live,
+                Err(reason) => {
+                    let reason = format!("cannot tell what {name} shows now: {reason}");
+                    actions.push(Action::Report(Report::ServerFailed {
+                        server: name,
+                        stage: Stage::CheckingCapacity,
+                        reason: reason.clone(),
+                    }));
+                    self.fail(server.index, Some(reason));
+                    continue;
+                }
+            };
+            let decision = recovery::decide(mode, live, server.restart, server.may_run);
+            actions.push(Action::Report(Report::Found {
+                server: name,
+                live: live.text(),
+                decision: decision.text().to_owned(),
+            }));
+            match decision {
+                Decision::Queue => queued.push(server.index),
+                Decision::Leave(state) => self.results[server.index].state = state,
+                Decision::Start(start) => actions.extend(self.launch(server.index, start, now)),
+            }
+        }
+        // In plan order, ahead of the servers not started yet.
+        for index in queued.into_iter().rev() {
+            self.queue.push_front(index);
         }
         actions.extend(self.advance(now));
         actions
@@ -672,7 +737,7 @@ impl Rollout {
     }
 
     fn launch(&mut self, index: usize, start: Start, now: Instant) -> Vec<Action> {
-        let mut run = ServerRun::new(Arc::clone(&self.settings), index, start);
+        let mut run = ServerRun::new(Arc::clone(&self.settings), index, start, self.settling);
         let steps = run.begin(now);
         self.flights.insert(
             index,
@@ -694,6 +759,9 @@ impl Rollout {
                 Step::Done(done) => {
                     self.flights.remove(&index);
                     self.results[index] = done.result;
+                    if done.requeue {
+                        self.queue.push_front(index);
+                    }
                     match done.outcome {
                         Outcome::Success => {}
                         Outcome::Failed => {
@@ -811,6 +879,13 @@ impl Rollout {
 
     fn handle_own(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match (std::mem::replace(&mut self.own, Own::Idle), event) {
+            (Own::Recovering { since }, Event::Polled(views)) => {
+                self.recover_from(&views, since, now)
+            }
+            (Own::RecoveringWait { since }, Event::Waited) => {
+                self.own = Own::Recovering { since };
+                vec![Action::Run(Lane::Rollout, Effect::Poll)]
+            }
             (Own::Admitting(next), Event::Polled(views)) => self.admit(next, &views, now),
             (Own::FailureHook, Event::HookDone(result)) => {
                 if let (Err(error), Some(last)) = (result, self.failures.last_mut()) {

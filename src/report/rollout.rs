@@ -254,6 +254,17 @@ impl<'a> RolloutReporter<'a> {
                     what.as_str()
                 ));
             }
+            Report::Found {
+                server,
+                live,
+                decision,
+            } => {
+                self.event(
+                    "found",
+                    json!({"server": server.as_str(), "live": live, "decision": decision}),
+                );
+                self.say(&format!("{server}: found {live}; {decision}"));
+            }
             Report::PollFailed { error } => {
                 self.event("poll_failed", json!({"error": error}));
                 self.say(&format!(

@@ -73,3 +73,22 @@ pub fn state_of(summary: &serde_json::Value, server: &str) -> String {
         .map(|entry| entry["state"].as_str().unwrap().to_owned())
         .unwrap_or_else(|| panic!("{server} in {summary}"))
 }
+
+/// The journal a rollout of `plan` writes (the tests' own state directory).
+pub fn journal_of(plan: &std::path::Path) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("state-{}", std::process::id()));
+    haproxy_rollout::journal::rollout_dir(&root, plan)
+        .unwrap()
+        .join("journal.jsonl")
+}
+
+/// Starts `apply` and SIGKILLs it 700 ms into app1's restart, as a cancelled CI job would
+/// end: the restart command itself goes on on the host.
+pub fn crash_during_the_restart(plan: &std::path::Path) {
+    let running = apply(plan);
+    wait_restarting(&running);
+    std::thread::sleep(Duration::from_millis(700));
+    running.signal("KILL");
+    running.finish();
+}

@@ -12,7 +12,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 use super::{
     CommandFailure, CommandKind, CommandState, Effect, Event, MayRun, Outcome, Report,
-    ServerResult, ServerState, Settings, Settle, Stage, or_none,
+    ServerResult, ServerState, Settings, Stage, or_none,
 };
 use crate::haproxy::{AdminTarget, ServerView};
 use crate::plan::{HookPoint, OnDrainTimeout, ServerName};
@@ -22,11 +22,46 @@ use crate::plan::{HookPoint, OnDrainTimeout, ServerName};
 pub(super) enum Start {
     /// Its capacity check just passed: the `before_drain` hook, then the drain.
     Checked,
-    /// An interrupted run left it in maintenance: redone from its restart, without leaving
-    /// maintenance first.
-    Maintenance,
-    /// Settled after an interrupted rollout, then the run stops.
-    Settle(Settle),
+    /// Out of rotation already (an earlier run drained it): its restart is redone once no
+    /// session is left on it, on every HAProxy.
+    RestartAfterSessions,
+    /// Out of rotation, and its restart may have run: from its health check on (back only
+    /// once its health and HAProxy's checks pass, else out).
+    AfterRestart { restart_known: bool },
+    /// In traffic after a restart of an earlier run: confirmed once exactly UP.
+    ConfirmUp { restart_known: bool },
+    /// Never restarted: back into traffic, then the run stops.
+    ReturnUnrestarted,
+    /// A command of an earlier run may still run on its host: its host is asked at once;
+    /// ended, the server goes on with `then`. Still running (or the host cannot tell), the
+    /// server is first taken out with `secure` (if the command is one that runs while it
+    /// is out and it is not out already), waits until the command can no longer run, then
+    /// goes on with `then_secured`.
+    AwaitCommand {
+        may_run: MayRun,
+        /// What the server is now: in traffic (`None`), draining, or in maintenance.
+        holding: Option<AdminTarget>,
+        secure: Option<AdminTarget>,
+        then: AfterCommand,
+        then_secured: AfterCommand,
+    },
+}
+
+/// What a server does once a command that may have been running can no longer run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterCommand {
+    /// Settled by its health and HAProxy's checks.
+    Probe { restart_known: bool },
+    /// Its restart is redone, once no session is left on it.
+    RestartAfterSessions,
+    /// Back to traffic, never restarted.
+    ReturnUnrestarted,
+    /// In traffic after its restart: confirmed once exactly UP.
+    ConfirmUp { restart_known: bool },
+    /// In traffic, never restarted: it starts again like a server not yet started.
+    Queue,
+    /// Nothing to do: it ends in this state.
+    Leave(ServerState),
 }
 
 pub(super) enum Step {
@@ -40,6 +75,8 @@ pub(super) struct Done {
     pub outcome: Outcome,
     pub reason: Option<String>,
     pub result: ServerResult,
+    /// Untouched and in traffic: it starts again like a server not yet started.
+    pub requeue: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +93,11 @@ enum Phase {
         sessions: u64,
     },
     EnteringMaint,
+    /// Taken out of traffic while a command of an earlier run still runs.
+    Securing {
+        may_run: MayRun,
+        target: AdminTarget,
+    },
     Restarting,
     /// A command whose outcome is unknown may still run on the host until `until`: the
     /// server stays out of rotation until the host shows it ended or the bound passed.
@@ -118,11 +160,22 @@ pub(super) struct ServerRun {
     stop: Stop,
     /// Settling after an interrupted rollout runs no hooks: it only puts a server right.
     hooks_enabled: bool,
+    /// What follows once a command that may have been running can no longer run.
+    after_command: AfterCommand,
+    /// Whether its restart ran is not known (an earlier run lost it): back in traffic, it
+    /// is reported so.
+    restart_unknown: bool,
+    /// What holds the server out while it waits for a command (`None`: in traffic).
+    holding: Option<AdminTarget>,
+    /// Taken out with this if the command is still running at the first look.
+    secure: Option<AdminTarget>,
+    /// What follows the command once the server was taken out for it.
+    then_secured: AfterCommand,
 }
 
 impl ServerRun {
-    pub fn new(settings: Arc<Settings>, index: usize, start: Start) -> Self {
-        let settling = matches!(start, Start::Settle(_));
+    /// `settling`: after an interrupted rollout, only put right, then stop (no hooks).
+    pub fn new(settings: Arc<Settings>, index: usize, start: Start, settling: bool) -> Self {
         ServerRun {
             unreadable_since: vec![None; settings.unreachable_timeouts.len()],
             result: ServerResult {
@@ -149,6 +202,15 @@ impl ServerRun {
                 Stop::No
             },
             hooks_enabled: !settling,
+            after_command: AfterCommand::Probe {
+                restart_known: true,
+            },
+            restart_unknown: false,
+            holding: Some(AdminTarget::Maint),
+            secure: None,
+            then_secured: AfterCommand::Probe {
+                restart_known: true,
+            },
         }
     }
 
@@ -210,13 +272,14 @@ impl ServerRun {
             | Phase::ForcingShutdown { .. }
             | Phase::EnteringMaint
             | Phase::Restarting
-            | Phase::CommandMayRun { .. }
             | Phase::AfterRestartHook
             | Phase::Probing { .. } => AdminTarget::Maint,
             Phase::Restoring {
                 target: AdminTarget::Maint,
                 ..
             } => AdminTarget::Maint,
+            Phase::CommandMayRun { .. } => self.holding?,
+            Phase::Securing { target, .. } => *target,
             _ => return None,
         };
         Some((self.server(), target))
@@ -226,24 +289,36 @@ impl ServerRun {
     pub fn begin(&mut self, now: Instant) -> Vec<Step> {
         self.started = Some(now);
         match self.start.take().unwrap_or(Start::Checked) {
-            Start::Settle(Settle::ReturnUnrestarted) => {
+            Start::ReturnUnrestarted => {
                 self.result.state = ServerState::Unknown;
                 self.return_unrestarted("settled after an interrupted rollout")
             }
-            Start::Settle(Settle::AfterRestart) => {
+            Start::AfterRestart { restart_known } => {
                 self.result.state = ServerState::Unknown;
+                self.restart_unknown = !restart_known;
                 self.start_probing(now)
             }
-            Start::Maintenance => {
-                // Out of rotation already: nothing to drain. Maintenance is set again (a
-                // reload since may have dropped it), then the restart.
-                self.drained = Some(now);
+            Start::ConfirmUp { restart_known } => self.confirm_up(restart_known, now),
+            Start::RestartAfterSessions => {
                 self.result.state = ServerState::OutOfRotation;
-                self.phase = Phase::EnteringMaint;
-                vec![
-                    self.stage(Stage::Restarting),
-                    Step::Run(Effect::SetState(self.server(), AdminTarget::Maint)),
-                ]
+                self.wait_for_sessions(now)
+            }
+            Start::AwaitCommand {
+                may_run,
+                holding,
+                secure,
+                then,
+                then_secured,
+            } => {
+                self.result.state = match holding {
+                    None => ServerState::Untouched,
+                    Some(_) => ServerState::OutOfRotation,
+                };
+                self.holding = holding;
+                self.secure = secure;
+                self.after_command = then;
+                self.then_secured = then_secured;
+                self.wait_for_command(may_run, now)
             }
             Start::Checked => {
                 if self.has_hook(HookPoint::BeforeDrain) {
@@ -310,6 +385,25 @@ impl ServerRun {
                 }
                 self.start_restart(now)
             }
+            (Phase::Securing { may_run, target }, Event::Changed(Ok(()))) => {
+                self.holding = Some(target);
+                self.result.state = ServerState::OutOfRotation;
+                self.after_command = self.then_secured;
+                self.phase = Phase::CommandMayRun {
+                    what: may_run.what,
+                    until: may_run.until,
+                    next_check: now + CHECK_EVERY,
+                };
+                Self::run(Effect::Wait)
+            }
+            (Phase::Securing { target, .. }, Event::Changed(Err(error))) => self
+                .fail_out_of_rotation(
+                    Stage::Draining,
+                    format!(
+                        "taking it out ({}) failed while a command may still run: {error}",
+                        target.as_str()
+                    ),
+                ),
             (Phase::EnteringMaint, Event::Changed(Err(error))) => {
                 self.fail_out_of_rotation(Stage::Restarting, format!("maintenance failed: {error}"))
             }
@@ -655,6 +749,33 @@ impl ServerRun {
         steps
     }
 
+    /// In traffic after a restart of an earlier run: confirmed once exactly UP everywhere.
+    fn confirm_up(&mut self, restart_known: bool, now: Instant) -> Vec<Step> {
+        self.result.state = ServerState::Unknown;
+        self.restart_unknown = !restart_known;
+        // Nothing to put back: it is in traffic. Its hooks ran, or were lost, with the
+        // earlier run.
+        self.hooks_enabled = false;
+        self.phase = Phase::Up {
+            deadline: now + self.settings.ready_timeout,
+        };
+        vec![
+            self.stage(Stage::ReturningToTraffic),
+            Step::Run(Effect::Poll),
+        ]
+    }
+
+    /// Out of rotation already: wait for zero sessions on every HAProxy (the restart follows).
+    fn wait_for_sessions(&mut self, now: Instant) -> Vec<Step> {
+        self.phase = Phase::Sessions {
+            deadline: now + self.settings.drain_timeout,
+        };
+        vec![
+            self.stage(Stage::WaitingForSessions),
+            Step::Run(Effect::Poll),
+        ]
+    }
+
     fn mark_drained(&mut self, now: Instant) {
         self.drained = Some(now);
         self.result.timings.draining = self
@@ -701,6 +822,10 @@ impl ServerRun {
         let Some(may_run) = self.may_run() else {
             return self.start_probing(now);
         };
+        self.wait_for_command(may_run, now)
+    }
+
+    fn wait_for_command(&mut self, may_run: MayRun, now: Instant) -> Vec<Step> {
         self.result.may_run = Some(may_run);
         self.phase = Phase::CommandMayRun {
             what: may_run.what,
@@ -730,12 +855,47 @@ impl ServerRun {
                 what,
                 proven,
             })];
-            steps.extend(run.start_probing(now));
+            run.secure = None;
+            steps.extend(match run.after_command {
+                AfterCommand::Probe { restart_known } => {
+                    run.restart_unknown |= !restart_known;
+                    run.start_probing(now)
+                }
+                AfterCommand::RestartAfterSessions => run.wait_for_sessions(now),
+                AfterCommand::ReturnUnrestarted => {
+                    run.return_unrestarted("settled after an interrupted rollout")
+                }
+                AfterCommand::ConfirmUp { restart_known } => run.confirm_up(restart_known, now),
+                AfterCommand::Queue => {
+                    run.result.state = ServerState::Untouched;
+                    let mut done = run.finish(Outcome::Success, None);
+                    if let Step::Done(done) = &mut done {
+                        done.requeue = true;
+                    }
+                    vec![done]
+                }
+                AfterCommand::Leave(state) => {
+                    run.result.state = state;
+                    vec![run.finish(Outcome::Success, None)]
+                }
+            });
             steps
         };
         match event {
             Event::CommandChecked(Ok(CommandState::Ended)) => ended(self, true),
             _ if now >= until => ended(self, false),
+            // Still running, or the host cannot tell: out of traffic before anything else.
+            Event::CommandChecked(_) if self.secure.is_some() => {
+                let target = self.secure.take().unwrap_or(AdminTarget::Maint);
+                self.phase = Phase::Securing {
+                    may_run: MayRun { what, until },
+                    target,
+                };
+                vec![
+                    self.stage(Stage::Draining),
+                    Step::Run(Effect::SetState(self.server(), target)),
+                ]
+            }
             Event::Waited if now >= next_check => {
                 self.phase = Phase::CommandMayRun {
                     what,
@@ -876,11 +1036,12 @@ impl ServerRun {
             .iter()
             .all(|view| view.admin.ready() && view.is_fully_up())
         {
-            self.result.state = if matches!(self.stop, Stop::AfterThisServer(_)) {
-                ServerState::BackRestartUnknown
-            } else {
-                ServerState::Done
-            };
+            self.result.state =
+                if matches!(self.stop, Stop::AfterThisServer(_)) || self.restart_unknown {
+                    ServerState::BackRestartUnknown
+                } else {
+                    ServerState::Done
+                };
             self.result.timings.haproxy = self
                 .healthy
                 .map(|healthy| now.saturating_duration_since(healthy));
@@ -1008,15 +1169,23 @@ impl ServerRun {
     pub fn stop_now(&mut self, why: &str) -> Vec<Step> {
         self.stop = Stop::Interrupted;
         // A command in flight is abandoned, not stopped: it may still run until its bound.
+        // (Waiting for one, the summary already says until when.)
         if matches!(
             self.phase,
             Phase::Restarting
-                | Phase::CommandMayRun { .. }
                 | Phase::BeforeDrainHook
                 | Phase::AfterRestartHook
                 | Phase::AfterReadyHook
         ) {
             self.result.may_run = self.may_run();
+        }
+        if self.holding.is_none() && matches!(self.phase, Phase::CommandMayRun { .. }) {
+            // Waiting for an earlier run's hook, in traffic: nothing of ours to undo.
+            self.phase = Phase::Idle;
+            return vec![self.finish(
+                Outcome::Interrupted,
+                Some(format!("{why}; {} stays in traffic", self.server())),
+            )];
         }
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Idle | Phase::BeforeDrainHook | Phase::Finished => {
@@ -1052,6 +1221,7 @@ impl ServerRun {
             outcome,
             reason,
             result: self.result.clone(),
+            requeue: false,
         })
     }
 }

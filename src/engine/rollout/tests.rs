@@ -112,13 +112,34 @@ impl World {
 
     fn perform(&mut self, effect: &Effect) -> Event {
         self.now += Duration::from_millis(100);
+        if let Effect::Restart(index) = effect {
+            let name = format!("app{}", index + 1);
+            let view = self.views.iter().find(|view| view.server == name).unwrap();
+            let pending = self
+                .sessions
+                .iter()
+                .any(|(server, sessions, polls)| *server == name && *sessions > 0 && *polls > 0);
+            if view.sessions > 0 || pending || !view.admin.in_maintenance() {
+                self.violations.push(format!(
+                    "restart of {name} with sessions or in traffic: {view:?}"
+                ));
+            }
+        }
         if let Some((index, until)) = self.running
             && self.now < until
         {
             let name = format!("app{}", index + 1);
             let breaks = match effect {
+                // Back to traffic, or out of maintenance (checks and persistent traffic
+                // resume); draining a server that takes traffic is taking it out.
                 Effect::SetState(server, target) => {
-                    server.as_str() == name && *target != AdminTarget::Maint
+                    let in_maintenance = self
+                        .views
+                        .iter()
+                        .any(|view| view.server == name && view.admin.in_maintenance());
+                    server.as_str() == name
+                        && (*target == AdminTarget::Ready
+                            || (*target == AdminTarget::Drain && in_maintenance))
                 }
                 Effect::Probe(probed) | Effect::Restart(probed) => *probed == index,
                 _ => false,
@@ -229,7 +250,11 @@ impl World {
                         queue.push_back((lane, effect));
                     }
                     Action::Report(report) => reports.push(report),
-                    Action::Finish(finish) => return finish,
+                    Action::Finish(finish) => {
+                        // Properties 3, 9 and 10 hold in every test.
+                        assert_eq!(self.violations, Vec::<String>::new());
+                        return finish;
+                    }
                 }
             }
             let (lane, effect) = queue.pop_front().expect("an effect or a finish");
@@ -305,6 +330,28 @@ fn plan_of(servers: usize, extra: &str) -> Plan {
          backends: [be_app]\nservers:\n{names}restart:\n  command: /bin/true\n{extra}"
     ))
     .unwrap()
+}
+
+/// Resumes with `done` restarted before and `recovered` in flight (no command running).
+fn resume(plan: &Plan, done: &[usize], recovered: &[(usize, RestartFact)]) -> Rollout {
+    recover(plan, Mode::Resume, done, recovered)
+}
+
+/// Settles `recovered`, left in flight by a killed run.
+fn settle(plan: &Plan, recovered: &[(usize, RestartFact)]) -> Rollout {
+    recover(plan, Mode::Settle, &[], recovered)
+}
+
+fn recover(plan: &Plan, mode: Mode, done: &[usize], recovered: &[(usize, RestartFact)]) -> Rollout {
+    let recovered = recovered
+        .iter()
+        .map(|(index, restart)| Recovered {
+            index: *index,
+            restart: *restart,
+            may_run: None,
+        })
+        .collect();
+    Rollout::recover(plan, topology(plan), limits(plan), mode, done, recovered)
 }
 
 /// The limits of the plan, every backend holding exactly the plan's servers.
@@ -589,7 +636,7 @@ fn resume_skips_done_servers_and_restarts_one_left_in_maintenance_without_leavin
     let plan = plan("");
     let mut world = World::new();
     world.set(&ServerName::new("app2").unwrap(), AdminTarget::Maint);
-    let engine = Rollout::resume(&plan, topology(&plan), limits(&plan), &[0], &[1]);
+    let engine = resume(&plan, &[0], &[(1, RestartFact::MayHaveRun)]);
     let finish = world.drive(engine, &mut Vec::new(), |_, _, _| None);
     assert_eq!(finish.outcome, Outcome::Success);
     let changes = world.changes();
@@ -614,13 +661,13 @@ fn settling_after_a_restart_returns_the_server_only_once_healthy_then_stops() {
     world.set(&ServerName::new("app1").unwrap(), AdminTarget::Maint);
     let finish = run_with(
         &mut world,
-        Rollout::settle(&plan, topology(&plan), &[], &[(0, Settle::AfterRestart)]),
+        settle(&plan, &[(0, RestartFact::MayHaveRun)]),
         |_| false,
         Stop::Never,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     assert_eq!(world.changes(), ["app1 drain", "app1 ready"]);
-    assert_eq!(finish.servers[0].state, ServerState::Done);
+    assert_eq!(finish.servers[0].state, ServerState::BackRestartUnknown);
     assert_eq!(finish.servers[1].state, ServerState::Untouched);
 
     let mut world = World::new();
@@ -629,7 +676,7 @@ fn settling_after_a_restart_returns_the_server_only_once_healthy_then_stops() {
     let plan = super::tests::plan("health:\n  within: 2s\n");
     let finish = run_with(
         &mut world,
-        Rollout::settle(&plan, topology(&plan), &[], &[(0, Settle::AfterRestart)]),
+        settle(&plan, &[(0, RestartFact::MayHaveRun)]),
         |_| false,
         Stop::Never,
     );
@@ -951,7 +998,7 @@ fn a_manual_canary_pauses_after_its_servers_and_resume_goes_on_without_pausing_a
             .any(|change| change.starts_with("app2"))
     );
 
-    let engine = Rollout::resume(&plan, topology(&plan), limits(&plan), &[0], &[]);
+    let engine = resume(&plan, &[0], &[]);
     let finish = world.drive(engine, &mut Vec::new(), |_, _, _| None);
     assert_eq!(finish.outcome, Outcome::Success);
     assert_eq!(finish.servers[0].state, ServerState::DoneEarlier);
@@ -1161,7 +1208,11 @@ fn resume_redoes_every_server_left_in_maintenance_first() {
     for name in ["app2", "app3"] {
         world.set(&ServerName::new(name).unwrap(), AdminTarget::Maint);
     }
-    let engine = Rollout::resume(&plan, topology(&plan), limits(&plan), &[0], &[1, 2]);
+    let engine = resume(
+        &plan,
+        &[0],
+        &[(1, RestartFact::MayHaveRun), (2, RestartFact::MayHaveRun)],
+    );
     let (finish, changes) = {
         let finish = world.drive(engine, &mut Vec::new(), |_, _, _| None);
         (finish, world.changes())
@@ -1285,4 +1336,140 @@ fn a_stalled_driver_leaves_every_server_in_flight_out_of_rotation_and_says_so() 
         finish.servers[0].restore,
         ["set server be_app/app1 state ready"]
     );
+}
+
+/// The live state a recovery starts from, in the fake world.
+#[derive(Debug, Clone, Copy)]
+enum Found {
+    Ready,
+    /// Draining, with two sessions left for three polls.
+    Draining,
+    Maintenance,
+    /// In maintenance, with a session left for three polls.
+    MaintenanceWithSessions,
+}
+
+/// See: #10. Every recovery starting point: each mode × each live admin state × each fact
+/// about the restart × each command that may still run. In every cell no restart starts
+/// with sessions on the server or while it may take traffic, no server leaves maintenance
+/// (nor is probed) while a command may still run, settling restarts nothing, and the
+/// server's reported state is what the fake HAProxy shows at the end.
+#[test]
+fn every_recovery_starting_point_keeps_properties_3_9_and_10() {
+    let plan = plan(
+        "hooks:\n  after_restart:\n    command: /bin/true\n  before_drain:\n    command: /bin/true\n",
+    );
+    let app2 = ServerName::new("app2").unwrap();
+    let mut cells = 0;
+    for mode in [Mode::Resume, Mode::Settle] {
+        for found in [
+            Found::Ready,
+            Found::Draining,
+            Found::Maintenance,
+            Found::MaintenanceWithSessions,
+        ] {
+            for restart in [
+                RestartFact::NotSent,
+                RestartFact::Succeeded,
+                RestartFact::MayHaveRun,
+            ] {
+                for what in [
+                    None,
+                    Some(CommandKind::Restart),
+                    Some(CommandKind::Hook(HookPoint::AfterRestart)),
+                    Some(CommandKind::Hook(HookPoint::BeforeDrain)),
+                ] {
+                    cells += 1;
+                    let cell = format!("{mode:?} {found:?} {restart:?} {what:?}");
+                    let mut world = World::new();
+                    match found {
+                        Found::Ready => {}
+                        Found::Draining => {
+                            world.set(&app2, AdminTarget::Drain);
+                            world.sessions.push(("app2".into(), 2, 3));
+                        }
+                        Found::Maintenance => world.set(&app2, AdminTarget::Maint),
+                        Found::MaintenanceWithSessions => {
+                            world.set(&app2, AdminTarget::Maint);
+                            world.sessions.push(("app2".into(), 1, 3));
+                        }
+                    }
+                    let may_run = what.map(|what| MayRun {
+                        what,
+                        until: world.now + Duration::from_secs(4),
+                    });
+                    if may_run.is_some() {
+                        world.running = Some((1, world.now + Duration::from_secs(3)));
+                    }
+                    let engine = Rollout::recover(
+                        &plan,
+                        topology(&plan),
+                        limits(&plan),
+                        mode,
+                        &[0],
+                        vec![Recovered {
+                            index: 1,
+                            restart,
+                            may_run,
+                        }],
+                    );
+                    let mut reports = Vec::new();
+                    let finish = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        world.drive(engine, &mut reports, |_, _, _| None)
+                    }))
+                    .unwrap_or_else(|_| panic!("{cell}: {:?}", world.violations));
+                    let restarts = world
+                        .effects
+                        .iter()
+                        .filter(|effect| matches!(effect, Effect::Restart(1)))
+                        .count();
+                    if mode == Mode::Settle {
+                        assert_eq!(restarts, 0, "{cell}: settling restarts nothing");
+                        assert!(
+                            !world
+                                .effects
+                                .iter()
+                                .any(|effect| matches!(effect, Effect::Restart(2))),
+                            "{cell}"
+                        );
+                    }
+                    assert!(
+                        reports
+                            .iter()
+                            .any(|report| matches!(report, Report::Found { .. })),
+                        "{cell}: the decision is reported"
+                    );
+                    let view = world.views[1].clone();
+                    let state = finish.servers[1].state;
+                    match state {
+                        ServerState::Done
+                        | ServerState::BackRestartUnknown
+                        | ServerState::ReturnedUnrestarted => assert!(
+                            view.admin.ready() && view.status == "UP",
+                            "{cell}: {state:?} but {view:?}"
+                        ),
+                        ServerState::OutOfRotation => {
+                            assert!(view.admin.in_maintenance(), "{cell}: {view:?}")
+                        }
+                        other => panic!("{cell}: ends {other:?}, {view:?}"),
+                    }
+                    if mode == Mode::Resume {
+                        assert_eq!(finish.outcome, Outcome::Success, "{cell}: {finish:?}");
+                        assert_eq!(state, ServerState::Done, "{cell}");
+                        assert!(restarts <= 1, "{cell}: {restarts} restarts");
+                        assert_eq!(
+                            finish.servers[2].state,
+                            ServerState::Done,
+                            "{cell}: the rest follows"
+                        );
+                        assert_eq!(finish.servers[0].state, ServerState::DoneEarlier, "{cell}");
+                    } else {
+                        assert_eq!(finish.outcome, Outcome::Interrupted, "{cell}");
+                        assert_eq!(finish.servers[2].state, ServerState::Untouched, "{cell}");
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cells, 96);
 }

@@ -1,0 +1,212 @@
+//! Recovery from the live world: where each server an earlier run of this rollout was working
+//! on goes on from, decided from what every HAProxy shows now (its admin state and sessions)
+//! and the journal's facts (was its restart sent, did it succeed, may a command still run),
+//! never from the journal alone. `resume` and `abort` both start here.
+
+use super::server::{AfterCommand, Start};
+use super::{CommandKind, MayRun, ServerState, Settings};
+use crate::haproxy::{AdminTarget, ServerView};
+use crate::plan::HookPoint;
+
+/// What recovering is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `resume`: finish the rollout.
+    Resume,
+    /// `abort` after a killed run: put every server right, restart nothing, stop.
+    Settle,
+}
+
+/// What the journal says about a server's restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartFact {
+    NotSent,
+    /// Its restart command exited 0.
+    Succeeded,
+    /// Sent, and it failed, or its outcome is unknown: it may have run, fully or in part.
+    MayHaveRun,
+}
+
+/// A server an earlier run was working on, as its journal tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    pub index: usize,
+    pub restart: RestartFact,
+    /// A command the earlier run sent that nothing proved ended, and its remote bound.
+    pub may_run: Option<MayRun>,
+}
+
+/// A server's admin state on every HAProxy and backend, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    /// Ready on at least one HAProxy: it may take new traffic.
+    InTraffic,
+    /// Ready nowhere, draining somewhere.
+    Draining { sessions: u64 },
+    /// In maintenance everywhere.
+    Maintenance { sessions: u64 },
+}
+
+impl Live {
+    pub fn text(self) -> String {
+        match self {
+            Live::InTraffic => "in traffic (ready)".to_owned(),
+            Live::Draining { sessions } => format!("draining, {sessions} session(s)"),
+            Live::Maintenance { sessions } => format!("in maintenance, {sessions} session(s)"),
+        }
+    }
+}
+
+/// Where a recovered server goes on from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// In traffic and not restarted: like a server not yet started (capacity check, drain,
+    /// zero sessions, restart).
+    Queue,
+    /// Nothing to do; its state for the summary.
+    Leave(ServerState),
+    Start(Start),
+}
+
+impl Decision {
+    pub fn text(self) -> &'static str {
+        match self {
+            Decision::Queue => {
+                "it starts again like any other server: capacity check, drain, 0 sessions, restart"
+            }
+            Decision::Leave(_) => "it was never restarted and stays in traffic",
+            Decision::Start(Start::RestartAfterSessions) => {
+                "its restart is redone once no session is left on it"
+            }
+            Decision::Start(Start::AfterRestart { .. }) => {
+                "it returns to traffic only once its health and HAProxy's checks pass"
+            }
+            Decision::Start(Start::ConfirmUp { .. }) => {
+                "it was restarted and is in traffic: confirmed once exactly UP"
+            }
+            Decision::Start(Start::ReturnUnrestarted) => {
+                "it was never restarted and returns to traffic"
+            }
+            Decision::Start(Start::AwaitCommand { .. }) => {
+                "it stays in maintenance until that command can no longer run"
+            }
+            Decision::Start(Start::Checked) => "it starts again",
+        }
+    }
+}
+
+/// A decision made without a command that may run, as what follows one.
+fn after_command(decision: Decision) -> AfterCommand {
+    match decision {
+        Decision::Queue => AfterCommand::Queue,
+        Decision::Leave(state) => AfterCommand::Leave(state),
+        Decision::Start(Start::RestartAfterSessions) => AfterCommand::RestartAfterSessions,
+        Decision::Start(Start::ConfirmUp { restart_known }) => {
+            AfterCommand::ConfirmUp { restart_known }
+        }
+        Decision::Start(Start::ReturnUnrestarted) => AfterCommand::ReturnUnrestarted,
+        Decision::Start(Start::AfterRestart { restart_known }) => {
+            AfterCommand::Probe { restart_known }
+        }
+        Decision::Start(Start::Checked | Start::AwaitCommand { .. }) => AfterCommand::Probe {
+            restart_known: false,
+        },
+    }
+}
+
+/// The server's state on every HAProxy and backend it is in; `Err` names what is missing.
+pub(super) fn live(
+    settings: &Settings,
+    index: usize,
+    views: &[Result<Vec<ServerView>, String>],
+) -> Result<Live, String> {
+    let server = &settings.servers[index];
+    let (mut ready, mut draining, mut sessions) = (false, false, 0);
+    for (instance, result) in views.iter().enumerate() {
+        let views = result
+            .as_ref()
+            .map_err(|error| format!("HAProxy #{} is unreadable: {error}", instance + 1))?;
+        for backend in settings.topology.backends(instance, index) {
+            let view = views
+                .iter()
+                .find(|view| view.backend == backend.as_str() && view.server == server.as_str())
+                .ok_or_else(|| {
+                    format!("HAProxy #{} no longer has {backend}/{server}", instance + 1)
+                })?;
+            ready |= view.admin.ready();
+            draining |= view.admin.draining() && !view.admin.in_maintenance();
+            sessions += view.sessions;
+        }
+    }
+    Ok(if ready {
+        Live::InTraffic
+    } else if draining {
+        Live::Draining { sessions }
+    } else {
+        Live::Maintenance { sessions }
+    })
+}
+
+/// Where a recovered server goes on from. Two rules hold in every cell: a server that may
+/// take traffic is drained and reaches zero sessions before any restart (property 10), and
+/// a server whose command may still run stays out of rotation until it cannot (property 9).
+pub(super) fn decide(
+    mode: Mode,
+    live: Live,
+    restart: RestartFact,
+    may_run: Option<MayRun>,
+) -> Decision {
+    if let Some(may_run) = may_run {
+        // Nothing new starts on its host, and it does not return to traffic, until the
+        // command can no longer run. Only a command that runs while the server is out (its
+        // restart, its `after_restart` hook) takes it out meanwhile, if its host shows it
+        // still running: drained, so the sessions on it finish. A `before_drain` or
+        // `after_ready` hook ran while it took traffic anyway.
+        let holds_out = matches!(
+            may_run.what,
+            CommandKind::Restart | CommandKind::Hook(HookPoint::AfterRestart)
+        );
+        let secure = (holds_out && live == Live::InTraffic).then_some(AdminTarget::Drain);
+        let secured = if secure.is_some() {
+            Live::Draining { sessions: 0 }
+        } else {
+            live
+        };
+        return Decision::Start(Start::AwaitCommand {
+            may_run,
+            holding: match live {
+                Live::InTraffic => None,
+                Live::Draining { .. } => Some(AdminTarget::Drain),
+                Live::Maintenance { .. } => Some(AdminTarget::Maint),
+            },
+            secure,
+            then: after_command(decide(mode, live, restart, None)),
+            then_secured: after_command(decide(mode, secured, restart, None)),
+        });
+    }
+    let restart_known = restart == RestartFact::Succeeded;
+    match (mode, live, restart) {
+        (Mode::Resume, Live::InTraffic, RestartFact::Succeeded)
+        | (Mode::Settle, Live::InTraffic, RestartFact::Succeeded | RestartFact::MayHaveRun) => {
+            Decision::Start(Start::ConfirmUp { restart_known })
+        }
+        (Mode::Resume, Live::InTraffic, _) => Decision::Queue,
+        (Mode::Settle, Live::InTraffic, RestartFact::NotSent) => {
+            Decision::Leave(ServerState::ReturnedUnrestarted)
+        }
+        (_, Live::Draining { .. } | Live::Maintenance { .. }, RestartFact::Succeeded) => {
+            Decision::Start(Start::AfterRestart { restart_known })
+        }
+        (Mode::Resume, Live::Draining { .. } | Live::Maintenance { .. }, _) => {
+            Decision::Start(Start::RestartAfterSessions)
+        }
+        (Mode::Settle, Live::Draining { .. } | Live::Maintenance { .. }, RestartFact::NotSent) => {
+            Decision::Start(Start::ReturnUnrestarted)
+        }
+        (
+            Mode::Settle,
+            Live::Draining { .. } | Live::Maintenance { .. },
+            RestartFact::MayHaveRun,
+        ) => Decision::Start(Start::AfterRestart { restart_known }),
+    }
+}
