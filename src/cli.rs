@@ -108,7 +108,7 @@ pub enum Command {
     )]
     Abort(AbortArgs),
 
-    /// Continue an interrupted rollout from its journal.
+    /// Continue an interrupted, aborted or failed rollout, deciding from live state.
     #[command(after_help = "Example:\n  haproxy-rollout resume plans/single.yaml")]
     Resume(ResumeArgs),
 
@@ -159,6 +159,12 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation on a terminal.
     #[arg(short, long)]
     pub yes: bool,
+
+    /// Start over although the last rollout of this plan stopped (failed or aborted): the
+    /// servers it finished are restarted again. Without it, `apply` refuses and names
+    /// `resume`.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Args)]
@@ -183,4 +189,9 @@ pub struct ResumeArgs {
     /// Resume even though the plan file changed since the rollout was interrupted.
     #[arg(long)]
     pub force: bool,
+
+    /// Leave this server out (it is not touched, and reported as skipped); repeatable. Also
+    /// the way past a server in flight that the plan no longer has.
+    #[arg(long, value_name = "SERVER")]
+    pub skip: Vec<String>,
 }

@@ -273,6 +273,8 @@ pub struct Interrupted {
     pub in_flight: Vec<InFlight>,
     /// Paused on purpose after its canaries, rather than interrupted.
     pub paused: bool,
+    /// It ended, but not with success (it failed, or was aborted): `resume` continues it.
+    pub stopped: Option<String>,
 }
 
 /// A server the rollout was working on when it stopped.
@@ -307,7 +309,9 @@ impl InFlight {
     }
 }
 
-/// Reads the story of the last rollout: `None` when it ended (or never began).
+/// Reads the story of the last rollout: `None` when it ended with success (or never began).
+/// A rollout that stopped (failed, aborted) is returned with `stopped` set: what it finished
+/// and what it left in flight stay facts for `resume`, across every run that continued it.
 pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
     let mut result: Option<Interrupted> = None;
     for record in records {
@@ -321,6 +325,15 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                 done_before,
                 ..
             } => {
+                // A run that continues this rollout: servers the earlier runs left in flight
+                // are still in flight until this run says otherwise.
+                let in_flight = result
+                    .take()
+                    .map(|earlier| earlier.in_flight)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|flight| !done_before.contains(&flight.server))
+                    .collect();
                 result = Some(Interrupted {
                     plan: plan.clone(),
                     plan_hash: plan_hash.clone(),
@@ -328,8 +341,9 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                     pid: *pid,
                     host: host.clone(),
                     done: done_before.clone(),
-                    in_flight: Vec::new(),
+                    in_flight,
                     paused: false,
+                    stopped: None,
                 });
             }
             Record::Intent {
@@ -418,7 +432,11 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                 state.in_flight.clear();
             }
             Record::Reload { .. } => {}
-            Record::End { .. } => result = None,
+            Record::End { outcome, .. } if outcome == "success" => result = None,
+            Record::End { outcome, .. } => {
+                let state = result.as_mut()?;
+                state.stopped = Some(outcome.clone());
+            }
         }
     }
     result
@@ -528,6 +546,50 @@ mod tests {
             None
         );
         assert_eq!(torn(r#"{"record":"outc"#).server(), None);
+    }
+
+    #[test]
+    fn a_stopped_rollout_keeps_its_facts_across_the_runs_that_continue_it() {
+        let end = |outcome: &str| Record::End {
+            time: now(),
+            outcome: outcome.into(),
+            summary: serde_json::json!({}),
+        };
+        let mut records = vec![
+            begin(),
+            intent("app1", Change::Drain),
+            outcome("app1", Change::Drain),
+            Record::ServerDone {
+                time: now(),
+                server: "app1".into(),
+            },
+            intent("app2", Change::Drain),
+            outcome("app2", Change::Drain),
+            intent("app2", Change::Maint),
+            outcome("app2", Change::Maint),
+            end("failed"),
+        ];
+        let state = interrupted(&records).unwrap();
+        assert_eq!(state.stopped.as_deref(), Some("failed"));
+        assert_eq!(state.done, ["app1"]);
+        assert_eq!(state.in_flight[0].server, "app2");
+        // A resume that died before it touched app2: app2 is still in flight.
+        records.push(Record::Begin {
+            time: now(),
+            plan: "/plans/p.yaml".into(),
+            plan_hash: "abc".into(),
+            pid: 43,
+            host: "ci-1".into(),
+            haproxy: vec![],
+            servers: vec!["app1".into(), "app2".into()],
+            done_before: vec!["app1".into()],
+        });
+        let state = interrupted(&records).unwrap();
+        assert_eq!(state.stopped, None);
+        assert_eq!(state.in_flight[0].server, "app2");
+        assert_eq!(state.in_flight[0].last_state(), Some(Change::Maint));
+        records.push(end("success"));
+        assert_eq!(interrupted(&records), None);
     }
 
     #[test]

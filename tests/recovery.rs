@@ -219,3 +219,136 @@ fn resume_after_a_manual_state_ready_drains_before_the_restart() {
 fn resume_with_a_torn_last_journal_record_decides_from_live_state() {
     resume_drains_a_server_found_in_traffic(BackInTraffic::TornJournal);
 }
+
+/// See: #10, case 4: `resume --force` with the server in flight dropped from the plan. It
+/// is never left out silently: `resume` refuses and names it (nothing changed); with
+/// `--skip` it goes on with the rest and says the dropped server is left as it is.
+#[test]
+fn resume_refuses_a_plan_that_dropped_the_server_in_flight_until_it_is_skipped() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = slow_restart_plan(&lab, "dropped.yaml", 1);
+    crash_during_the_restart(&plan);
+    let text = std::fs::read_to_string(&plan).unwrap();
+    std::fs::write(&plan, text.replace("  - name: app1\n", "")).unwrap();
+    while lab.lab.view("app1").status == "UP" {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let state = lab.lab.servers_state();
+    let pids = lab.pids();
+
+    let changed = rollout(["resume", path(&plan)]).run();
+    assert_eq!(
+        changed.code, 2,
+        "an edited plan needs --force: {}",
+        changed.stderr
+    );
+    let refused = rollout(["--color", "never", "resume", "--force", path(&plan)]).run();
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("working on app1, which")
+            && refused.stderr.contains("--skip app1")
+            && refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(lab.lab.servers_state(), state, "nothing was changed");
+    assert_eq!(lab.pids(), pids);
+
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 0);
+    let resumed = rollout([
+        "--color",
+        "never",
+        "resume",
+        "--force",
+        "--skip",
+        "app1",
+        path(&plan),
+    ])
+    .run();
+    let (ok, failed, failures) = traffic.stop();
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
+    assert!(
+        resumed
+            .stderr
+            .contains("app1 was in flight and is no longer in the plan")
+            && resumed.stderr.contains("OUT OF ROTATION")
+            && resumed.stderr.contains("show servers state"),
+        "{}",
+        resumed.stderr
+    );
+    assert!(
+        lab.lab.view("app1").admin.in_maintenance(),
+        "left as it was"
+    );
+    let after = lab.pids();
+    assert_eq!(after[0], pids[0], "app1 not touched");
+    assert!(
+        after[1] != pids[1] && after[2] != pids[2],
+        "the rest restarted"
+    );
+}
+
+/// See: #10: an abort at server 2 of 4, then `resume` finishes 3 and 4 (and 2, which the
+/// abort returned unrestarted) without restarting 1; `apply` in between refuses and names
+/// `resume`. No request fails.
+#[test]
+fn an_aborted_rollout_is_continued_by_resume_without_restarting_what_it_finished() {
+    let lab = RolloutLab::start(LabOptions {
+        servers: 4,
+        route_by_path: true,
+        ..LabOptions::default()
+    });
+    let plan = lab.plan("continue.yaml", None, "");
+    let first = lab.pids();
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 0);
+    let held = hold(&lab, 2, 3000);
+    let running = apply(&plan);
+    running.wait_for("app2 draining", |event| is(event, "sessions_left", "app2"));
+    let abort = rollout(["abort", path(&plan)]).run();
+    assert_eq!(abort.code, 4, "{}", abort.stderr);
+    assert_eq!(running.finish().code, 4);
+    assert!(held.join().unwrap().is_ok());
+    let after_abort = lab.pids();
+    assert_ne!(after_abort[0], first[0], "app1 was done");
+    assert_eq!(after_abort[1..], first[1..], "app2 went back unrestarted");
+
+    let again = rollout(["--color", "never", "apply", "--yes", path(&plan)]).run();
+    assert_eq!(again.code, 5, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("stopped (interrupted)")
+            && again.stderr.contains("haproxy-rollout resume")
+            && again.stderr.contains("--fresh"),
+        "{}",
+        again.stderr
+    );
+
+    let resumed = rollout(["--output", "json", "resume", path(&plan)]).run();
+    let (ok, failed, failures) = traffic.stop();
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
+    let after = lab.pids();
+    assert_eq!(after[0], after_abort[0], "app1 was not restarted again");
+    for index in 1..4 {
+        assert_ne!(
+            after[index],
+            after_abort[index],
+            "app{} restarted",
+            index + 1
+        );
+    }
+    let summary = summary(&resumed.stdout);
+    assert_eq!(
+        state_of(&summary, "app1"),
+        "restarted earlier in this rollout"
+    );
+    for server in ["app2", "app3", "app4"] {
+        assert_eq!(
+            state_of(&summary, server),
+            "restarted, back in traffic (UP)"
+        );
+    }
+    let done = rollout(["resume", path(&plan)]).run();
+    assert_ne!(done.code, 0, "nothing left to resume: {}", done.stderr);
+}

@@ -58,7 +58,15 @@ pub fn run(
         Err(exit) => return Ok(exit),
     };
     let story = context.story()?;
-    let Some(interrupted) = crate::journal::interrupted(&story.records) else {
+    let last = crate::journal::interrupted(&story.records);
+    if let Some(outcome) = last.as_ref().and_then(|last| last.stopped.as_ref()) {
+        printer.note(&format!(
+            "no rollout of {plan} is running or interrupted; the last one stopped ({outcome}) and left every server in a reported state; continue it with `haproxy-rollout resume {plan}`",
+            plan = args.plan.display()
+        ));
+        return Ok(Exit::Success);
+    }
+    let Some(interrupted) = last else {
         printer.note(&format!(
             "no rollout of {} is running or interrupted; nothing to do",
             args.plan.display()
@@ -96,6 +104,7 @@ pub fn run(
             mode: Mode::Settle,
             done,
             facts,
+            skip: Vec::new(),
         },
         confirm: false,
         ours: flights.iter().map(|flight| flight.server.clone()).collect(),

@@ -16,7 +16,9 @@ pub fn run(
         Ok(loaded) => loaded,
         Err(exit) => return Ok(exit),
     };
-    if let Some(interrupted) = crate::journal::interrupted(&context.records()?) {
+    if let Some(interrupted) = crate::journal::interrupted(&context.records()?)
+        && !(args.fresh && interrupted.stopped.is_some())
+    {
         let in_flight = if interrupted.in_flight.is_empty() {
             "no server".to_owned()
         } else {
@@ -27,14 +29,24 @@ pub fn run(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let what = if interrupted.paused {
-            "is paused after its canaries"
-        } else {
-            "was interrupted"
+        let (what, other) = match (&interrupted.stopped, interrupted.paused) {
+            (Some(outcome), _) => (
+                format!("stopped ({outcome})"),
+                "or start over (restarting the servers it finished) with `haproxy-rollout apply --fresh {plan}`",
+            ),
+            (None, true) => (
+                "is paused after its canaries".to_owned(),
+                "or clean up with `haproxy-rollout abort {plan}`",
+            ),
+            (None, false) => (
+                "was interrupted".to_owned(),
+                "or clean up with `haproxy-rollout abort {plan}`",
+            ),
         };
+        let other = other.replace("{plan}", &args.plan.display().to_string());
         printer.failure(&anyhow::anyhow!(
             "a rollout of this plan {what} (started {} by pid {} on {}; {} server(s) done; {in_flight} in flight): \
-             continue it with `haproxy-rollout resume {plan}` or clean up with `haproxy-rollout abort {plan}`; nothing was changed",
+             continue it with `haproxy-rollout resume {plan}` {other}; nothing was changed",
             interrupted.started,
             interrupted.pid,
             interrupted.host,

@@ -21,7 +21,7 @@ pub fn run(
     let story = context.story()?;
     let Some(interrupted) = crate::journal::interrupted(&story.records) else {
         anyhow::bail!(
-            "there is no interrupted rollout of {} to resume (its journal is in {})",
+            "there is no interrupted, aborted or failed rollout of {} to resume (its journal is in {})",
             args.plan.display(),
             context.dir.display()
         );
@@ -36,14 +36,59 @@ pub fn run(
     }
     let done = context.indexes_of(&interrupted.done);
     let facts = context.facts(&interrupted, &story);
+    let mut skip = Vec::new();
+    for name in &args.skip {
+        match context.index_of(name) {
+            Some(index) => skip.push(index),
+            None if facts.dropped.contains(name) => {}
+            None => {
+                printer.failure(&anyhow::anyhow!(
+                    "--skip {name}: neither the plan nor the interrupted rollout has a server of that name; nothing was changed"
+                ));
+                return Ok(Exit::Usage);
+            }
+        }
+    }
+    // Property 6: a server an earlier run took out is never left out silently.
+    let unaccounted: Vec<&String> = facts
+        .dropped
+        .iter()
+        .filter(|name| !args.skip.contains(name))
+        .collect();
+    if !unaccounted.is_empty() {
+        let names = unaccounted
+            .iter()
+            .map(|name| name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        printer.failure(&anyhow::anyhow!(
+            "the interrupted rollout was working on {names}, which {plan} no longer has, so this plan cannot tell its state or put it right: \
+             put it back in the plan and resume, or check it by hand (docs/safety.md, \"Recovering by hand\") and resume with `--skip {first}`; nothing was changed",
+            plan = args.plan.display(),
+            first = unaccounted[0],
+        ));
+        return Ok(Exit::Usage);
+    }
+    for name in &facts.dropped {
+        printer.warning(&format!(
+            "{name} was in flight and is no longer in the plan; skipped (--skip): it is left as it is, possibly OUT OF ROTATION. Check it with: {}",
+            show_state_lines(&context.plan, name).join("; ")
+        ));
+    }
     let in_flight: Vec<&str> = interrupted
         .in_flight
         .iter()
         .map(|flight| flight.server.as_str())
         .collect();
     printer.note(&format!(
-        "resuming the rollout started {}: {} server(s) done before{}",
+        "resuming the rollout started {}{}: {} server(s) done before{}",
         interrupted.started,
+        interrupted
+            .stopped
+            .as_ref()
+            .map_or_else(String::new, |outcome| format!(
+                ", which stopped ({outcome})"
+            )),
         done.len(),
         if in_flight.is_empty() {
             String::new()
@@ -60,6 +105,7 @@ pub fn run(
             mode: Mode::Resume,
             done,
             facts,
+            skip,
         },
         confirm: false,
         ours: in_flight
@@ -70,4 +116,25 @@ pub fn run(
         continue_journal: true,
     }
     .execute()
+}
+
+/// Shell lines that show a server's state on every HAProxy of the plan.
+fn show_state_lines(plan: &crate::plan::Plan, server: &str) -> Vec<String> {
+    plan.haproxy
+        .iter()
+        .map(|instance| {
+            let socat = match &instance.socket {
+                crate::plan::SocketAddress::Unix(path) => {
+                    format!("socat stdio unix-connect:{}", path.display())
+                }
+                crate::plan::SocketAddress::Tcp { host, port } => {
+                    format!("socat stdio tcp:{host}:{port}")
+                }
+                crate::plan::SocketAddress::Ssh { host, path, .. } => {
+                    format!("ssh {host} socat stdio unix-connect:{}", path.display())
+                }
+            };
+            format!("echo 'show servers state' | {socat} | grep ' {server} '")
+        })
+        .collect()
 }

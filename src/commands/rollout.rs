@@ -215,6 +215,8 @@ pub(crate) enum Start {
         mode: Mode,
         done: Vec<usize>,
         facts: Facts,
+        /// Servers left out on the operator's word.
+        skip: Vec<usize>,
     },
 }
 
@@ -413,7 +415,12 @@ impl Run<'_> {
                 Rollout::new(plan, topology.clone(), limits.clone()),
                 Vec::new(),
             ),
-            Start::Recover { mode, done, facts } => (
+            Start::Recover {
+                mode,
+                done,
+                facts,
+                skip,
+            } => (
                 Rollout::recover(
                     plan,
                     topology.clone(),
@@ -421,7 +428,8 @@ impl Run<'_> {
                     mode,
                     &done,
                     facts.recovered,
-                ),
+                )
+                .skip(&skip),
                 facts.commands,
             ),
         };

@@ -113,7 +113,12 @@ fn rollout_state(
     printer.json_event(
         "rollout",
         &serde_json::json!({
-            "state": "interrupted",
+            "state": match (&interrupted.stopped, interrupted.paused) {
+                (Some(_), _) => "stopped",
+                (None, true) => "paused",
+                (None, false) => "interrupted",
+            },
+            "outcome": interrupted.stopped,
             "started": interrupted.started,
             "pid": interrupted.pid,
             "host": interrupted.host,
@@ -130,18 +135,32 @@ fn rollout_state(
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let what = if interrupted.paused {
-        "a rollout of this plan, paused after its canaries"
-    } else {
-        "an interrupted rollout of this plan"
+    let (what, cleanup) = match (&interrupted.stopped, interrupted.paused) {
+        (Some(outcome), _) => (
+            format!("a rollout of this plan that stopped ({outcome})"),
+            "",
+        ),
+        (None, true) => (
+            "a rollout of this plan, paused after its canaries".to_owned(),
+            " or clean up with `haproxy-rollout abort PLAN`",
+        ),
+        (None, false) => (
+            "an interrupted rollout of this plan".to_owned(),
+            " or clean up with `haproxy-rollout abort PLAN`",
+        ),
     };
+    let cleanup = cleanup.replace("PLAN", &file.display().to_string());
     printer.warning(&format!(
         "{what}: started {} by pid {} on {}; done: {}; {flight_text}. \
-         Continue it with `haproxy-rollout resume {plan}` or clean up with `haproxy-rollout abort {plan}`",
+         Continue it with `haproxy-rollout resume {plan}`{cleanup}",
         interrupted.started,
         interrupted.pid,
         interrupted.host,
-        if interrupted.done.is_empty() { "none".to_owned() } else { interrupted.done.join(", ") },
+        if interrupted.done.is_empty() {
+            "none".to_owned()
+        } else {
+            interrupted.done.join(", ")
+        },
         plan = file.display()
     ));
     Ok(())

@@ -181,6 +181,9 @@ pub enum ServerState {
     OutOfRotation,
     /// The rollout could not confirm its state (a command failed); see the reason.
     Unknown,
+    /// Left out on the operator's word (`resume --skip`): not touched by this run, and
+    /// found out of rotation or in traffic.
+    Skipped { out_of_rotation: bool },
 }
 
 /// How long each phase took for one server.
@@ -427,6 +430,8 @@ pub struct Rollout {
     flights: BTreeMap<usize, Flight>,
     /// Servers an earlier run was working on: decided from live state first.
     recovering: Vec<Recovered>,
+    /// Servers the operator left out (`resume --skip`).
+    skipped: Vec<usize>,
     /// Settling after an interrupted run: put right, restart nothing, stop.
     settling: bool,
     own: Own,
@@ -505,6 +510,7 @@ impl Rollout {
             results,
             flights: BTreeMap::new(),
             recovering: Vec::new(),
+            skipped: Vec::new(),
             settling: false,
             own: Own::Idle,
             blocked: false,
@@ -550,6 +556,19 @@ impl Rollout {
             rollout.settling = true;
         }
         rollout
+    }
+
+    /// Leaves `skipped` out: not touched, reported as skipped. One an earlier run was
+    /// working on is looked at first, so the summary says whether it is out of rotation.
+    pub fn skip(mut self, skipped: &[usize]) -> Self {
+        self.queue.retain(|index| !skipped.contains(index));
+        for index in skipped {
+            self.results[*index].state = ServerState::Skipped {
+                out_of_rotation: false,
+            };
+        }
+        self.skipped = skipped.to_vec();
+        self
     }
 
     /// The admin state each server in flight must have now: what a reload of HAProxy drops
@@ -625,7 +644,13 @@ impl Rollout {
                     continue;
                 }
             };
-            let decision = recovery::decide(mode, live, server.restart, server.may_run);
+            let decision = if self.skipped.contains(&server.index) {
+                Decision::Leave(ServerState::Skipped {
+                    out_of_rotation: live != Live::InTraffic,
+                })
+            } else {
+                recovery::decide(mode, live, server.restart, server.may_run)
+            };
             actions.push(Action::Report(Report::Found {
                 server: name,
                 live: live.text(),
@@ -1131,7 +1156,11 @@ impl Rollout {
         // is reported with the commands that return it; no other server needs any.
         for index in 0..self.results.len() {
             self.results[index].restore = match self.results[index].state {
-                ServerState::OutOfRotation | ServerState::Unknown => self.restore_commands(index),
+                ServerState::OutOfRotation
+                | ServerState::Unknown
+                | ServerState::Skipped {
+                    out_of_rotation: true,
+                } => self.restore_commands(index),
                 _ => Vec::new(),
             };
         }

@@ -91,6 +91,12 @@ fn state_text(state: ServerState) -> &'static str {
         ServerState::ReturnedUnrestarted => "back in traffic, NOT restarted",
         ServerState::OutOfRotation => "OUT OF ROTATION (maintenance)",
         ServerState::Unknown => "UNKNOWN: check with `haproxy-rollout status`",
+        ServerState::Skipped {
+            out_of_rotation: false,
+        } => "skipped (--skip), not touched",
+        ServerState::Skipped {
+            out_of_rotation: true,
+        } => "skipped (--skip), not touched, OUT OF ROTATION",
     }
 }
 

@@ -74,6 +74,9 @@ impl Decision {
             Decision::Queue => {
                 "it starts again like any other server: capacity check, drain, 0 sessions, restart"
             }
+            Decision::Leave(ServerState::Skipped { .. }) => {
+                "skipped (--skip): left as it is, not touched"
+            }
             Decision::Leave(_) => "it was never restarted and stays in traffic",
             Decision::Start(Start::RestartAfterSessions) => {
                 "its restart is redone once no session is left on it"
