@@ -71,6 +71,8 @@ pub struct Driver<'a> {
     pub targets: Vec<PlaceholderValues>,
     /// `None` when this run restarts nothing (settling after an interrupted rollout).
     pub ssh: Option<&'a SshPool>,
+    /// The backend locks, taken again for a new HAProxy process after a reload.
+    pub locks: Option<&'a crate::lock::BackendLocks>,
     pub health: HealthChecker,
     pub interrupt: Interrupt,
     pub journal: Mutex<Journal>,
@@ -448,6 +450,19 @@ impl Driver<'_> {
                 std::mem::replace(&mut identities[index], info.clone()).pid
             };
             let instance = &self.plan.haproxy[index];
+            if let Some(locks) = self.locks
+                && let Err(error) = locks.take(index, &info.identity())
+            {
+                // Another rollout took the new process's backends first: stop at the next
+                // safe point rather than change servers under it.
+                let text = format!(
+                    "HAProxy {} reloaded and its new process's backends are taken: {error}; stopping at the next safe point",
+                    instance.name
+                );
+                tracing::error!("{text}");
+                report(&Report::Warning { text });
+                self.interrupt.safe();
+            }
             if old_pid != 0 && old_pid != info.pid {
                 // Sessions the old process still serves are invisible from here on: count
                 // them as present until it is gone.

@@ -220,7 +220,7 @@ fn a_second_apply_is_refused_naming_the_holder_and_a_stale_lock_is_recognised() 
     let other = lab.plan("other.yaml", None, "");
     let third = rollout(["apply", path(&other)]).run().code(5);
     assert!(
-        third.stderr.contains("backend be_app on"),
+        third.stderr.contains("backend be_app of HAProxy lb1 (pid"),
         "{}",
         third.stderr
     );

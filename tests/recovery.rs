@@ -227,13 +227,11 @@ fn resume_with_a_torn_last_journal_record_decides_from_live_state() {
 fn resume_refuses_a_plan_that_dropped_the_server_in_flight_until_it_is_skipped() {
     let lab = RolloutLab::start(LabOptions::default());
     let plan = slow_restart_plan(&lab, "dropped.yaml", 1);
+    let before = lab.pids();
     crash_during_the_restart(&plan);
     let text = std::fs::read_to_string(&plan).unwrap();
     std::fs::write(&plan, text.replace("  - name: app1\n", "")).unwrap();
-    while lab.lab.view("app1").status == "UP" {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_secs(1));
+    lab.wait_replaced(0, before[0]);
     let state = lab.lab.servers_state();
     let pids = lab.pids();
 
@@ -351,4 +349,42 @@ fn an_aborted_rollout_is_continued_by_resume_without_restarting_what_it_finished
     }
     let done = rollout(["resume", path(&plan)]).run();
     assert_ne!(done.code, 0, "nothing left to resume: {}", done.stderr);
+}
+
+/// See: #10: one plan reaches HAProxy over its unix socket, another reaches the same
+/// HAProxy over TCP. The backend lock belongs to the HAProxy process, not to the socket
+/// string: the second `apply` exits 5 naming the holder and changes nothing.
+#[test]
+fn two_plans_reaching_one_haproxy_by_unix_and_tcp_never_run_at_once() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let by_unix = slow_restart_plan(&lab, "by-unix.yaml", 2);
+    let text = std::fs::read_to_string(&by_unix).unwrap();
+    let by_tcp = lab.lab.dir.path().join("by-tcp.yaml");
+    std::fs::write(
+        &by_tcp,
+        text.replace(
+            &format!("socket: {}", lab.lab.admin_socket.display()),
+            &format!("socket: tcp://127.0.0.1:{}", lab.lab.tcp_port),
+        ),
+    )
+    .unwrap();
+    assert!(std::fs::read_to_string(&by_tcp).unwrap().contains("tcp://"));
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 0);
+    let running = apply(&by_unix);
+    wait_restarting(&running);
+    let state = lab.lab.servers_state();
+    let second = rollout(["--color", "never", "apply", "--yes", path(&by_tcp)]).run();
+    assert_eq!(second.code, 5, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("backend be_app of HAProxy lb1")
+            && second.stderr.contains("is locked by")
+            && second.stderr.contains("nothing was changed"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(lab.lab.servers_state(), state, "the second changed nothing");
+    let first = running.finish();
+    let (ok, failed, failures) = traffic.stop();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
 }

@@ -100,6 +100,7 @@ pub fn run(
     let facts = context.facts(&interrupted, &story);
     Run {
         context: &context,
+        command: "abort",
         start: Start::Recover {
             mode: Mode::Settle,
             done,

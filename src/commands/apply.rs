@@ -57,6 +57,7 @@ pub fn run(
     }
     Run {
         context: &context,
+        command: "apply",
         start: Start::Fresh,
         confirm: !args.yes,
         ours: Vec::new(),

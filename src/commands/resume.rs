@@ -101,6 +101,7 @@ pub fn run(
     ));
     Run {
         context: &context,
+        command: "resume",
         start: Start::Recover {
             mode: Mode::Resume,
             done,

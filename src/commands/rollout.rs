@@ -14,7 +14,7 @@ use crate::engine::{Observation, Outcome as Check, Preflight};
 use crate::exit::Exit;
 use crate::health::HealthChecker;
 use crate::journal::{self, Change, Interrupted, Journal, ProcessIdentity, Record};
-use crate::lock::{Holder, Lock, LockError};
+use crate::lock::{BackendLocks, Holder, Lock, LockError};
 use crate::plan::{HookPoint, Plan};
 use crate::report::Printer;
 use crate::report::rollout::{RolloutReporter, outcome_text, summary_json};
@@ -126,52 +126,68 @@ impl<'a> Context<'a> {
         Facts::of(self, interrupted, torn_server)
     }
 
-    /// Property 8: the plan's lock, then one lock per HAProxy socket and backend, so two
-    /// rollouts never change the same servers at once, even from different plan files.
-    /// With `backends: auto` the backends are known only after pre-flight, which then takes
-    /// their locks (`lock_backends`) before anything changes.
+    /// Property 8: the plan's lock. The backends' locks follow pre-flight, which reads
+    /// which HAProxy process each socket reaches (`lock_backends`), before anything changes.
     pub fn lock(&self, command: &str) -> Result<Locks, Exit> {
-        let mut paths = vec![(
+        let paths = vec![(
             self.lock_path(),
             format!("the rollout of {}", self.file.display()),
         )];
-        if let crate::plan::Backends::Listed(backends) = &self.plan.backends {
-            for instance in &self.plan.haproxy {
-                for backend in backends {
-                    paths.push(self.backend_lock(instance, backend));
-                }
-            }
-        }
         self.take(paths, command)
     }
 
-    /// The locks of the backends `backends: auto` found.
+    /// One lock per backend this rollout changes on each HAProxy process, however the plan
+    /// reaches it (unix socket, TCP, SSH), so two rollouts never change the same servers at
+    /// once, even from different plan files. An HAProxy that could not be read (settling
+    /// past it) is keyed by its socket instead.
     pub fn lock_backends(
         &self,
         topology: &crate::engine::Topology,
+        observations: &[Observation],
         command: &str,
-    ) -> Result<Locks, Exit> {
-        if !matches!(self.plan.backends, crate::plan::Backends::Auto) {
-            return Ok(Locks { _held: Vec::new() });
-        }
-        let paths = topology
-            .touched()
-            .into_iter()
-            .map(|(instance, backend)| self.backend_lock(&self.plan.haproxy[instance], &backend))
+    ) -> Result<BackendLocks, Exit> {
+        let backends = self
+            .plan
+            .haproxy
+            .iter()
+            .enumerate()
+            .map(|(instance, haproxy)| {
+                let names = topology
+                    .touched()
+                    .into_iter()
+                    .filter(|(of, _)| *of == instance)
+                    .map(|(_, backend)| backend.to_string())
+                    .collect();
+                (haproxy.name.to_string(), names)
+            })
             .collect();
-        self.take(paths, command)
-    }
-
-    fn backend_lock(
-        &self,
-        instance: &crate::plan::Haproxy,
-        backend: &crate::plan::BackendName,
-    ) -> (PathBuf, String) {
-        let key = journal::sha256_hex(format!("{}|{backend}", instance.socket).as_bytes());
-        (
-            self.root.join("locks").join(format!("{}.lock", &key[..16])),
-            format!("backend {backend} on {}", instance.socket),
-        )
+        let locks = BackendLocks::new(&self.root, command, backends);
+        for (instance, observation) in observations.iter().enumerate() {
+            let identity = match &observation.state {
+                Ok(snapshot) => snapshot.info.identity(),
+                Err(_) => format!("socket {}", self.plan.haproxy[instance].socket),
+            };
+            match locks.take(instance, &identity) {
+                Ok(stale) => {
+                    for holder in stale {
+                        self.printer.warning(&format!(
+                            "a backend lock of HAProxy {} had a stale holder, {holder}, which is gone: it was interrupted",
+                            self.plan.haproxy[instance].name
+                        ));
+                    }
+                }
+                Err(error @ LockError::Held { .. }) => {
+                    self.printer
+                        .failure(&anyhow::anyhow!("{error}; nothing was changed"));
+                    return Err(Exit::Locked);
+                }
+                Err(error) => {
+                    self.printer.failure(&anyhow::Error::new(error));
+                    return Err(Exit::PreflightFailed);
+                }
+            }
+        }
+        Ok(locks)
     }
 
     fn take(&self, paths: Vec<(PathBuf, String)>, command: &str) -> Result<Locks, Exit> {
@@ -310,6 +326,8 @@ fn command_kind(change: Change) -> CommandKind {
 
 pub(crate) struct Run<'a> {
     pub context: &'a Context<'a>,
+    /// The subcommand, for lock holders.
+    pub command: &'static str,
     pub start: Start,
     /// Ask before starting when stdin is a terminal.
     pub confirm: bool,
@@ -343,6 +361,16 @@ impl Run<'_> {
             }
         );
         let preflight = crate::engine::preflight::preflight(plan, &observations, &ours);
+        // The backends of each HAProxy process are locked before anything changes, and
+        // before pre-flight's verdict: a rollout under way is the reason to name first.
+        let backend_locks =
+            match self
+                .context
+                .lock_backends(&preflight.topology, &observations, self.command)
+            {
+                Ok(locks) => locks,
+                Err(exit) => return Ok(exit),
+            };
         let steps = super::preview_steps(plan, &preflight);
         let targets: Option<Vec<_>> = preflight
             .targets
@@ -355,11 +383,6 @@ impl Run<'_> {
                 printer.plan_preview(&self.context.file, plan, &preflight, &steps);
                 return Ok(Exit::PreflightFailed);
             }
-        };
-        // With `backends: auto`, the backends found now are locked before anything changes.
-        let _backend_locks = match self.context.lock_backends(&preflight.topology, "apply") {
-            Ok(locks) => locks,
-            Err(exit) => return Ok(exit),
         };
         for warning in preflight.with(Check::Warning) {
             printer.warning(&warning.text);
@@ -440,6 +463,7 @@ impl Run<'_> {
             clients,
             targets,
             ssh: ssh.as_ref(),
+            locks: Some(&backend_locks),
             topology: topology.clone(),
             health,
             interrupt,
@@ -455,6 +479,7 @@ impl Run<'_> {
                             start_time_sec: None,
                             uptime_sec: None,
                             stopping: false,
+                            node: String::new(),
                         },
                     })
                     .collect(),

@@ -248,6 +248,10 @@ pub enum Report {
         live: String,
         decision: String,
     },
+    /// Something an operator should know that changes nothing by itself.
+    Warning {
+        text: String,
+    },
     /// A poll could not read one HAProxy; polling goes on until its unreachable deadline.
     PollFailed {
         error: String,

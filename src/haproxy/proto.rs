@@ -461,9 +461,23 @@ pub struct Info {
     pub start_time_sec: Option<u64>,
     pub uptime_sec: Option<u64>,
     pub stopping: bool,
+    /// The `node` name (the host name, unless the configuration sets another).
+    pub node: String,
 }
 
 impl Info {
+    /// Which HAProxy process this is, however it is reached (unix socket, TCP, SSH): the
+    /// same process answers with the same node, pid and start time on every socket.
+    pub fn identity(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.node,
+            self.pid,
+            self.start_time_sec
+                .map_or_else(String::new, |time| time.to_string())
+        )
+    }
+
     /// Another process, or the same one restarted: runtime-set states are gone.
     pub fn reloaded_since(&self, earlier: &Info) -> bool {
         self.pid != earlier.pid || self.start_time_sec != earlier.start_time_sec
@@ -488,6 +502,7 @@ pub fn parse_info(reply: &str) -> Result<Info, ProtoError> {
         start_time_sec: number("Start_time_sec"),
         uptime_sec: number("Uptime_sec"),
         stopping: fields.get("Stopping").is_some_and(|value| *value == "1"),
+        node: fields.get("node").copied().unwrap_or("").to_owned(),
     })
 }
 
@@ -700,6 +715,10 @@ mod tests {
         assert!(!reloaded.reloaded_since(&info));
         reloaded.start_time_sec = reloaded.start_time_sec.map(|start| start + 1);
         assert!(reloaded.reloaded_since(&info));
+        // The identity a lock is keyed by: the process, not the socket that reached it.
+        assert_eq!(info.node, "vm");
+        assert_eq!(info.identity(), "vm|15201|1795247645");
+        assert_ne!(reloaded.identity(), info.identity());
     }
 
     #[test]

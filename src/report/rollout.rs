@@ -260,6 +260,13 @@ impl<'a> RolloutReporter<'a> {
                     what.as_str()
                 ));
             }
+            Report::Warning { text } => {
+                self.event("warning", json!({"text": text}));
+                self.say(&format!(
+                    "{} {text}",
+                    self.printer.paint(WARNING, "warning:")
+                ));
+            }
             Report::Found {
                 server,
                 live,

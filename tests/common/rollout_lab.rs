@@ -73,6 +73,32 @@ impl RolloutLab {
             .unwrap()
     }
 
+    /// Waits until the application on the server at `index` is another process than `old`
+    /// (a restart that runs on without the tool finished); panics after 20 s.
+    pub fn wait_replaced(&self, index: usize, old: u32) {
+        let file = self
+            .lab
+            .dir
+            .path()
+            .join(format!("app-{}.pid", self.ports[index]));
+        let start = Instant::now();
+        loop {
+            let pid = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok());
+            if pid.is_some_and(|pid| pid != old) {
+                wait_listening(self.ports[index]);
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "app{} was not replaced",
+                index + 1
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         self.ports.iter().map(|port| self.app_pid(*port)).collect()
     }
