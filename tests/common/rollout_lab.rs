@@ -74,8 +74,8 @@ impl RolloutLab {
     }
 
     /// Waits until the application on the server at `index` is another process than `old`
-    /// (a restart that runs on without the tool finished); panics after 20 s.
-    pub fn wait_replaced(&self, index: usize, old: u32) {
+    /// (a restart that runs on without the tool finished), and returns it; panics after 20 s.
+    pub fn wait_replaced(&self, index: usize, old: u32) -> u32 {
         let file = self
             .lab
             .dir
@@ -86,9 +86,9 @@ impl RolloutLab {
             let pid = std::fs::read_to_string(&file)
                 .ok()
                 .and_then(|text| text.trim().parse::<u32>().ok());
-            if pid.is_some_and(|pid| pid != old) {
+            if let Some(pid) = pid.filter(|pid| *pid != old) {
                 wait_listening(self.ports[index]);
-                return;
+                return pid;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),

@@ -83,12 +83,42 @@ pub fn journal_of(plan: &std::path::Path) -> std::path::PathBuf {
         .join("journal.jsonl")
 }
 
-/// Starts `apply` and SIGKILLs it 700 ms into app1's restart, as a cancelled CI job would
-/// end: the restart command itself goes on on the host.
+/// Starts `apply` and SIGKILLs it once app1's restart command runs on its host, as a
+/// cancelled CI job would end: the restart command itself goes on.
 pub fn crash_during_the_restart(plan: &std::path::Path) {
     let running = apply(plan);
     wait_restarting(&running);
-    std::thread::sleep(Duration::from_millis(700));
+    wait_command_running(plan, "app1");
+    std::thread::sleep(Duration::from_millis(200));
     running.signal("KILL");
     running.finish();
+}
+
+/// Waits until a command of the rollout of `plan` for `server` runs on its host: its marker
+/// (`/tmp/haproxy-rollout.<rollout>.<server>.<n>`) holds the command's process group.
+pub fn wait_command_running(plan: &std::path::Path, server: &str) {
+    let rollout = journal_of(plan)
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap();
+    let prefix = format!("haproxy-rollout.{rollout}.{server}.");
+    let start = std::time::Instant::now();
+    loop {
+        let running = std::fs::read_dir("/tmp").unwrap().flatten().any(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix)
+                && !name.ends_with(".out")
+                && !name.ends_with(".err")
+                && std::fs::read_to_string(entry.path()).is_ok_and(|pid| !pid.trim().is_empty())
+        });
+        if running {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the command for {server} never ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
