@@ -85,6 +85,9 @@ pub struct Driver<'a> {
     pub old_processes: Mutex<Vec<OldProcess>>,
     /// Names this rollout in the markers of its commands.
     pub rollout_id: String,
+    /// Per HAProxy instance: since when every poll of it failed (reported once when it goes
+    /// and once when it is back).
+    pub unreachable: Mutex<Vec<Option<Instant>>>,
     /// Per plan index: the last command started for that server, whose marker proves on its
     /// host whether it still runs (filled from the journal when recovering).
     pub commands: Mutex<std::collections::HashMap<usize, StartedCommand>>,
@@ -227,6 +230,7 @@ impl Driver<'_> {
                         last_reload_check = Instant::now();
                         self.check_reloads(&engine, &mut report).await;
                     }
+                    self.report_reachability(&views, &mut report);
                     self.count_old_processes(&mut views, &engine);
                     let now = Instant::now();
                     let mut actions = Vec::new();
@@ -498,6 +502,34 @@ impl Driver<'_> {
                 pid: info.pid,
                 reapplied,
             });
+        }
+    }
+
+    /// An HAProxy that stops answering is reported once, with its plan name and how long
+    /// the rollout keeps trying; once it answers again, with how long it was away.
+    fn report_reachability(&self, views: &Views, report: &mut impl FnMut(&Report)) {
+        let mut unreachable = self.unreachable.lock().expect("the reachability lock");
+        unreachable.resize(views.len(), None);
+        for (index, (result, since)) in views.iter().zip(unreachable.iter_mut()).enumerate() {
+            let instance = &self.plan.haproxy[index];
+            match (result, *since) {
+                (Err(error), None) => {
+                    *since = Some(Instant::now());
+                    report(&Report::Unreachable {
+                        haproxy: instance.name.to_string(),
+                        error: error.clone(),
+                        timeout: instance.unreachable_timeout,
+                    });
+                }
+                (Ok(_), Some(when)) => {
+                    *since = None;
+                    report(&Report::Reachable {
+                        haproxy: instance.name.to_string(),
+                        after: when.elapsed(),
+                    });
+                }
+                _ => {}
+            }
         }
     }
 

@@ -322,6 +322,15 @@ fn an_haproxy_that_goes_away_stops_the_rollout_within_its_deadline() {
         "UNKNOWN: check with `haproxy-rollout status`"
     );
     assert_eq!(state_of(&summary, "app2"), "untouched");
+    // See: #10: reported once, by its plan name, with its real unreachable_timeout.
+    let unreachable: Vec<serde_json::Value> = events(&applied.stdout)
+        .into_iter()
+        .filter(|event| event["event"] == "haproxy_unreachable")
+        .collect();
+    assert_eq!(unreachable.len(), 1, "{}", applied.stdout);
+    assert_eq!(unreachable[0]["haproxy"], "lb1");
+    assert_eq!(unreachable[0]["unreachable_timeout_ms"], 2000);
+    assert!(!applied.stdout.contains("HAProxy #"), "{}", applied.stdout);
 }
 
 /// See: #5, test 9.

@@ -491,6 +491,7 @@ impl Run<'_> {
                 .file_name()
                 .map_or_else(String::new, |name| name.to_string_lossy().into_owned()),
             commands: Mutex::new(commands.into_iter().collect()),
+            unreachable: Mutex::new(Vec::new()),
         };
         let started = Instant::now();
         let hosts: Vec<String> = driver

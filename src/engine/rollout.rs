@@ -252,9 +252,17 @@ pub enum Report {
     Warning {
         text: String,
     },
-    /// A poll could not read one HAProxy; polling goes on until its unreachable deadline.
-    PollFailed {
+    /// An HAProxy could not be read: reported once when it goes, with how long the rollout
+    /// keeps trying (`unreachable_timeout`) before it stops.
+    Unreachable {
+        haproxy: String,
         error: String,
+        timeout: Duration,
+    },
+    /// It answers again, after being unreachable this long.
+    Reachable {
+        haproxy: String,
+        after: Duration,
     },
     ServerDone {
         server: ServerName,
@@ -303,6 +311,8 @@ struct Settings {
     ready_timeout: Duration,
     /// Per HAProxy instance: how long it may stay unreadable before the rollout stops.
     unreachable_timeouts: Vec<Duration>,
+    /// Per HAProxy instance: its name in the plan, for reports.
+    instances: Vec<String>,
     /// The hook points the plan has a command for.
     hooks: Vec<HookPoint>,
     /// How long after it was sent the restart, and each hook, may still run on its host.
@@ -311,6 +321,16 @@ struct Settings {
 }
 
 impl Settings {
+    /// `HAProxy lb1`: an instance as the plan names it.
+    fn haproxy(&self, instance: usize) -> String {
+        format!(
+            "HAProxy {}",
+            self.instances
+                .get(instance)
+                .map_or("(unknown)", String::as_str)
+        )
+    }
+
     fn bound(&self, what: CommandKind) -> Duration {
         match what {
             CommandKind::Restart => self.restart_bound,
@@ -469,6 +489,11 @@ impl Rollout {
                 .iter()
                 .map(|instance| instance.unreachable_timeout)
                 .collect(),
+            instances: plan
+                .haproxy
+                .iter()
+                .map(|instance| instance.name.to_string())
+                .collect(),
             hooks: [
                 HookPoint::BeforeDrain,
                 HookPoint::AfterRestart,
@@ -610,20 +635,12 @@ impl Rollout {
         since: Instant,
         now: Instant,
     ) -> Vec<Action> {
-        if let Some((instance, error)) = views
-            .iter()
-            .enumerate()
-            .find_map(|(instance, result)| result.as_ref().err().map(|error| (instance, error)))
-        {
+        if let Some(instance) = views.iter().position(Result::is_err) {
             let limit = self.settings.unreachable_timeouts[instance];
             if now.saturating_duration_since(since) < limit {
+                // The driver reports it unreachable (once) and back.
                 self.own = Own::RecoveringWait { since };
-                return vec![
-                    Action::Report(Report::PollFailed {
-                        error: format!("HAProxy #{}: {error}", instance + 1),
-                    }),
-                    Action::Run(Lane::Rollout, Effect::Wait),
-                ];
+                return vec![Action::Run(Lane::Rollout, Effect::Wait)];
             }
         }
         let mode = if self.settling {
@@ -983,8 +1000,8 @@ impl Rollout {
                     return self.refuse(
                         next,
                         format!(
-                            "cannot check capacity: HAProxy #{} is unreadable: {error}",
-                            instance + 1
+                            "cannot check capacity: {} is unreadable: {error}",
+                            self.settings.haproxy(instance)
                         ),
                         now,
                     );
@@ -1001,8 +1018,8 @@ impl Rollout {
                     .count();
                 if others < self.min_up && shortfall.is_none() {
                     shortfall = Some(format!(
-                        "capacity: {backend} on HAProxy #{} has {others} other server(s) in rotation besides {server}; min_up {}",
-                        instance + 1,
+                        "capacity: {backend} on {} has {others} other server(s) in rotation besides {server}; min_up {}",
+                        self.settings.haproxy(instance),
                         self.min_up
                     ));
                 }
@@ -1074,7 +1091,10 @@ impl Rollout {
             let server = &self.settings.servers[index];
             for (instance, result) in views.iter().enumerate() {
                 let problem = match result {
-                    Err(error) => Some(format!("HAProxy #{} is unreadable: {error}", instance + 1)),
+                    Err(error) => Some(format!(
+                        "{} is unreadable: {error}",
+                        self.settings.haproxy(instance)
+                    )),
                     Ok(views) => self
                         .settings
                         .topology
@@ -1086,14 +1106,14 @@ impl Rollout {
                             }) {
                                 Some(view) if view.in_rotation() => None,
                                 Some(view) => Some(format!(
-                                    "{backend}/{server} on HAProxy #{} is {} ({})",
-                                    instance + 1,
+                                    "{backend}/{server} on {} is {} ({})",
+                                    self.settings.haproxy(instance),
                                     view.status,
                                     view.admin_text()
                                 )),
                                 None => Some(format!(
-                                    "HAProxy #{} no longer has {backend}/{server}",
-                                    instance + 1
+                                    "{} no longer has {backend}/{server}",
+                                    self.settings.haproxy(instance)
                                 )),
                             }
                         }),

@@ -278,11 +278,29 @@ impl<'a> RolloutReporter<'a> {
                 );
                 self.say(&format!("{server}: found {live}; {decision}"));
             }
-            Report::PollFailed { error } => {
-                self.event("poll_failed", json!({"error": error}));
+            Report::Unreachable {
+                haproxy,
+                error,
+                timeout,
+            } => {
+                self.event(
+                    "haproxy_unreachable",
+                    json!({"haproxy": haproxy, "error": error, "unreachable_timeout_ms": timeout.as_millis()}),
+                );
                 self.say(&format!(
-                    "{} {error}; polling again",
-                    self.printer.paint(WARNING, "warning:")
+                    "{} HAProxy {haproxy} is unreachable ({error}); trying again for up to its unreachable_timeout ({}) before the rollout stops",
+                    self.printer.paint(WARNING, "warning:"),
+                    humantime::format_duration(*timeout)
+                ));
+            }
+            Report::Reachable { haproxy, after } => {
+                self.event(
+                    "haproxy_reachable",
+                    json!({"haproxy": haproxy, "after_ms": after.as_millis()}),
+                );
+                self.say(&format!(
+                    "HAProxy {haproxy} answers again, after {:.1}s unreachable",
+                    after.as_secs_f64()
                 ));
             }
             Report::ServerDone { server, timings } => {

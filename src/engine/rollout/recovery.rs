@@ -128,13 +128,16 @@ pub(super) fn live(
     for (instance, result) in views.iter().enumerate() {
         let views = result
             .as_ref()
-            .map_err(|error| format!("HAProxy #{} is unreadable: {error}", instance + 1))?;
+            .map_err(|error| format!("{} is unreadable: {error}", settings.haproxy(instance)))?;
         for backend in settings.topology.backends(instance, index) {
             let view = views
                 .iter()
                 .find(|view| view.backend == backend.as_str() && view.server == server.as_str())
                 .ok_or_else(|| {
-                    format!("HAProxy #{} no longer has {backend}/{server}", instance + 1)
+                    format!(
+                        "{} no longer has {backend}/{server}",
+                        settings.haproxy(instance)
+                    )
                 })?;
             ready |= view.admin.ready();
             draining |= view.admin.draining() && !view.admin.in_maintenance();

@@ -644,12 +644,12 @@ impl ServerRun {
                     let limit = self.settings.unreachable_timeouts[instance];
                     if now.saturating_duration_since(since) >= limit {
                         return Err(Err(format!(
-                            "HAProxy #{} has been unreachable for {}s (its unreachable_timeout): {error}",
-                            instance + 1,
+                            "{} has been unreachable for {}s (its unreachable_timeout): {error}",
+                            self.settings.haproxy(instance),
                             limit.as_secs()
                         )));
                     }
-                    problem = Some(format!("HAProxy #{}: {error}", instance + 1));
+                    problem = Some(format!("{}: {error}", self.settings.haproxy(instance)));
                     continue;
                 }
             };
@@ -661,8 +661,8 @@ impl ServerRun {
                     Some(view) => found.push(view),
                     None => {
                         return Err(Err(format!(
-                            "HAProxy #{} no longer has {backend}/{server}",
-                            instance + 1
+                            "{} no longer has {backend}/{server}",
+                            self.settings.haproxy(instance)
                         )));
                     }
                 }
@@ -741,7 +741,7 @@ impl ServerRun {
                         format!("could not confirm 0 sessions before drain.timeout: {error}"),
                     );
                 }
-                steps.push(Step::Report(Report::PollFailed { error }));
+                // The driver reports an unreachable HAProxy once, and when it is back.
             }
         }
         self.phase = Phase::Sessions { deadline };
@@ -944,12 +944,11 @@ impl ServerRun {
             Err(Ok(error)) if now >= deadline => {
                 Err(self.fail_out_of_rotation(stage, format!("could not confirm {what}: {error}")))
             }
-            Err(Ok(error)) => {
+            // Not yet past its deadline: the driver reports an unreachable HAProxy once, and
+            // when it is back.
+            Err(Ok(_)) => {
                 self.phase = phase;
-                Err(vec![
-                    Step::Report(Report::PollFailed { error }),
-                    Step::Run(Effect::Wait),
-                ])
+                Err(vec![Step::Run(Effect::Wait)])
             }
         }
     }
