@@ -209,8 +209,12 @@ impl<'a> Context<'a> {
                     return Err(Exit::Locked);
                 }
                 Err(error) => {
-                    self.printer.failure(&anyhow::Error::new(error));
-                    return Err(Exit::Usage);
+                    // Not a usage error: the state directory cannot hold locks.
+                    self.printer.failure(&anyhow::Error::new(error).context(format!(
+                        "pre-flight failed: the state directory {} is not usable (--state-dir, HAPROXY_ROLLOUT_STATE_DIR); nothing was changed",
+                        self.root.display()
+                    )));
+                    return Err(Exit::PreflightFailed);
                 }
             }
         }
@@ -430,7 +434,19 @@ impl Run<'_> {
             anyhow::anyhow!("an HAProxy could not be reached; nothing was changed")
         })?;
         let health = HealthChecker::new(plan.health.timeout, plan.health.expect_status)?;
-        let journal = self.open_journal(&observations)?;
+        let journal = match self.open_journal(&observations) {
+            Ok(journal) => journal,
+            Err(error) => {
+                printer.failure(&error.context(format!(
+                    "pre-flight failed: cannot write the journal in {}; nothing was changed",
+                    self.context.dir.display()
+                )));
+                if let Some(ssh) = ssh {
+                    ssh.close().await;
+                }
+                return Ok(Exit::PreflightFailed);
+            }
+        };
         let topology = preflight.topology.clone();
         let limits = crate::engine::preflight::limits(plan, &observations, &topology);
         let (engine, commands) = match self.start {
