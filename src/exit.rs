@@ -17,6 +17,9 @@ pub enum Exit {
     Aborted = 4,
     /// Another rollout of this plan holds the lock.
     Locked = 5,
+    /// `status`: a plan server is out of rotation, or a rollout of the plan is running or
+    /// did not finish; not at rest, so a pipeline gate stops.
+    NotAtRest = 6,
 }
 
 impl From<Exit> for ExitCode {

@@ -201,9 +201,10 @@ fn status_shows_every_server_and_warns_about_drained_dead_and_weight_zero() {
     });
 
     let plan = lab.plan("status.yaml", &["app1", "app2", "app3", "app4"], "");
+    // Not at rest: a pipeline gate stops (see: #10).
     let outcome = rollout(["--color", "never", "status", path(&plan)])
         .run()
-        .code(0);
+        .code(6);
     let table = outcome.stdout;
     assert!(
         table.starts_with("HAPROXY  BACKEND  SERVER  ADMIN"),
@@ -252,13 +253,21 @@ fn status_shows_every_server_and_warns_about_drained_dead_and_weight_zero() {
 
     let outcome = rollout(["--output", "json", "status", path(&plan)])
         .run()
-        .code(0);
+        .code(6);
     let events: Vec<serde_json::Value> = outcome
         .stdout
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(events.len(), 4);
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[4]["event"], "at_rest");
+    assert_eq!(events[4]["at_rest"], false);
+    assert_eq!(
+        events[4]["reasons"].as_array().unwrap().len(),
+        4,
+        "{}",
+        events[4]
+    );
     assert_eq!(events[0]["admin_state"], 8);
     assert_eq!(events[3]["admin_state"], 5);
     assert_eq!(events[2]["status"], "DOWN");

@@ -116,13 +116,7 @@ fn resume_drains_a_server_found_in_traffic(way: BackInTraffic) {
     let plan = slow_restart_plan(&lab, "resume-in-traffic.yaml", 1);
     let before = lab.pids();
     crash_during_the_restart(&plan);
-    lab.lab
-        .wait_until("the orphaned restart finished", |views| {
-            views.iter().any(|view| view.server == "app1")
-        });
-    while lab.app_pid(lab.ports[0]) == before[0] {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let restarted_once = lab.wait_replaced(0, before[0]);
     match way {
         BackInTraffic::Reload => lab.lab.reload(),
         BackInTraffic::ManualReady => {
@@ -156,7 +150,6 @@ fn resume_drains_a_server_found_in_traffic(way: BackInTraffic) {
     });
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 0);
     let held = [hold(&lab, 1, 2500), hold(&lab, 1, 2500)];
-    let restarted_once = lab.app_pid(lab.ports[0]);
     let resumed = rollout(["--output", "json", "resume", path(&plan)]).run();
     let held: Vec<Result<(), String>> = held.into_iter().map(|h| h.join().unwrap()).collect();
     let (ok, failed, failures) = traffic.stop();
@@ -191,11 +184,7 @@ fn resume_drains_a_server_found_in_traffic(way: BackInTraffic) {
         drained.is_some() && drained < restarted,
         "{way:?}: drained before its restart: {stages:?}"
     );
-    assert_ne!(
-        lab.app_pid(lab.ports[0]),
-        restarted_once,
-        "{way:?}: app1 redone"
-    );
+    lab.wait_replaced(0, restarted_once);
     assert!(
         lab.lab
             .views()
@@ -234,6 +223,13 @@ fn resume_refuses_a_plan_that_dropped_the_server_in_flight_until_it_is_skipped()
     lab.wait_replaced(0, before[0]);
     let state = lab.lab.servers_state();
     let pids = lab.pids();
+    let status = rollout(["--color", "never", "status", path(&plan)]).run();
+    assert_eq!(status.code, 6, "app1 is out of rotation: {}", status.stderr);
+    assert!(
+        status.stderr.contains("was interrupted"),
+        "{}",
+        status.stderr
+    );
 
     let changed = rollout(["resume", path(&plan)]).run();
     assert_eq!(
@@ -322,10 +318,21 @@ fn an_aborted_rollout_is_continued_by_resume_without_restarting_what_it_finished
         again.stderr
     );
 
+    // A pipeline gate: not at rest while the rollout is unfinished.
+    let status = rollout(["--color", "never", "status", path(&plan)]).run();
+    assert_eq!(status.code, 6, "{}", status.stderr);
+    assert!(
+        status.stderr.contains("stopped (interrupted)"),
+        "{}",
+        status.stderr
+    );
+
     let resumed = rollout(["--output", "json", "resume", path(&plan)]).run();
     let (ok, failed, failures) = traffic.stop();
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
+    let status = rollout(["status", path(&plan)]).run();
+    assert_eq!(status.code, 0, "at rest: {}", status.stderr);
     let after = lab.pids();
     assert_eq!(after[0], after_abort[0], "app1 was not restarted again");
     for index in 1..4 {
@@ -387,4 +394,31 @@ fn two_plans_reaching_one_haproxy_by_unix_and_tcp_never_run_at_once() {
     let (ok, failed, failures) = traffic.stop();
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
+}
+
+/// See: #10: a state directory that cannot hold the journal and locks is a pre-flight
+/// failure (exit 3), not a usage error, and nothing is changed.
+#[test]
+fn an_unusable_state_directory_fails_pre_flight_and_changes_nothing() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("no-state.yaml", None, "");
+    let file = lab.lab.dir.path().join("not-a-directory");
+    std::fs::write(&file, "").unwrap();
+    let state = lab.lab.servers_state();
+    let pids = lab.pids();
+    let applied = rollout(["--color", "never", "apply", "--yes", path(&plan)])
+        .env(
+            "HAPROXY_ROLLOUT_STATE_DIR",
+            file.join("state").to_str().unwrap(),
+        )
+        .run();
+    assert_eq!(applied.code, 3, "{}", applied.stderr);
+    assert!(
+        applied.stderr.contains("state directory")
+            && applied.stderr.contains("nothing was changed"),
+        "{}",
+        applied.stderr
+    );
+    assert_eq!(lab.lab.servers_state(), state);
+    assert_eq!(lab.pids(), pids);
 }

@@ -22,6 +22,8 @@ pub fn run(
     let observations = runtime.block_on(super::live::observe(&plan, &links));
     let mut rows = Vec::new();
     let mut complete = true;
+    // Why the plan is not at rest: servers out of rotation, a rollout not finished.
+    let mut unrest = Vec::new();
     let topology = crate::engine::Topology::resolve(&plan, &observations);
     for (index, observation) in observations.iter().enumerate() {
         let instance = observation.instance.name.as_str();
@@ -51,6 +53,17 @@ pub fn run(
             for backend in backends {
                 let view = snapshot.server(backend.as_str(), server.name.as_str());
                 complete &= view.is_some();
+                if let Some(view) = view
+                    && !view.in_rotation()
+                {
+                    unrest.push(format!(
+                        "{}/{} on {instance} is out of rotation ({}, {})",
+                        backend,
+                        server.name,
+                        view.status,
+                        view.admin_text()
+                    ));
+                }
                 rows.push(StatusRow {
                     instance,
                     backend: backend.as_str(),
@@ -61,20 +74,28 @@ pub fn run(
         }
     }
     printer.status(&rows);
-    rollout_state(file, printer, state_dir)?;
-    Ok(if complete {
-        Exit::Success
-    } else {
+    unrest.extend(rollout_state(file, printer, state_dir)?);
+    printer.json_event(
+        "at_rest",
+        &serde_json::json!({"at_rest": complete && unrest.is_empty(), "reasons": unrest}),
+    );
+    Ok(if !complete {
         Exit::PreflightFailed
+    } else if !unrest.is_empty() {
+        printer.warning(&format!("not at rest (exit 6): {}", unrest.join("; ")));
+        Exit::NotAtRest
+    } else {
+        Exit::Success
     })
 }
 
-/// A running rollout (from its lock) or an interrupted one (from its journal).
+/// A running rollout (from its lock) or an unfinished one (from its journal): returns why
+/// the plan is not at rest, if it is not.
 fn rollout_state(
     file: &std::path::Path,
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     let root = crate::journal::state_root(state_dir);
     let dir = crate::journal::rollout_dir(&root, file)?;
     if let Some(holder) = crate::lock::Lock::holder(&dir.join("lock")) {
@@ -83,14 +104,16 @@ fn rollout_state(
             &serde_json::json!({"state": "running", "holder": holder}),
         );
         printer.warning(&format!("a rollout of this plan is running: {holder}"));
-        return Ok(());
+        return Ok(Some(format!(
+            "a rollout of this plan is running ({holder})"
+        )));
     }
     let records = match crate::journal::Journal::read(&dir.join("journal.jsonl")) {
         Ok(records) => records,
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(None),
     };
     let Some(interrupted) = crate::journal::interrupted(&records) else {
-        return Ok(());
+        return Ok(None);
     };
     let in_flight: Vec<(String, Vec<String>)> = interrupted
         .in_flight
@@ -135,6 +158,11 @@ fn rollout_state(
             .collect::<Vec<_>>()
             .join("; ")
     };
+    let unfinished = match (&interrupted.stopped, interrupted.paused) {
+        (Some(outcome), _) => format!("the last rollout of this plan stopped ({outcome})"),
+        (None, true) => "a rollout of this plan is paused after its canaries".to_owned(),
+        (None, false) => "a rollout of this plan was interrupted".to_owned(),
+    };
     let (what, cleanup) = match (&interrupted.stopped, interrupted.paused) {
         (Some(outcome), _) => (
             format!("a rollout of this plan that stopped ({outcome})"),
@@ -163,5 +191,5 @@ fn rollout_state(
         },
         plan = file.display()
     ));
-    Ok(())
+    Ok(Some(unfinished))
 }
