@@ -338,9 +338,35 @@ pub fn session_builder(
     builder
 }
 
-/// A short-lived control directory under /tmp (unix socket paths are limited to ~108 bytes).
+/// A short-lived control directory under /tmp (unix socket paths are limited to ~108 bytes),
+/// named after this process. Those that killed runs left behind are removed first.
 pub fn control_directory() -> std::io::Result<tempfile::TempDir> {
-    tempfile::Builder::new().prefix("hr-ssh").tempdir_in("/tmp")
+    sweep_control_directories(std::path::Path::new("/tmp"));
+    tempfile::Builder::new()
+        .prefix(&format!("hr-ssh-{}-", std::process::id()))
+        .tempdir_in("/tmp")
+}
+
+/// Removes the control directories of processes that are gone (a run killed with SIGKILL
+/// cannot remove its own).
+fn sweep_control_directories(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("hr-ssh-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Connects, with ssh's own reasons on one line when it fails.
