@@ -422,3 +422,39 @@ fn an_unusable_state_directory_fails_pre_flight_and_changes_nothing() {
     assert_eq!(lab.lab.servers_state(), state);
     assert_eq!(lab.pids(), pids);
 }
+
+/// See: #10: `abort --now` during a restart abandons the command, not the host's process:
+/// the summary says the restart may still run and until when, and a `resume` right after
+/// waits for it before the server's restart is redone. No request fails.
+#[test]
+fn abort_now_during_the_restart_says_until_when_it_may_run_and_resume_waits_for_it() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = slow_restart_plan(&lab, "abort-now-restart.yaml", 3);
+    let before = lab.pids();
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 0);
+    let running = apply(&plan);
+    wait_restarting(&running);
+    wait_command_running(&plan, "app1");
+    let abort = rollout(["abort", "--now", path(&plan)]).run();
+    let applied = running.finish();
+    assert_eq!(abort.code, 4, "{}", abort.stderr);
+    assert_eq!(applied.code, 4, "{}", applied.stderr);
+    let summary = summary(&applied.stdout);
+    assert_eq!(state_of(&summary, "app1"), "OUT OF ROTATION (maintenance)");
+    let may_run = &summary["servers"][0]["may_still_run"];
+    assert_eq!(may_run["command"], "restart", "{summary}");
+    assert!(may_run["until"].as_str().is_some(), "{summary}");
+    assert!(lab.lab.view("app1").admin.in_maintenance());
+
+    let resumed = rollout(["--output", "json", "resume", path(&plan)]).run();
+    let (ok, failed, failures) = traffic.stop();
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
+    let events = events(&resumed.stdout);
+    let app1 = kinds(&events, "app1");
+    let ended = app1.iter().position(|kind| *kind == "command_ended");
+    let first_stage = app1.iter().position(|kind| *kind == "stage");
+    assert!(ended.is_some() && ended < first_stage, "{app1:?}");
+    let after = lab.pids();
+    assert!(before.iter().zip(&after).all(|(old, new)| old != new));
+}
