@@ -1,11 +1,13 @@
 //! Decisions, without I/O and without reading the clock: what pre-flight concludes from live
 //! state, and the exact sequence of steps a server goes through.
 
+pub mod capacity;
 pub mod preflight;
 pub mod rollout;
 pub mod steps;
 pub mod topology;
 
+pub use capacity::Limits;
 pub use preflight::{Observation, Outcome, Preflight, Target};
 pub use steps::{Step, server_steps};
 pub use topology::Topology;

@@ -1,9 +1,9 @@
 //! Pre-flight: from what every HAProxy reports now, decide whether a rollout may start, and
 //! say why not. Nothing here changes anything or talks to anything.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use super::rollout::Limits;
+use super::capacity::{InRotation, Limits, leaves_enough};
 use super::topology::Topology;
 use crate::haproxy::{AdminState, Level, Snapshot};
 use crate::plan::{BackendName, Backends, Haproxy, MaxUnavailable, Placeholder, Plan, Server};
@@ -79,19 +79,13 @@ pub fn preflight(plan: &Plan, observations: &[Observation], ours: &[&str]) -> Pr
         let target = target(plan, index, server, observations, &mut result);
         result.targets.push(target);
     }
-    // Who is in rotation per HAProxy and backend, read once for every server's check.
-    let mut in_rotation: HashMap<(usize, &str), Vec<&str>> = HashMap::new();
-    for (instance, observation) in observations.iter().enumerate() {
-        let Ok(snapshot) = &observation.state else {
-            continue;
-        };
-        for view in snapshot.servers.iter().filter(|view| view.in_rotation()) {
-            in_rotation
-                .entry((instance, view.backend.as_str()))
-                .or_default()
-                .push(view.server.as_str());
-        }
-    }
+    let in_rotation = InRotation::new(observations.iter().map(|observation| {
+        observation
+            .state
+            .as_ref()
+            .ok()
+            .map(|snapshot| snapshot.servers.as_slice())
+    }));
     batch_check(plan, observations, &mut result);
     for (index, server) in plan.servers.iter().enumerate() {
         let checks = capacity_checks(
@@ -110,22 +104,7 @@ pub fn preflight(plan: &Plan, observations: &[Observation], ours: &[&str]) -> Pr
 /// `capacity.max_unavailable` in each backend, from its size on each HAProxy now
 /// (counting servers not in the plan).
 pub fn limits(plan: &Plan, observations: &[Observation], topology: &Topology) -> Limits {
-    Limits::new(
-        plan.capacity.max_unavailable,
-        topology,
-        |instance, backend| {
-            observations
-                .get(instance)
-                .and_then(|observation| observation.state.as_ref().ok())
-                .map_or(0, |snapshot| {
-                    snapshot
-                        .servers
-                        .iter()
-                        .filter(|view| view.backend == backend.as_str())
-                        .count()
-                })
-        },
-    )
+    Limits::observed(plan, observations, topology)
 }
 
 /// How many servers go at once, per backend: what `max_unavailable` means here.
@@ -382,7 +361,7 @@ fn capacity_checks(
     server_index: usize,
     server: &Server,
     observations: &[Observation],
-    in_rotation: &HashMap<(usize, &str), Vec<&str>>,
+    in_rotation: &InRotation,
     topology: &Topology,
 ) -> Vec<Check> {
     let min_up = plan.capacity.min_up as usize;
@@ -393,14 +372,10 @@ fn capacity_checks(
         }
         let instance = &observation.instance.name;
         for backend in topology.backends(index, server_index) {
-            let others = in_rotation
-                .get(&(index, backend.as_str()))
-                .into_iter()
-                .flatten()
-                .filter(|name| **name != server.name.as_str());
-            let count = others.clone().count();
+            let others = in_rotation.others(index, backend.as_str(), server.name.as_str());
+            let count = others.len();
             // Long lists help nobody: name a few.
-            let mut listed: Vec<&str> = others.take(5).copied().collect();
+            let mut listed: Vec<&str> = others.into_iter().take(5).collect();
             if count > listed.len() {
                 listed.push("...");
             }
@@ -410,7 +385,7 @@ fn capacity_checks(
                 listed.join(", ")
             };
             let plural = if count == 1 { "" } else { "s" };
-            checks.push(if count >= min_up {
+            checks.push(if leaves_enough(count, min_up) {
                 Check {
                     outcome: Outcome::Pass,
                     text: format!(

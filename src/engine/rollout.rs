@@ -9,15 +9,16 @@
 //! own effects (capacity polls, the canary pause) are the `Lane::Rollout` lane. The driver
 //! runs the lanes' effects concurrently and feeds each result back to its lane.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::capacity::{InRotation, leaves_enough};
 use super::topology::Topology;
+
+pub use super::capacity::Limits;
 use crate::haproxy::{AdminTarget, ServerView};
-use crate::plan::{
-    BackendName, CanaryPause, HookPoint, MaxUnavailable, OnDrainTimeout, Plan, ServerName,
-};
+use crate::plan::{CanaryPause, HookPoint, OnDrainTimeout, Plan, ServerName};
 
 mod recovery;
 mod server;
@@ -340,60 +341,6 @@ impl Settings {
                 .find(|(candidate, _)| *candidate == point)
                 .map_or(self.restart_bound, |(_, bound)| *bound),
         }
-    }
-}
-
-/// How many servers of each backend may be out at once (`capacity.max_unavailable`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// `max_unavailable: 1`: one server at a time, whatever backends they share.
-    one_at_a_time: bool,
-    /// Per (HAProxy instance, backend).
-    per_backend: HashMap<(usize, BackendName), usize>,
-    /// For a backend whose size is not known.
-    default: usize,
-}
-
-impl Limits {
-    /// The limits for backends of the given sizes (`size(instance, backend)`: how many
-    /// servers that backend has on that HAProxy, counting servers not in the plan).
-    pub fn new(
-        max_unavailable: MaxUnavailable,
-        topology: &Topology,
-        size: impl Fn(usize, &BackendName) -> usize,
-    ) -> Limits {
-        Limits {
-            one_at_a_time: max_unavailable == MaxUnavailable::Count(1),
-            per_backend: topology
-                .touched()
-                .into_iter()
-                .map(|(instance, backend)| {
-                    let limit = max_unavailable.of(size(instance, &backend));
-                    ((instance, backend), limit)
-                })
-                .collect(),
-            default: max_unavailable.of(0),
-        }
-    }
-
-    /// The limit of one backend on one HAProxy.
-    pub fn of(&self, instance: usize, backend: &BackendName) -> usize {
-        self.per_backend
-            .get(&(instance, backend.clone()))
-            .copied()
-            .unwrap_or(self.default)
-    }
-
-    /// How many servers may ever be in flight at once: one, or up to the largest limit.
-    pub fn most_at_once(&self) -> usize {
-        if self.one_at_a_time {
-            return 1;
-        }
-        self.per_backend
-            .values()
-            .copied()
-            .max()
-            .unwrap_or(self.default)
     }
 }
 
@@ -907,20 +854,12 @@ impl Rollout {
     /// Property 2's second half: this rollout has fewer than `max_unavailable` servers out
     /// in each backend of `server`, on each HAProxy.
     fn fits(&self, server: usize) -> bool {
-        if self.limits.one_at_a_time && !self.flights.is_empty() {
-            return false;
-        }
-        let topology = &self.settings.topology;
-        (0..self.settings.unreachable_timeouts.len()).all(|instance| {
-            topology.backends(instance, server).iter().all(|backend| {
-                let out = self
-                    .flights
-                    .keys()
-                    .filter(|other| topology.backends(instance, **other).contains(backend))
-                    .count();
-                out < self.limits.of(instance, backend)
-            })
-        })
+        self.limits.fits(
+            &self.settings.topology,
+            self.settings.instances.len(),
+            server,
+            &self.flights.keys().copied().collect::<Vec<_>>(),
+        )
     }
 
     fn handle_own(&mut self, event: Event, now: Instant) -> Vec<Action> {
@@ -1007,16 +946,14 @@ impl Rollout {
                     );
                 }
             };
+            let in_rotation = InRotation::new(
+                (0..views.len()).map(|of| (of == instance).then_some(views.as_slice())),
+            );
             for backend in self.settings.topology.backends(instance, next) {
-                let others = views
-                    .iter()
-                    .filter(|view| {
-                        view.backend == backend.as_str()
-                            && view.server != server.as_str()
-                            && view.in_rotation()
-                    })
-                    .count();
-                if others < self.min_up && shortfall.is_none() {
+                let others = in_rotation
+                    .others(instance, backend.as_str(), server.as_str())
+                    .len();
+                if !leaves_enough(others, self.min_up) && shortfall.is_none() {
                     shortfall = Some(format!(
                         "capacity: {backend} on {} has {others} other server(s) in rotation besides {server}; min_up {}",
                         self.settings.haproxy(instance),
