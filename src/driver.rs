@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::engine::rollout::{
-    Action, CommandFailure, CommandState, Effect, Event, Finish, Lane, Report, Rollout,
+    Action, CommandFailure, CommandState, Effect, Event, Finish, Lane, OldProcess, Report, Rollout,
 };
 use crate::haproxy::{AdminTarget, Client, ClientError, Info};
 use crate::health::{HealthChecker, health_url};
@@ -80,9 +80,6 @@ pub struct Driver<'a> {
     pub identities: Mutex<Vec<Info>>,
     /// Which backends each server is in, on each HAProxy.
     pub topology: crate::engine::Topology,
-    /// Old HAProxy processes a reload replaced while a server was draining: their
-    /// sessions cannot be read over the new process's socket.
-    pub old_processes: Mutex<Vec<OldProcess>>,
     /// Names this rollout in the markers of its commands.
     pub rollout_id: String,
     /// Per HAProxy instance: since when every poll of it failed (reported once when it goes
@@ -100,31 +97,14 @@ pub struct StartedCommand {
     pub marker: Marker,
 }
 
-/// An HAProxy process replaced by a reload, which may still be finishing sessions on a
-/// server that was draining.
-#[derive(Debug, Clone)]
-pub struct OldProcess {
-    pub instance: usize,
-    pub pid: u32,
-    /// The HAProxy runs on this machine, so whether the process still runs can be seen.
-    pub local: bool,
-    pub server: ServerName,
-}
-
-impl OldProcess {
-    /// Whether it may still hold sessions: a local process until it is gone (or a zombie);
-    /// a remote one cannot be seen, so always.
-    fn may_hold_sessions(&self) -> bool {
-        if !self.local {
-            return true;
-        }
-        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            // The state follows the parenthesised command name: `Z` is a zombie.
-            Ok(stat) => !stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z')),
-            Err(_) => false,
-        }
+/// Whether a process of this machine still runs (a zombie nobody reaped does not).
+fn still_runs(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name: `Z` is a zombie.
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
     }
 }
 
@@ -221,17 +201,22 @@ impl Driver<'_> {
                     safe_delivered = true;
                     engine.interrupt(Instant::now())
                 }
-                mut views = async { poll.as_mut().expect("a poll runs").await }, if poll.is_some() => {
+                views = async { poll.as_mut().expect("a poll runs").await }, if poll.is_some() => {
                     poll = None;
                     // Identities are read after the views: unchanged, the views came from
                     // the same process; changed, a reload happened and the old process
                     // counts.
                     if !now_delivered {
                         last_reload_check = Instant::now();
-                        self.check_reloads(&engine, &mut report).await;
+                        self.check_reloads(&mut engine, &mut report).await;
                     }
                     self.report_reachability(&views, &mut report);
-                    self.count_old_processes(&mut views, &engine);
+                    let gone: Vec<OldProcess> = engine
+                        .old_processes()
+                        .into_iter()
+                        .filter(|process| !still_runs(process.pid))
+                        .collect();
+                    engine.old_processes_gone(&gone);
                     let now = Instant::now();
                     let mut actions = Vec::new();
                     for lane in polled_for.drain(..) {
@@ -246,7 +231,7 @@ impl Driver<'_> {
                     );
                     if changed && !now_delivered {
                         last_reload_check = Instant::now();
-                        self.check_reloads(&engine, &mut report).await;
+                        self.check_reloads(&mut engine, &mut report).await;
                     }
                     engine.handle(lane, event, Instant::now())
                 }
@@ -255,7 +240,7 @@ impl Driver<'_> {
                     // back into traffic: watch for it every poll interval.
                     if !now_delivered && last_reload_check.elapsed() >= self.plan.poll_interval {
                         last_reload_check = Instant::now();
-                        self.check_reloads(&engine, &mut report).await;
+                        self.check_reloads(&mut engine, &mut report).await;
                     }
                     Vec::new()
                 }
@@ -441,7 +426,7 @@ impl Driver<'_> {
 
     /// Reads every HAProxy's identity; after a reload, puts back the state each server in
     /// flight must have (a reload drops runtime-set states) and reports it.
-    async fn check_reloads(&self, engine: &Rollout, report: &mut impl FnMut(&Report)) {
+    async fn check_reloads(&self, engine: &mut Rollout, report: &mut impl FnMut(&Report)) {
         for (index, client) in self.clients.iter().enumerate() {
             let Ok(info) = client.info().await else {
                 continue;
@@ -467,21 +452,15 @@ impl Driver<'_> {
                 report(&Report::Warning { text });
                 self.interrupt.safe();
             }
-            if old_pid != 0 && old_pid != info.pid {
-                // Sessions the old process still serves are invisible from here on: count
-                // them as present until it is gone.
-                let mut old = self.old_processes.lock().expect("the old processes lock");
-                for server in engine.draining_before_restart() {
-                    old.push(OldProcess {
-                        instance: index,
-                        pid: old_pid,
-                        local: is_local(&instance.socket),
-                        server,
-                    });
-                }
-            }
+            // Sessions the old process still serves are invisible from here on: the engine
+            // counts them while it may run.
+            let old = (old_pid != 0 && old_pid != info.pid).then(|| OldProcess {
+                instance: index,
+                pid: old_pid,
+                visible: is_local(&instance.socket),
+            });
             let mut reapplied = Vec::new();
-            for (server, target) in engine.expected_states() {
+            for (server, target) in engine.reloaded(old) {
                 let _ = self.intent(&server, change_of(target));
                 let result = self.set_state_on(index, &server, target).await;
                 self.outcome(&server, change_of(target), &result);
@@ -541,25 +520,6 @@ impl Driver<'_> {
                 .map_err(|error| crate::commands::error_chain(&error))
         });
         futures::future::join_all(reads).await
-    }
-
-    /// An old process a reload replaced may still serve sessions on a server that was
-    /// draining; until it is gone, that server counts at least one session there.
-    fn count_old_processes(&self, results: &mut Views, engine: &Rollout) {
-        let mut old = self.old_processes.lock().expect("the old processes lock");
-        old.retain(OldProcess::may_hold_sessions);
-        let draining = engine.draining_before_restart();
-        old.retain(|process| draining.contains(&process.server));
-        for process in old.iter() {
-            if let Some(Ok(views)) = results.get_mut(process.instance) {
-                for view in views
-                    .iter_mut()
-                    .filter(|view| view.server == process.server.as_str())
-                {
-                    view.sessions = view.sessions.max(1);
-                }
-            }
-        }
     }
 
     /// The same change on every HAProxy and backend at once (lockstep).

@@ -500,7 +500,6 @@ impl Run<'_> {
                     })
                     .collect(),
             ),
-            old_processes: Mutex::new(Vec::new()),
             rollout_id: self
                 .context
                 .dir

@@ -119,6 +119,25 @@ pub enum Effect {
     Wait,
 }
 
+/// An HAProxy process a reload replaced: it keeps serving the sessions it had, which the new
+/// process's socket does not show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OldProcess {
+    pub instance: usize,
+    pub pid: u32,
+    /// It runs where the tool can look it up (the same machine): it counts until it is
+    /// gone. A remote one cannot be seen and counts until the server's drain deadline.
+    pub visible: bool,
+}
+
+/// An old process and the servers that were draining when it was replaced: each counts at
+/// least one session there while it may still run.
+#[derive(Debug, Clone)]
+struct OldSessions {
+    process: OldProcess,
+    servers: Vec<usize>,
+}
+
 /// Who an effect belongs to: a server in flight (by plan index) or the coordinator itself.
 /// Each lane has at most one effect in flight; its result goes back to the same lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -403,6 +422,8 @@ pub struct Rollout {
     recovering: Vec<Recovered>,
     /// Servers the operator left out (`resume --skip`).
     skipped: Vec<usize>,
+    /// Old HAProxy processes that may still serve sessions of servers that were draining.
+    old_sessions: Vec<OldSessions>,
     /// Settling after an interrupted run: put right, restart nothing, stop.
     settling: bool,
     own: Own,
@@ -487,6 +508,7 @@ impl Rollout {
             flights: BTreeMap::new(),
             recovering: Vec::new(),
             skipped: Vec::new(),
+            old_sessions: Vec::new(),
             settling: false,
             own: Own::Idle,
             blocked: false,
@@ -556,14 +578,64 @@ impl Rollout {
             .collect()
     }
 
-    /// The servers draining and not yet restarted: sessions held by an old HAProxy process
-    /// (after a reload) still count for them.
-    pub fn draining_before_restart(&self) -> Vec<ServerName> {
-        self.flights
+    /// Property 7: HAProxy `old.instance` reloaded (its process changed). Returns the
+    /// state each server in flight must have, which the reload dropped and the driver puts
+    /// back on that HAProxy before anything else. The servers draining and not yet
+    /// restarted count a session on the old process from now on, while it may still run
+    /// (property 3: no restart under a request the old process still serves).
+    pub fn reloaded(&mut self, old: Option<OldProcess>) -> Vec<(ServerName, AdminTarget)> {
+        let servers: Vec<usize> = self
+            .flights
             .iter()
             .filter(|(_, flight)| flight.run.draining_before_restart())
-            .map(|(index, _)| self.settings.servers[*index].clone())
+            .map(|(index, _)| *index)
+            .collect();
+        if let Some(process) = old
+            && !servers.is_empty()
+        {
+            self.old_sessions.push(OldSessions { process, servers });
+        }
+        self.expected_states()
+    }
+
+    /// The old processes whose sessions still count and that the driver can look up.
+    pub fn old_processes(&self) -> Vec<OldProcess> {
+        self.old_sessions
+            .iter()
+            .map(|old| old.process)
+            .filter(|process| process.visible)
             .collect()
+    }
+
+    /// The driver looked: these old processes no longer run, so their sessions are over.
+    pub fn old_processes_gone(&mut self, gone: &[OldProcess]) {
+        self.old_sessions.retain(|old| !gone.contains(&old.process));
+    }
+
+    /// A poll of `index`'s lane: a session counts on it on every HAProxy whose old process
+    /// may still serve its requests, as long as it drains before its restart.
+    fn count_old_sessions(&mut self, index: usize, views: &mut [Result<Vec<ServerView>, String>]) {
+        let flights = &self.flights;
+        self.old_sessions.retain_mut(|old| {
+            old.servers.retain(|server| {
+                flights
+                    .get(server)
+                    .is_some_and(|flight| flight.run.draining_before_restart())
+            });
+            !old.servers.is_empty()
+        });
+        let server = self.settings.servers[index].as_str();
+        for old in self
+            .old_sessions
+            .iter()
+            .filter(|old| old.servers.contains(&index))
+        {
+            if let Some(Ok(views)) = views.get_mut(old.process.instance) {
+                for view in views.iter_mut().filter(|view| view.server == server) {
+                    view.sessions = view.sessions.max(1);
+                }
+            }
+        }
     }
 
     /// The first actions.
@@ -643,6 +715,13 @@ impl Rollout {
         match lane {
             Lane::Rollout => self.handle_own(event, now),
             Lane::Server(index) => {
+                let event = match event {
+                    Event::Polled(mut views) => {
+                        self.count_old_sessions(index, &mut views);
+                        Event::Polled(views)
+                    }
+                    event => event,
+                };
                 let Some(flight) = self.flights.get_mut(&index) else {
                     return self
                         .internal_error(format!("{event:?} for a server not in flight"), now);

@@ -221,7 +221,7 @@ impl World {
         &mut self,
         engine: Rollout,
         reports: &mut Vec<Report>,
-        intercept: impl FnMut(&mut World, &Effect, &Rollout) -> Option<Event>,
+        intercept: impl FnMut(&mut World, &Effect, &mut Rollout) -> Option<Event>,
     ) -> Finish {
         self.drive_with(engine, reports, intercept, |_| false, Stop::Never)
     }
@@ -232,7 +232,7 @@ impl World {
         &mut self,
         mut engine: Rollout,
         reports: &mut Vec<Report>,
-        mut intercept: impl FnMut(&mut World, &Effect, &Rollout) -> Option<Event>,
+        mut intercept: impl FnMut(&mut World, &Effect, &mut Rollout) -> Option<Event>,
         when: impl Fn(&Effect) -> bool,
         stop: Stop,
     ) -> Finish {
@@ -260,7 +260,7 @@ impl World {
             let (lane, effect) = queue.pop_front().expect("an effect or a finish");
             self.effects.push(effect.clone());
             self.observe();
-            let event = match intercept(self, &effect, &engine) {
+            let event = match intercept(self, &effect, &mut engine) {
                 Some(event) => event,
                 None => self.perform(&effect),
             };
@@ -872,14 +872,75 @@ fn the_expected_state_follows_the_phase() {
         engine.expected_states(),
         [(app1.clone(), AdminTarget::Drain)]
     );
-    assert_eq!(
-        engine.draining_before_restart(),
-        std::slice::from_ref(&app1)
-    );
     engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
     engine.handle(Lane::Server(0), views(), now);
     assert_eq!(engine.expected_states(), [(app1, AdminTarget::Maint)]);
-    assert_eq!(engine.draining_before_restart(), []);
+}
+
+/// Property 7 and 3: a reload while app1 drains. The engine says what to put back, and the
+/// old process, which still serves app1's sessions where the new socket cannot see them,
+/// holds app1's restart: until the driver sees it gone (same machine), or, for a remote
+/// HAProxy it cannot see, until drain.timeout decides.
+#[test]
+fn a_reload_while_draining_puts_the_drain_back_and_the_old_process_holds_the_restart() {
+    let plan = plan("drain:\n  timeout: 5s\n");
+    let app1 = ServerName::new("app1").unwrap();
+    for visible in [true, false] {
+        let mut world = World::new();
+        let mut reloaded = false;
+        let mut reapplied = Vec::new();
+        let mut polls_after = 0;
+        let finish = world.drive(rollout(&plan), &mut Vec::new(), |world, effect, engine| {
+            // The fake world's reload: the runtime state is dropped, app1 takes traffic
+            // again, and the old process is found gone after three polls.
+            match effect {
+                Effect::Poll if !reloaded && world.views[0].admin.draining() => {
+                    reloaded = true;
+                    world.set(&app1, AdminTarget::Ready);
+                    reapplied = engine.reloaded(Some(OldProcess {
+                        instance: 0,
+                        pid: 4242,
+                        visible,
+                    }));
+                    for (server, target) in &reapplied {
+                        world.set(server, *target);
+                    }
+                    None
+                }
+                Effect::Poll if reloaded => {
+                    polls_after += 1;
+                    if polls_after == 3 {
+                        engine.old_processes_gone(&engine.old_processes());
+                    }
+                    None
+                }
+                _ => None,
+            }
+        });
+        assert_eq!(reapplied, [(app1.clone(), AdminTarget::Drain)]);
+        let restart = world
+            .effects
+            .iter()
+            .position(|effect| *effect == Effect::Restart(0));
+        let polls_before_restart = world.effects[..restart.unwrap_or(world.effects.len())]
+            .iter()
+            .filter(|effect| **effect == Effect::Poll)
+            .count();
+        if visible {
+            assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
+            assert!(
+                polls_before_restart >= 4,
+                "held until the old process was gone"
+            );
+        } else {
+            // drain.timeout with on_timeout: fail: back to traffic unrestarted, stopped.
+            assert_eq!(
+                restart, None,
+                "never restarted under the old process's sessions"
+            );
+            assert_eq!(finish.servers[0].state, ServerState::ReturnedUnrestarted);
+        }
+    }
 }
 
 const HOOKS: &str = concat!(
