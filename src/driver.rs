@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::effects::Effects;
 use crate::engine::rollout::{
     Action, CommandFailure, CommandState, Effect, Event, Finish, Lane, OldProcess, Report, Rollout,
 };
-use crate::haproxy::{AdminTarget, Client, ClientError, Info};
-use crate::health::{HealthChecker, health_url};
-use crate::journal::{Change, Journal, Record, SentCommand, now};
+use crate::haproxy::{AdminTarget, ClientError, Info};
+use crate::health::health_url;
+use crate::journal::{Change, Record, SentCommand, now};
 use crate::plan::{HookPoint, Plan, ServerName};
 use crate::ssh::{
-    KILL_AFTER, Marker, PlaceholderValues, SshError, SshPool, Tracked, remote_command,
-    tracked_command,
+    KILL_AFTER, Marker, PlaceholderValues, SshError, Tracked, remote_command, tracked_command,
 };
 
 /// How hard the operator asked to stop.
@@ -65,17 +65,14 @@ impl Interrupt {
     }
 }
 
-pub struct Driver<'a> {
+pub struct Driver<'a, E: Effects> {
     pub plan: &'a Plan,
-    pub clients: Vec<Client>,
+    /// Every effect on the world: HAProxy, hosts, health URLs, the journal.
+    pub effects: E,
     pub targets: Vec<PlaceholderValues>,
-    /// `None` when this run restarts nothing (settling after an interrupted rollout).
-    pub ssh: Option<&'a SshPool>,
     /// The backend locks, taken again for a new HAProxy process after a reload.
     pub locks: Option<&'a crate::lock::BackendLocks>,
-    pub health: HealthChecker,
     pub interrupt: Interrupt,
-    pub journal: Mutex<Journal>,
     /// Each HAProxy's process identity as the rollout first saw it.
     pub identities: Mutex<Vec<Info>>,
     /// Which backends each server is in, on each HAProxy.
@@ -134,7 +131,7 @@ fn change_of(target: AdminTarget) -> Change {
 
 type Views = Vec<Result<Vec<crate::haproxy::ServerView>, String>>;
 
-impl Driver<'_> {
+impl<E: Effects> Driver<'_, E> {
     /// Runs `engine` to its finish. `report` sees every report, the driver's own included.
     ///
     /// Each lane's effect runs concurrently with the others'. Polls are shared: the lanes
@@ -251,14 +248,10 @@ impl Driver<'_> {
     fn write(&self, record: Record) -> Result<(), String> {
         // A journal that cannot be written must not go unnoticed: it is what makes an
         // interrupted rollout recoverable.
-        self.journal
-            .lock()
-            .expect("the journal lock")
-            .append(&record)
-            .map_err(|error| {
-                tracing::error!("cannot write the journal: {error}");
-                format!("cannot write the journal: {error}")
-            })
+        self.effects.record(&record).map_err(|error| {
+            tracing::error!("cannot write the journal: {error}");
+            format!("cannot write the journal: {error}")
+        })
     }
 
     /// Journals a change about to be made. A change that moves the rollout forward (drain,
@@ -287,11 +280,11 @@ impl Driver<'_> {
         }
     }
 
-    fn outcome<T, E: std::fmt::Display>(
+    fn outcome<T, Error: std::fmt::Display>(
         &self,
         server: &ServerName,
         change: Change,
-        result: &Result<T, E>,
+        result: &Result<T, Error>,
     ) {
         let _ = self.write(Record::Outcome {
             time: now(),
@@ -404,7 +397,7 @@ impl Driver<'_> {
             Effect::Probe(index) => {
                 let server = &self.plan.servers[index];
                 let url = health_url(server.health_url(self.plan), &self.targets[index]);
-                Event::Probed(self.health.probe(&url).await)
+                Event::Probed(self.effects.probe(&url).await)
             }
             Effect::Hook(point, index) => {
                 let result = self.hook(point, index).await;
@@ -427,8 +420,8 @@ impl Driver<'_> {
     /// Reads every HAProxy's identity; after a reload, puts back the state each server in
     /// flight must have (a reload drops runtime-set states) and reports it.
     async fn check_reloads(&self, engine: &mut Rollout, report: &mut impl FnMut(&Report)) {
-        for (index, client) in self.clients.iter().enumerate() {
-            let Ok(info) = client.info().await else {
+        for index in 0..self.plan.haproxy.len() {
+            let Ok(info) = self.effects.info(index).await else {
                 continue;
             };
             let old_pid = {
@@ -513,9 +506,9 @@ impl Driver<'_> {
     }
 
     async fn poll(&self) -> Views {
-        let reads = self.clients.iter().map(|client| async move {
-            client
-                .servers()
+        let reads = (0..self.plan.haproxy.len()).map(|instance| async move {
+            self.effects
+                .servers(instance)
                 .await
                 .map_err(|error| crate::commands::error_chain(&error))
         });
@@ -524,7 +517,8 @@ impl Driver<'_> {
 
     /// The same change on every HAProxy and backend at once (lockstep).
     async fn set_state(&self, server: &ServerName, target: AdminTarget) -> Result<(), String> {
-        let changes = (0..self.clients.len()).map(|index| self.set_state_on(index, server, target));
+        let changes =
+            (0..self.plan.haproxy.len()).map(|index| self.set_state_on(index, server, target));
         all_ok(changes).await
     }
 
@@ -536,10 +530,12 @@ impl Driver<'_> {
         server: &ServerName,
         target: AdminTarget,
     ) -> Result<(), String> {
-        let client = &self.clients[instance];
         let deadline = self.plan.haproxy[instance].unreachable_timeout;
         for backend in self.topology.backends(instance, self.index_of(server)) {
-            retry(deadline, || client.set_state(backend, server, target)).await?;
+            retry(deadline, || {
+                self.effects.set_state(instance, backend, server, target)
+            })
+            .await?;
         }
         Ok(())
     }
@@ -553,17 +549,20 @@ impl Driver<'_> {
     }
 
     async fn shutdown_sessions(&self, server: &ServerName) -> Result<(), String> {
-        let changes = self.clients.iter().zip(&self.plan.haproxy).enumerate().map(
-            |(index, (client, instance))| async move {
+        let changes = self
+            .plan
+            .haproxy
+            .iter()
+            .enumerate()
+            .map(|(index, instance)| async move {
                 for backend in self.topology.backends(index, self.index_of(server)) {
                     retry(instance.unreachable_timeout, || {
-                        client.shutdown_sessions(backend, server)
+                        self.effects.shutdown_sessions(index, backend, server)
                     })
                     .await?;
                 }
                 Ok::<(), String>(())
-            },
-        );
+            });
         all_ok(changes).await
     }
 
@@ -578,12 +577,10 @@ impl Driver<'_> {
         // connection that hangs.
         let deadline = restart.timeout + KILL_AFTER + Duration::from_secs(5);
         tracing::debug!(host = %values.host, %command, "restart");
-        let Some(ssh) = self.ssh else {
-            return Err(CommandFailure::Failed(
-                "no SSH connection was opened for this run".to_owned(),
-            ));
-        };
-        let result = ssh.run(&values.host, &command, deadline).await;
+        let result = self
+            .effects
+            .run(Some(&values.host), &command, deadline)
+            .await;
         if let Ok(output) = &result {
             tracing::debug!(output = %output.trim_end(), "restart output");
         }
@@ -592,11 +589,10 @@ impl Driver<'_> {
 
     /// Whether a command started earlier still runs, as its host shows it now.
     async fn check_command(&self, started: &StartedCommand) -> Result<CommandState, String> {
-        let state = match (&started.host, self.ssh) {
-            (None, _) => crate::ssh::check_local(&started.marker).await,
-            (Some(host), Some(ssh)) => ssh.check(host, &started.marker).await,
-            (Some(_), None) => Err("no SSH settings for this run".to_owned()),
-        }?;
+        let state = self
+            .effects
+            .check(started.host.as_deref(), &started.marker)
+            .await?;
         Ok(match state {
             Tracked::Running => CommandState::Running,
             Tracked::Ended => CommandState::Ended,
@@ -626,7 +622,7 @@ fn command_failure(error: SshError) -> CommandFailure {
     }
 }
 
-impl Driver<'_> {
+impl<E: Effects> Driver<'_, E> {
     /// Runs a hook of the server at `index`, over SSH on its host or here (`local`).
     async fn hook(&self, point: HookPoint, index: usize) -> Result<(), CommandFailure> {
         let Some(hook) = self.plan.hooks.get(point) else {
@@ -641,15 +637,7 @@ impl Driver<'_> {
         }
         let deadline = hook.timeout + KILL_AFTER + Duration::from_secs(5);
         tracing::debug!(hook = point.as_str(), local = hook.local, %command, "hook");
-        let result = match (host, self.ssh) {
-            (None, _) => crate::ssh::run_local(&command, deadline).await,
-            (Some(host), Some(ssh)) => ssh.run(host, &command, deadline).await,
-            (Some(_), None) => {
-                return Err(CommandFailure::Failed(
-                    "no SSH connection was opened for this run".to_owned(),
-                ));
-            }
-        };
+        let result = self.effects.run(host, &command, deadline).await;
         if let Ok(output) = &result {
             tracing::debug!(output = %output.trim_end(), "hook output");
         }
@@ -700,3 +688,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

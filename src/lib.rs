@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod commands;
 pub mod driver;
+pub mod effects;
 pub mod engine;
 pub mod exit;
 pub mod haproxy;

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::driver::{Driver, Interrupt, StartedCommand};
+use crate::effects::{Effects, Live};
 use crate::engine::rollout::{
     CommandKind, MayRun, Mode, Outcome, Recovered, RestartFact, Rollout, ServerState,
 };
@@ -476,14 +477,16 @@ impl Run<'_> {
         spawn_signal_handler(interrupt.clone());
         let driver = Driver {
             plan,
-            clients,
+            effects: Live {
+                clients,
+                ssh: ssh.as_ref(),
+                health,
+                journal: Mutex::new(journal),
+            },
             targets,
-            ssh: ssh.as_ref(),
             locks: Some(&backend_locks),
             topology: topology.clone(),
-            health,
             interrupt,
-            journal: Mutex::new(journal),
             identities: Mutex::new(
                 observations
                     .iter()
@@ -520,12 +523,7 @@ impl Run<'_> {
             let paused = Record::Paused {
                 time: journal::now(),
             };
-            if let Err(error) = driver
-                .journal
-                .lock()
-                .expect("the journal lock")
-                .append(&paused)
-            {
+            if let Err(error) = driver.effects.record(&paused) {
                 printer.error(&format!("cannot write the journal: {error}"));
             }
             let interactive = self.confirm && std::io::stdin().is_terminal();
@@ -561,12 +559,7 @@ impl Run<'_> {
                 outcome: outcome_text(finish.outcome).to_owned(),
                 summary: summary_json(plan, &hosts, &finish, elapsed),
             };
-            if let Err(error) = driver
-                .journal
-                .lock()
-                .expect("the journal lock")
-                .append(&end)
-            {
+            if let Err(error) = driver.effects.record(&end) {
                 printer.error(&format!("cannot write the end of the journal: {error}"));
             }
         }
