@@ -277,6 +277,33 @@ pub struct Interrupted {
     pub stopped: Option<String>,
 }
 
+impl Interrupted {
+    /// How it stands, in words: `stopped (failed)`, `paused after its canaries`,
+    /// `interrupted`.
+    pub fn standing(&self) -> String {
+        match (&self.stopped, self.paused) {
+            (Some(outcome), _) => format!("stopped ({outcome})"),
+            (None, true) => "paused after its canaries".to_owned(),
+            (None, false) => "interrupted".to_owned(),
+        }
+    }
+
+    /// Besides `resume PLAN`, what may follow it: `apply --fresh` after a stop (its
+    /// servers were left in a reported state), `abort` otherwise.
+    pub fn other_way(&self, plan: &Path) -> String {
+        match self.stopped {
+            Some(_) => format!(
+                "or start over (restarting the servers it finished) with `haproxy-rollout apply --fresh {}`",
+                plan.display()
+            ),
+            None => format!(
+                "or clean up with `haproxy-rollout abort {}`",
+                plan.display()
+            ),
+        }
+    }
+}
+
 /// A server the rollout was working on when it stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InFlight {
@@ -467,6 +494,11 @@ mod tests {
     }
 
     fn begin() -> Record {
+        begin_after(&[])
+    }
+
+    /// The beginning of a run that continues a rollout whose servers `done` are done.
+    fn begin_after(done: &[&str]) -> Record {
         Record::Begin {
             time: now(),
             plan: "/plans/p.yaml".into(),
@@ -475,7 +507,7 @@ mod tests {
             host: "ci-1".into(),
             haproxy: vec![],
             servers: vec!["app1".into(), "app2".into()],
-            done_before: vec![],
+            done_before: done.iter().map(|server| (*server).to_owned()).collect(),
         }
     }
 
@@ -574,16 +606,7 @@ mod tests {
         assert_eq!(state.done, ["app1"]);
         assert_eq!(state.in_flight[0].server, "app2");
         // A resume that died before it touched app2: app2 is still in flight.
-        records.push(Record::Begin {
-            time: now(),
-            plan: "/plans/p.yaml".into(),
-            plan_hash: "abc".into(),
-            pid: 43,
-            host: "ci-1".into(),
-            haproxy: vec![],
-            servers: vec!["app1".into(), "app2".into()],
-            done_before: vec!["app1".into()],
-        });
+        records.push(begin_after(&["app1"]));
         let state = interrupted(&records).unwrap();
         assert_eq!(state.stopped, None);
         assert_eq!(state.in_flight[0].server, "app2");

@@ -98,7 +98,7 @@ fn a_crash_while_draining_shows_in_status_and_resume_completes_without_redoing_d
     assert!(
         status
             .stderr
-            .contains("an interrupted rollout of this plan")
+            .contains("a rollout of this plan was interrupted")
             && status.stderr.contains("done: app1")
             && status.stderr.contains("app2 in flight (drain)"),
         "{}",

@@ -213,7 +213,7 @@ fn a_manual_canary_stops_after_the_canary_and_resume_completes_the_rest() {
     );
     let again = rollout(["apply", plan.to_str().unwrap()]).run().code(5);
     assert!(
-        again.stderr.contains("is paused after its canaries"),
+        again.stderr.contains("was paused after its canaries"),
         "{}",
         again.stderr
     );

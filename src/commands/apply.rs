@@ -29,23 +29,9 @@ pub fn run(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let (what, other) = match (&interrupted.stopped, interrupted.paused) {
-            (Some(outcome), _) => (
-                format!("stopped ({outcome})"),
-                "or start over (restarting the servers it finished) with `haproxy-rollout apply --fresh {plan}`",
-            ),
-            (None, true) => (
-                "is paused after its canaries".to_owned(),
-                "or clean up with `haproxy-rollout abort {plan}`",
-            ),
-            (None, false) => (
-                "was interrupted".to_owned(),
-                "or clean up with `haproxy-rollout abort {plan}`",
-            ),
-        };
-        let other = other.replace("{plan}", &args.plan.display().to_string());
+        let (what, other) = (interrupted.standing(), interrupted.other_way(&args.plan));
         printer.failure(&anyhow::anyhow!(
-            "a rollout of this plan {what} (started {} by pid {} on {}; {} server(s) done; {in_flight} in flight): \
+            "a rollout of this plan was {what} (started {} by pid {} on {}; {} server(s) done; {in_flight} in flight): \
              continue it with `haproxy-rollout resume {plan}` {other}; nothing was changed",
             interrupted.started,
             interrupted.pid,

@@ -158,26 +158,9 @@ fn rollout_state(
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let unfinished = match (&interrupted.stopped, interrupted.paused) {
-        (Some(outcome), _) => format!("the last rollout of this plan stopped ({outcome})"),
-        (None, true) => "a rollout of this plan is paused after its canaries".to_owned(),
-        (None, false) => "a rollout of this plan was interrupted".to_owned(),
-    };
-    let (what, cleanup) = match (&interrupted.stopped, interrupted.paused) {
-        (Some(outcome), _) => (
-            format!("a rollout of this plan that stopped ({outcome})"),
-            "",
-        ),
-        (None, true) => (
-            "a rollout of this plan, paused after its canaries".to_owned(),
-            " or clean up with `haproxy-rollout abort PLAN`",
-        ),
-        (None, false) => (
-            "an interrupted rollout of this plan".to_owned(),
-            " or clean up with `haproxy-rollout abort PLAN`",
-        ),
-    };
-    let cleanup = cleanup.replace("PLAN", &file.display().to_string());
+    let what = format!("a rollout of this plan was {}", interrupted.standing());
+    let unfinished = what.clone();
+    let cleanup = format!(" {}", interrupted.other_way(file));
     printer.warning(&format!(
         "{what}: started {} by pid {} on {}; done: {}; {flight_text}. \
          Continue it with `haproxy-rollout resume {plan}`{cleanup}",

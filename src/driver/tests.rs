@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::engine::Topology;
 use crate::engine::rollout::{Outcome, Rollout, ServerState};
-use crate::haproxy::{AdminState, OpState, ServerView};
+use crate::haproxy::{AdminState, ServerView};
 use crate::plan::BackendName;
 use crate::ssh::{Marker, SshError, Tracked};
 
@@ -27,21 +27,7 @@ struct Fake {
 }
 
 fn view(server: &str) -> ServerView {
-    ServerView {
-        backend: "be_app".into(),
-        server: server.into(),
-        admin: AdminState(0),
-        operational: OpState::Running,
-        status: "UP".into(),
-        check_status: "L7OK".into(),
-        check_health: Some(3),
-        check_rise: Some(2),
-        check_fall: Some(2),
-        sessions: 0,
-        weight: 1,
-        address: "10.0.0.1".into(),
-        port: Some(8080),
-    }
+    ServerView::fixture(server)
 }
 
 impl Fake {

@@ -158,23 +158,13 @@ pub fn leaves_enough(others: usize, min_up: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::haproxy::{AdminState, OpState};
+    use crate::haproxy::AdminState;
 
     fn view(server: &str, admin: u32, status: &str) -> ServerView {
         ServerView {
-            backend: "be_app".into(),
-            server: server.into(),
             admin: AdminState(admin),
-            operational: OpState::Running,
             status: status.into(),
-            check_status: "L7OK".into(),
-            check_health: Some(3),
-            check_rise: Some(2),
-            check_fall: Some(2),
-            sessions: 0,
-            weight: 1,
-            address: "10.0.0.1".into(),
-            port: Some(8080),
+            ..ServerView::fixture(server)
         }
     }
 

@@ -147,6 +147,29 @@ impl Snapshot {
     }
 }
 
+/// A server as the fake HAProxy of the unit tests shows it: ready, running and UP in
+/// `be_app`, checked, no session.
+#[cfg(test)]
+impl ServerView {
+    pub(crate) fn fixture(server: &str) -> ServerView {
+        ServerView {
+            backend: "be_app".into(),
+            server: server.into(),
+            admin: AdminState(0),
+            operational: OpState::Running,
+            status: "UP".into(),
+            check_status: "L7OK".into(),
+            check_health: Some(3),
+            check_rise: Some(2),
+            check_fall: Some(2),
+            sessions: 0,
+            weight: 1,
+            address: "10.0.0.1".into(),
+            port: Some(8080),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::proto::{parse_servers_state, parse_show_stat};

@@ -44,21 +44,7 @@ enum Stop {
 }
 
 fn view(server: &str) -> ServerView {
-    ServerView {
-        backend: "be_app".into(),
-        server: server.into(),
-        admin: AdminState(0),
-        operational: OpState::Running,
-        status: "UP".into(),
-        check_status: "L7OK".into(),
-        check_health: Some(3),
-        check_rise: Some(2),
-        check_fall: Some(2),
-        sessions: 0,
-        weight: 1,
-        address: "10.0.0.1".into(),
-        port: Some(8080),
-    }
+    ServerView::fixture(server)
 }
 
 impl World {
