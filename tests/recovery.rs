@@ -11,6 +11,16 @@ use common::rollout_lab::{RolloutLab, Traffic};
 use common::scenario::*;
 use common::{events, rollout};
 
+/// The traffic a scenario saw, for the record (`cargo test -- --nocapture` shows it).
+#[track_caller]
+fn report_traffic(ok: u64, failed: u64) {
+    let thread = std::thread::current();
+    eprintln!(
+        "{}: {ok} requests succeeded, {failed} failed",
+        thread.name().unwrap_or("?")
+    );
+}
+
 /// The events of one kind about one server.
 fn kinds<'e>(events: &'e [serde_json::Value], server: &str) -> Vec<&'e str> {
     events
@@ -25,21 +35,40 @@ fn kinds<'e>(events: &'e [serde_json::Value], server: &str) -> Vec<&'e str> {
 /// only then is settled by its health and HAProxy's checks: no request fails.
 #[test]
 fn sshd_killed_during_the_restart_keeps_the_server_out_until_the_command_ended() {
-    let mut lab = RolloutLab::start(LabOptions::default());
+    let mut lab = RolloutLab::start(LabOptions {
+        route_by_path: true,
+        ..LabOptions::default()
+    });
     let plan = slow_restart_plan(&lab, "lost-ssh.yaml", 3);
     let before = lab.pids();
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 1);
     let running = apply(&plan);
     wait_restarting(&running);
+    // From now on, requests kept on app1 whenever it takes traffic (HAProxy ignores the
+    // rule while app1 is in maintenance): back too early, the still-running restart would
+    // cut them.
+    let pinned = Traffic::on(
+        lab.lab.frontend_port,
+        &["/to/app1/slow?ms=300", "/to/app1/slow?ms=700"],
+    );
     std::thread::sleep(Duration::from_secs(1));
     lab.sshd.kill_with_connections();
     std::thread::sleep(Duration::from_millis(500));
     lab.sshd.start_again();
     let outcome = running.finish();
+    // Traffic goes on until the restart that ran on without the tool has replaced app1.
+    lab.wait_replaced(0, before[0]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (pinned_ok, pinned_failed, pinned_failures) = pinned.stop();
     let (ok, failed, failures) = traffic.stop();
+    report_traffic(ok + pinned_ok, failed + pinned_failed);
 
     assert_eq!(outcome.code, 1, "{}", outcome.stderr);
     assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
+    assert_eq!(
+        pinned_failed, 0,
+        "{pinned_failures:?} ({pinned_ok} succeeded)"
+    );
     let events = events(&outcome.stdout);
     let app1 = kinds(&events, "app1");
     let may_run = app1.iter().position(|kind| *kind == "command_may_run");
@@ -68,16 +97,33 @@ fn sshd_killed_during_the_restart_keeps_the_server_out_until_the_command_ended()
 /// it ended, then settles it by its health and HAProxy's checks. No request fails.
 #[test]
 fn apply_killed_during_the_restart_then_abort_at_once_waits_for_the_orphaned_restart() {
-    let lab = RolloutLab::start(LabOptions::default());
+    let lab = RolloutLab::start(LabOptions {
+        route_by_path: true,
+        ..LabOptions::default()
+    });
     let plan = slow_restart_plan(&lab, "killed-abort.yaml", 3);
     let before = lab.pids();
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 1);
     crash_during_the_restart(&plan);
+    // Requests kept on app1 whenever it takes traffic (ignored while it is in
+    // maintenance): back too early, the orphaned restart would cut them.
+    let pinned = Traffic::on(
+        lab.lab.frontend_port,
+        &["/to/app1/slow?ms=300", "/to/app1/slow?ms=700"],
+    );
     let abort = rollout(["--output", "json", "abort", path(&plan)]).run();
+    lab.wait_replaced(0, before[0]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (pinned_ok, pinned_failed, pinned_failures) = pinned.stop();
     let (ok, failed, failures) = traffic.stop();
+    report_traffic(ok + pinned_ok, failed + pinned_failed);
 
     assert_eq!(abort.code, 4, "{}", abort.stderr);
     assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
+    assert_eq!(
+        pinned_failed, 0,
+        "{pinned_failures:?} ({pinned_ok} succeeded)"
+    );
     let events = events(&abort.stdout);
     let app1 = kinds(&events, "app1");
     assert_eq!(app1.first(), Some(&"found"), "{app1:?}");
@@ -153,6 +199,7 @@ fn resume_drains_a_server_found_in_traffic(way: BackInTraffic) {
     let resumed = rollout(["--output", "json", "resume", path(&plan)]).run();
     let held: Vec<Result<(), String>> = held.into_iter().map(|h| h.join().unwrap()).collect();
     let (ok, failed, failures) = traffic.stop();
+    report_traffic(ok, failed);
 
     assert_eq!(resumed.code, 0, "{way:?}: {}", resumed.stderr);
     assert!(
@@ -261,6 +308,7 @@ fn resume_refuses_a_plan_that_dropped_the_server_in_flight_until_it_is_skipped()
     ])
     .run();
     let (ok, failed, failures) = traffic.stop();
+    report_traffic(ok, failed);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
     assert!(
@@ -329,6 +377,7 @@ fn an_aborted_rollout_is_continued_by_resume_without_restarting_what_it_finished
 
     let resumed = rollout(["--output", "json", "resume", path(&plan)]).run();
     let (ok, failed, failures) = traffic.stop();
+    report_traffic(ok, failed);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
     let status = rollout(["status", path(&plan)]).run();
@@ -392,6 +441,7 @@ fn two_plans_reaching_one_haproxy_by_unix_and_tcp_never_run_at_once() {
     assert_eq!(lab.lab.servers_state(), state, "the second changed nothing");
     let first = running.finish();
     let (ok, failed, failures) = traffic.stop();
+    report_traffic(ok, failed);
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
 }
@@ -448,6 +498,7 @@ fn abort_now_during_the_restart_says_until_when_it_may_run_and_resume_waits_for_
 
     let resumed = rollout(["--output", "json", "resume", path(&plan)]).run();
     let (ok, failed, failures) = traffic.stop();
+    report_traffic(ok, failed);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
     let events = events(&resumed.stdout);

@@ -196,17 +196,20 @@ pub struct Traffic {
 impl Traffic {
     /// `clients` loops asking `/`, plus `slow_clients` loops asking `/slow?ms=1500`.
     pub fn start(frontend_port: u16, clients: usize, slow_clients: usize) -> Traffic {
+        let mut paths = vec!["/"; clients];
+        paths.extend(vec!["/slow?ms=1500"; slow_clients]);
+        Traffic::on(frontend_port, &paths)
+    }
+
+    /// One loop per path, each asking it again and again (a path of a routed lab, such as
+    /// `/to/app1/slow?ms=700`, keeps a request on one server whenever it takes traffic).
+    pub fn on(frontend_port: u16, paths: &[&'static str]) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
-        for index in 0..clients + slow_clients {
-            let path = if index < clients {
-                "/"
-            } else {
-                "/slow?ms=1500"
-            };
+        for path in paths.iter().copied() {
             let (stop, ok, failed, failures) =
                 (stop.clone(), ok.clone(), failed.clone(), failures.clone());
             threads.push(std::thread::spawn(move || {
