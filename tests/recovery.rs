@@ -413,7 +413,7 @@ fn an_aborted_rollout_is_continued_by_resume_without_restarting_what_it_finished
 #[test]
 fn two_plans_reaching_one_haproxy_by_unix_and_tcp_never_run_at_once() {
     let lab = RolloutLab::start(LabOptions::default());
-    let by_unix = slow_restart_plan(&lab, "by-unix.yaml", 2);
+    let by_unix = slow_restart_plan(&lab, "by-unix.yaml", 3);
     let text = std::fs::read_to_string(&by_unix).unwrap();
     let by_tcp = lab.lab.dir.path().join("by-tcp.yaml");
     std::fs::write(
@@ -428,6 +428,9 @@ fn two_plans_reaching_one_haproxy_by_unix_and_tcp_never_run_at_once() {
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 0);
     let running = apply(&by_unix);
     wait_restarting(&running);
+    // app1 in maintenance, its restart running for a while: nothing of the first rollout
+    // changes meanwhile, so any change would be the second's.
+    wait_command_running(&by_unix, "app1");
     let state = lab.lab.servers_state();
     let second = rollout(["--color", "never", "apply", "--yes", path(&by_tcp)]).run();
     assert_eq!(second.code, 5, "{}", second.stderr);

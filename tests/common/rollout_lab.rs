@@ -129,14 +129,25 @@ impl RolloutLab {
 impl Drop for RolloutLab {
     fn drop(&mut self) {
         // The applications are detached (not our children): stop them through their pid files.
+        // A restart that runs on without the tool may be between removing the pid file and
+        // its new process writing it: look again for a moment.
         for port in &self.ports {
-            if let Ok(pid) =
-                std::fs::read_to_string(self.lab.dir.path().join(format!("app-{port}.pid")))
-            {
-                let _ = std::process::Command::new("kill")
-                    .arg("-9")
-                    .arg(pid.trim())
-                    .status();
+            let file = self.lab.dir.path().join(format!("app-{port}.pid"));
+            let start = Instant::now();
+            loop {
+                if let Ok(pid) = std::fs::read_to_string(&file)
+                    && !pid.trim().is_empty()
+                {
+                    let _ = std::process::Command::new("kill")
+                        .arg("-9")
+                        .arg(pid.trim())
+                        .status();
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
     }
