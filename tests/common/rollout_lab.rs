@@ -34,7 +34,11 @@ impl RolloutLab {
         set_executable(&restart_script);
         let ports: Vec<u16> = (0..options.servers).map(|_| free_port()).collect();
         for port in &ports {
-            let status = std::process::Command::new(&restart_script)
+            // Through sh, not exec'd: a child another test thread forks in the moment after
+            // the write still holds the file open for writing, and exec would fail with
+            // "Text file busy" (seen in CI).
+            let status = std::process::Command::new("sh")
+                .arg(&restart_script)
                 .arg(port.to_string())
                 .stdout(std::process::Stdio::null())
                 .status()
