@@ -1,6 +1,6 @@
 //! The HAProxy runtime API as text: commands to send and replies to parse. No I/O here.
 //!
-//! Verified against HAProxy 2.6 (see ../shared/HAPROXY-NOTES.md and the captured replies in
+//! Verified against HAProxy 2.6 (see docs/haproxy-runtime-api.md and the captured replies in
 //! tests/data/haproxy/): `show stat` is CSV parsed by header name, `srv_admin_state` is a
 //! bitmask, and every change command answers with an empty reply on success.
 
