@@ -216,3 +216,5 @@ pub(super) fn decide(
         ) => Decision::Start(Start::AfterRestart { restart_known }),
     }
 }
+
+mod start;
