@@ -296,56 +296,6 @@ impl<E: Effects> Driver<'_, E> {
         });
     }
 
-    /// The outcome of a command: one whose outcome is unknown may still run.
-    fn command_outcome(
-        &self,
-        server: &ServerName,
-        change: Change,
-        result: &Result<(), CommandFailure>,
-    ) {
-        let _ = self.write(Record::Outcome {
-            time: now(),
-            server: server.to_string(),
-            change,
-            ok: result.is_ok(),
-            error: result.as_ref().err().map(|error| error.text().to_owned()),
-            may_still_run: matches!(result, Err(CommandFailure::Unknown(_))),
-        });
-    }
-
-    /// Journals a command about to be started for the server at `index` (on `host`, or
-    /// here), with the marker that will prove whether it still runs and its remote bound,
-    /// and remembers the marker for `Effect::CheckCommand`.
-    fn command_intent(
-        &self,
-        index: usize,
-        change: Change,
-        host: Option<&str>,
-        timeout: Duration,
-    ) -> Result<Marker, CommandFailure> {
-        let server = &self.plan.servers[index].name;
-        let marker = Marker::new(&self.rollout_id, server.as_str());
-        let until = std::time::SystemTime::now() + self.plan.remote_bound(timeout);
-        self.intent_of(
-            server,
-            change,
-            Some(SentCommand {
-                host: host.map(str::to_owned),
-                marker: marker.as_str().to_owned(),
-                until: humantime::format_rfc3339_millis(until).to_string(),
-            }),
-        )
-        .map_err(CommandFailure::Failed)?;
-        self.commands.lock().expect("the commands lock").insert(
-            index,
-            StartedCommand {
-                host: host.map(str::to_owned),
-                marker: marker.clone(),
-            },
-        );
-        Ok(marker)
-    }
-
     /// Runs one effect of one lane (never a poll: polls are shared, see `run`).
     async fn perform(&self, lane: Lane, effect: Effect) -> (Lane, Event) {
         let event = match effect {
@@ -416,188 +366,6 @@ impl<E: Effects> Driver<'_, E> {
         };
         (lane, event)
     }
-
-    /// Reads every HAProxy's identity; after a reload, puts back the state each server in
-    /// flight must have (a reload drops runtime-set states) and reports it.
-    async fn check_reloads(&self, engine: &mut Rollout, report: &mut impl FnMut(&Report)) {
-        for index in 0..self.plan.haproxy.len() {
-            let Ok(info) = self.effects.info(index).await else {
-                continue;
-            };
-            let old_pid = {
-                let mut identities = self.identities.lock().expect("the identities lock");
-                if !info.reloaded_since(&identities[index]) {
-                    continue;
-                }
-                std::mem::replace(&mut identities[index], info.clone()).pid
-            };
-            let instance = &self.plan.haproxy[index];
-            if let Some(locks) = self.locks
-                && let Err(error) = locks.take(index, &info.identity())
-            {
-                // Another rollout took the new process's backends first: stop at the next
-                // safe point rather than change servers under it.
-                let text = format!(
-                    "HAProxy {} reloaded and its new process's backends are taken: {error}; stopping at the next safe point",
-                    instance.name
-                );
-                tracing::error!("{text}");
-                report(&Report::Warning { text });
-                self.interrupt.safe();
-            }
-            // Sessions the old process still serves are invisible from here on: the engine
-            // counts them while it may run.
-            let old = (old_pid != 0 && old_pid != info.pid).then(|| OldProcess {
-                instance: index,
-                pid: old_pid,
-                visible: is_local(&instance.socket),
-            });
-            let mut reapplied = Vec::new();
-            for (server, target) in engine.reloaded(old) {
-                let _ = self.intent(&server, change_of(target));
-                let result = self.set_state_on(index, &server, target).await;
-                self.outcome(&server, change_of(target), &result);
-                reapplied.push(match result {
-                    Ok(()) => format!("{server} {}", target.as_str()),
-                    Err(error) => format!("{server} {} FAILED: {error}", target.as_str()),
-                });
-            }
-            let reapplied = (!reapplied.is_empty()).then(|| reapplied.join(", "));
-            let _ = self.write(Record::Reload {
-                time: now(),
-                haproxy: instance.name.to_string(),
-                pid: info.pid,
-                reapplied: reapplied.clone(),
-            });
-            report(&Report::Reloaded {
-                haproxy: instance.name.to_string(),
-                pid: info.pid,
-                reapplied,
-            });
-        }
-    }
-
-    /// An HAProxy that stops answering is reported once, with its plan name and how long
-    /// the rollout keeps trying; once it answers again, with how long it was away.
-    fn report_reachability(&self, views: &Views, report: &mut impl FnMut(&Report)) {
-        let mut unreachable = self.unreachable.lock().expect("the reachability lock");
-        unreachable.resize(views.len(), None);
-        for (index, (result, since)) in views.iter().zip(unreachable.iter_mut()).enumerate() {
-            let instance = &self.plan.haproxy[index];
-            match (result, *since) {
-                (Err(error), None) => {
-                    *since = Some(Instant::now());
-                    report(&Report::Unreachable {
-                        haproxy: instance.name.to_string(),
-                        error: error.clone(),
-                        timeout: instance.unreachable_timeout,
-                    });
-                }
-                (Ok(_), Some(when)) => {
-                    *since = None;
-                    report(&Report::Reachable {
-                        haproxy: instance.name.to_string(),
-                        after: when.elapsed(),
-                    });
-                }
-                _ => {}
-            }
-        }
-    }
-
-    async fn poll(&self) -> Views {
-        let reads = (0..self.plan.haproxy.len()).map(|instance| async move {
-            self.effects
-                .servers(instance)
-                .await
-                .map_err(|error| crate::commands::error_chain(&error))
-        });
-        futures::future::join_all(reads).await
-    }
-
-    /// The same change on every HAProxy and backend at once (lockstep).
-    async fn set_state(&self, server: &ServerName, target: AdminTarget) -> Result<(), String> {
-        let changes =
-            (0..self.plan.haproxy.len()).map(|index| self.set_state_on(index, server, target));
-        all_ok(changes).await
-    }
-
-    /// The server's backends on one HAProxy (`instance`), each change retried while that
-    /// HAProxy is unreachable.
-    async fn set_state_on(
-        &self,
-        instance: usize,
-        server: &ServerName,
-        target: AdminTarget,
-    ) -> Result<(), String> {
-        let deadline = self.plan.haproxy[instance].unreachable_timeout;
-        for backend in self.topology.backends(instance, self.index_of(server)) {
-            retry(deadline, || {
-                self.effects.set_state(instance, backend, server, target)
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    fn index_of(&self, server: &ServerName) -> usize {
-        self.plan
-            .servers
-            .iter()
-            .position(|candidate| &candidate.name == server)
-            .expect("the engine only names servers of the plan")
-    }
-
-    async fn shutdown_sessions(&self, server: &ServerName) -> Result<(), String> {
-        let changes = self
-            .plan
-            .haproxy
-            .iter()
-            .enumerate()
-            .map(|(index, instance)| async move {
-                for backend in self.topology.backends(index, self.index_of(server)) {
-                    retry(instance.unreachable_timeout, || {
-                        self.effects.shutdown_sessions(index, backend, server)
-                    })
-                    .await?;
-                }
-                Ok::<(), String>(())
-            });
-        all_ok(changes).await
-    }
-
-    async fn restart(&self, index: usize, marker: &Marker) -> Result<(), CommandFailure> {
-        let values = &self.targets[index];
-        let restart = &self.plan.restart;
-        let command = tracked_command(
-            &remote_command(&restart.command, values, restart.timeout),
-            marker,
-        );
-        // The remote `timeout` stops the command; the local deadline only guards against a
-        // connection that hangs.
-        let deadline = restart.timeout + KILL_AFTER + Duration::from_secs(5);
-        tracing::debug!(host = %values.host, %command, "restart");
-        let result = self
-            .effects
-            .run(Some(&values.host), &command, deadline)
-            .await;
-        if let Ok(output) = &result {
-            tracing::debug!(output = %output.trim_end(), "restart output");
-        }
-        result.map(drop).map_err(command_failure)
-    }
-
-    /// Whether a command started earlier still runs, as its host shows it now.
-    async fn check_command(&self, started: &StartedCommand) -> Result<CommandState, String> {
-        let state = self
-            .effects
-            .check(started.host.as_deref(), &started.marker)
-            .await?;
-        Ok(match state {
-            Tracked::Running => CommandState::Running,
-            Tracked::Ended => CommandState::Ended,
-        })
-    }
 }
 
 /// The journal's name for a hook that runs for one server (`on_failure` runs for the
@@ -619,29 +387,6 @@ fn command_failure(error: SshError) -> CommandFailure {
             CommandFailure::Unknown(error.to_string())
         }
         error => CommandFailure::Failed(error.to_string()),
-    }
-}
-
-impl<E: Effects> Driver<'_, E> {
-    /// Runs a hook of the server at `index`, over SSH on its host or here (`local`).
-    async fn hook(&self, point: HookPoint, index: usize) -> Result<(), CommandFailure> {
-        let Some(hook) = self.plan.hooks.get(point) else {
-            return Ok(());
-        };
-        let values = &self.targets[index];
-        let host = (!hook.local).then_some(values.host.as_str());
-        let mut command = remote_command(&hook.command, values, hook.timeout);
-        if let Some(change) = hook_change(point) {
-            let marker = self.command_intent(index, change, host, hook.timeout)?;
-            command = tracked_command(&command, &marker);
-        }
-        let deadline = hook.timeout + KILL_AFTER + Duration::from_secs(5);
-        tracing::debug!(hook = point.as_str(), local = hook.local, %command, "hook");
-        let result = self.effects.run(host, &command, deadline).await;
-        if let Ok(output) = &result {
-            tracing::debug!(output = %output.trim_end(), "hook output");
-        }
-        result.map(drop).map_err(command_failure)
     }
 }
 
@@ -688,6 +433,9 @@ where
         }
     }
 }
+
+mod commands;
+mod haproxy;
 
 #[cfg(test)]
 mod tests;
