@@ -1,10 +1,12 @@
 //! The plan file: parse (located YAML tree) → decode (raw, typed) → validate (model).
 
+pub mod decode;
 pub mod duration;
 pub mod error;
 pub mod model;
 pub mod node;
 pub mod raw;
+pub mod syntax;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -53,7 +55,7 @@ pub fn parse(text: &str) -> Result<Plan, Vec<PlanError>> {
         vec![PlanError::new(syntax.at, key, syntax.message)]
     })?;
     let mut errors = Vec::new();
-    let raw = raw::decode(&document, &mut errors);
+    let raw = decode::decode(&document, &mut errors);
     validate::validate(raw, errors)
 }
 

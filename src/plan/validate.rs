@@ -8,14 +8,15 @@ use super::error::PlanError;
 use super::model::{
     BackendName, Backends, Canary, CanaryPause, Capacity, Drain, Haproxy, Health, Hook, Hooks,
     InstanceName, InvalidName, KnownHosts, MaxUnavailable, NAME_CHARSET, OnDrainTimeout,
-    Placeholder, Plan, Ready, Restart, Segment, Server, ServerName, SocketAddress, Ssh, SshTarget,
-    Template,
+    Placeholder, Plan, Ready, Restart, Server, ServerName, SocketAddress, Ssh, SshTarget, Template,
 };
 use super::node::Location;
 use super::raw::{
     Located, PlanDuration, RawBackends, RawCanary, RawCapacity, RawDrain, RawHaproxy, RawHealth,
     RawHook, RawHooks, RawMaxUnavailable, RawPlan, RawReady, RawRestart, RawServer, RawSsh,
 };
+pub use super::syntax::parse_template;
+use super::syntax::{parse_host_port, parse_ssh_socket};
 
 pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
 pub const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,7 +25,7 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Polling faster than this only loads the HAProxy socket.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// `sun_path` holds 108 bytes including the terminating NUL.
-const MAX_UNIX_SOCKET_PATH: usize = 107;
+pub(super) const MAX_UNIX_SOCKET_PATH: usize = 107;
 
 /// Builds the model from a decoded plan, or returns every problem found.
 pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<PlanError>> {
@@ -657,222 +658,5 @@ impl Checker<'_> {
     }
 }
 
-/// `[user@]host[:port]/absolute/path` of an `ssh://` socket.
-fn parse_ssh_socket(text: &str) -> Result<SocketAddress, String> {
-    let slash = text
-        .find('/')
-        .ok_or("it has no path to the socket on that host")?;
-    let (authority, path) = text.split_at(slash);
-    let (user, host_port) = match authority.split_once('@') {
-        Some((user, rest)) => (Some(user), rest),
-        None => (None, authority),
-    };
-    if let Some(user) = user
-        && (user.is_empty()
-            || user.starts_with('-')
-            || !user
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
-    {
-        return Err(format!("`{user}` is not a user name"));
-    }
-    let (host, port) = if host_port.contains(':') && !host_port.starts_with('[') {
-        let (host, port) = parse_host_port(host_port)?;
-        (host, Some(port))
-    } else if let Some(inner) = host_port.strip_prefix('[') {
-        match inner.split_once("]:") {
-            Some(_) => {
-                let (host, port) = parse_host_port(host_port)?;
-                (host, Some(port))
-            }
-            None => (inner.trim_end_matches(']').to_owned(), None),
-        }
-    } else {
-        (host_port.to_owned(), None)
-    };
-    let host_ok = !host.is_empty()
-        && !host.starts_with('-')
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.:%-".contains(c));
-    if !host_ok {
-        return Err(format!(
-            "`{host}` is not a host name, address or ssh_config alias"
-        ));
-    }
-    if path.len() > MAX_UNIX_SOCKET_PATH || path.chars().any(|c| c.is_control()) {
-        return Err("the socket path is not a usable unix socket path".to_owned());
-    }
-    Ok(SocketAddress::Ssh {
-        user: user.map(str::to_owned),
-        host,
-        port,
-        path: PathBuf::from(path),
-    })
-}
-
-/// Splits `host:port` or `[v6]:port`.
-fn parse_host_port(text: &str) -> Result<(String, u16), String> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or("an IPv6 address needs a closing `]`")?;
-        let port = after.strip_prefix(':').ok_or("it has no port")?;
-        (host, port)
-    } else {
-        text.rsplit_once(':').ok_or("it has no port")?
-    };
-    if host.is_empty() {
-        return Err("it has no host".to_owned());
-    }
-    if host.contains('/') || port.contains('/') {
-        return Err("a TCP socket has no path".to_owned());
-    }
-    if !host.contains(':')
-        && host
-            .chars()
-            .any(|c| !(c.is_ascii_alphanumeric() || ".-_".contains(c)))
-    {
-        return Err(format!("`{host}` is not a host name or address"));
-    }
-    match port.parse::<u16>() {
-        Ok(port) if port > 0 => Ok((host.to_owned(), port)),
-        _ => Err(format!("`{port}` is not a port from 1 to 65535")),
-    }
-}
-
-/// Parses `{placeholder}` templates; `{{` and `}}` are literal braces.
-pub fn parse_template(text: &str) -> Result<Template, String> {
-    let mut segments = Vec::new();
-    let mut literal = String::new();
-    let mut chars = text.char_indices().peekable();
-    while let Some((index, c)) = chars.next() {
-        match c {
-            '{' if chars.peek().map(|&(_, next)| next) == Some('{') => {
-                chars.next();
-                literal.push('{');
-            }
-            '}' if chars.peek().map(|&(_, next)| next) == Some('}') => {
-                chars.next();
-                literal.push('}');
-            }
-            '{' => {
-                let rest = &text[index + 1..];
-                let Some(end) = rest.find('}') else {
-                    return Err(format!("unclosed `{{` at character {}", index + 1));
-                };
-                let name = &rest[..end];
-                let Some(placeholder) = Placeholder::ALL.into_iter().find(|p| p.name() == name)
-                else {
-                    return Err(format!("unknown placeholder `{{{name}}}`"));
-                };
-                if !literal.is_empty() {
-                    segments.push(Segment::Literal(std::mem::take(&mut literal)));
-                }
-                segments.push(Segment::Placeholder(placeholder));
-                for _ in 0..=end {
-                    chars.next();
-                }
-            }
-            '}' => return Err(format!("unmatched `}}` at character {}", index + 1)),
-            other => literal.push(other),
-        }
-    }
-    if !literal.is_empty() {
-        segments.push(Segment::Literal(literal));
-    }
-    Ok(Template {
-        text: text.to_owned(),
-        segments,
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn templates_fill_placeholders_and_keep_literal_braces() {
-        let template =
-            parse_template("systemctl restart {server} && awk '{{print $1}}' {port}").unwrap();
-        let rendered = template.render(
-            |placeholder| placeholder.name().to_uppercase(),
-            |value| format!("<{value}>"),
-        );
-        assert_eq!(
-            rendered,
-            "systemctl restart <SERVER> && awk '{print $1}' <PORT>"
-        );
-        assert!(template.uses(Placeholder::Server));
-        assert!(!template.uses(Placeholder::Host));
-    }
-
-    #[test]
-    fn templates_reject_unknown_and_unbalanced_braces() {
-        assert_eq!(
-            parse_template("echo {name}").unwrap_err(),
-            "unknown placeholder `{name}`"
-        );
-        assert_eq!(
-            parse_template("echo ${HOME}").unwrap_err(),
-            "unknown placeholder `{HOME}`"
-        );
-        assert!(
-            parse_template("echo {server")
-                .unwrap_err()
-                .starts_with("unclosed")
-        );
-        assert!(
-            parse_template("echo }")
-                .unwrap_err()
-                .starts_with("unmatched")
-        );
-    }
-
-    #[test]
-    fn ssh_sockets() {
-        assert_eq!(
-            parse_ssh_socket("deploy@lb2.internal:2222/run/haproxy/admin.sock"),
-            Ok(SocketAddress::Ssh {
-                user: Some("deploy".into()),
-                host: "lb2.internal".into(),
-                port: Some(2222),
-                path: "/run/haproxy/admin.sock".into(),
-            })
-        );
-        assert_eq!(
-            parse_ssh_socket("lb2/run/haproxy/admin.sock"),
-            Ok(SocketAddress::Ssh {
-                user: None,
-                host: "lb2".into(),
-                port: None,
-                path: "/run/haproxy/admin.sock".into(),
-            })
-        );
-        assert!(parse_ssh_socket("lb2").is_err(), "no path");
-        assert!(parse_ssh_socket("-oProxyCommand=x/run/a.sock").is_err());
-        assert!(parse_ssh_socket("a;b/run/a.sock").is_err());
-        assert!(parse_ssh_socket("$(x)@lb2/run/a.sock").is_err());
-        let address = parse_ssh_socket("root@127.0.0.1:22/tmp/a.sock").unwrap();
-        assert_eq!(address.to_string(), "ssh://root@127.0.0.1:22/tmp/a.sock");
-    }
-
-    #[test]
-    fn host_and_port() {
-        assert_eq!(
-            parse_host_port("127.0.0.1:9999"),
-            Ok(("127.0.0.1".into(), 9999))
-        );
-        assert_eq!(
-            parse_host_port("lb1.example:9999"),
-            Ok(("lb1.example".into(), 9999))
-        );
-        assert_eq!(parse_host_port("[::1]:9999"), Ok(("::1".into(), 9999)));
-        assert!(parse_host_port("127.0.0.1").is_err());
-        assert!(parse_host_port(":9999").is_err());
-        assert!(parse_host_port("127.0.0.1:0").is_err());
-        assert!(parse_host_port("127.0.0.1:70000").is_err());
-        assert!(parse_host_port("127.0.0.1:99/x").is_err());
-        assert!(parse_host_port("a b:99").is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,515 @@
+//! Decoding the located YAML tree into the plan's shape (`raw.rs`): every unknown key (with
+//! the closest known one), missing key and wrong type is reported with its location, all in
+//! one pass.
+
+use super::duration::{DURATION_FORMS, parse_duration};
+use super::error::PlanError;
+use super::model::{KnownHosts, OnDrainTimeout};
+use super::node::{Key, Location, Node, Value};
+use super::raw::*;
+
+/// Decodes located YAML into the raw plan, collecting every error.
+pub fn decode(document: &Node, errors: &mut Vec<PlanError>) -> RawPlan {
+    let mut decoder = Decoder { errors };
+    if document.value == Value::Null {
+        decoder.errors.push(
+            PlanError::new(document.at, "", "the plan is empty").with_help(
+                "a plan needs at least: version, haproxy, backends, servers, restart.command",
+            ),
+        );
+        return RawPlan::default();
+    }
+    let Some(mut fields) = decoder.mapping(document, "") else {
+        return RawPlan::default();
+    };
+    let plan = RawPlan {
+        version: decoder.required(&mut fields, "version", "version: 1"),
+        haproxy: decoder.required(&mut fields, "haproxy", "a list of {name, socket}"),
+        backends: decoder.required(
+            &mut fields,
+            "backends",
+            "a list of backend names, e.g. [be_app], or auto",
+        ),
+        servers: decoder.required(&mut fields, "servers", "a list of {name, host}"),
+        ssh: decoder.section(&mut fields, "ssh"),
+        restart: decoder.required_section(&mut fields, "restart", "restart.command"),
+        health: decoder.section(&mut fields, "health"),
+        drain: decoder.section(&mut fields, "drain"),
+        ready: decoder.section(&mut fields, "ready"),
+        capacity: decoder.section(&mut fields, "capacity"),
+        poll_interval: decoder.optional(&mut fields, "poll_interval"),
+        hooks: decoder.section(&mut fields, "hooks"),
+        canary: decoder.section(&mut fields, "canary"),
+    };
+    decoder.finish(fields, RawPlan::KEYS);
+    plan
+}
+
+/// Collects errors while walking the tree.
+pub struct Decoder<'e> {
+    errors: &'e mut Vec<PlanError>,
+}
+
+/// The entries of one mapping, with which keys were read.
+pub struct Fields<'n> {
+    path: String,
+    at: Location,
+    entries: &'n [(Key, Node)],
+    used: Vec<bool>,
+}
+
+impl Fields<'_> {
+    fn child_path(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Something a plan value can be decoded into.
+pub trait Decode: Sized {
+    /// What the value should be, for "expected ..." messages.
+    const EXPECTED: &'static str;
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self>;
+}
+
+impl<'e> Decoder<'e> {
+    pub(super) fn push(&mut self, error: PlanError) {
+        self.errors.push(error);
+    }
+
+    pub(super) fn type_error(&mut self, node: &Node, path: &str, expected: &str) {
+        let mut error = PlanError::new(
+            node.at,
+            path,
+            format!("expected {expected}, found {}", node.value.kind()),
+        );
+        if matches!(
+            node.value,
+            Value::Integer(_) | Value::Float(_) | Value::Bool(_)
+        ) && expected.contains("string")
+        {
+            error = error.with_help("write it in quotes to make it a string");
+        }
+        self.push(error);
+    }
+
+    fn mapping<'n>(&mut self, node: &'n Node, path: &str) -> Option<Fields<'n>> {
+        match &node.value {
+            Value::Mapping(entries) => Some(Fields {
+                path: path.to_owned(),
+                at: node.at,
+                entries,
+                used: vec![false; entries.len()],
+            }),
+            _ => {
+                self.type_error(node, path, "a mapping of keys to values");
+                None
+            }
+        }
+    }
+
+    fn take<'n>(fields: &mut Fields<'n>, key: &str) -> Option<&'n Node> {
+        let index = fields
+            .entries
+            .iter()
+            .position(|(name, _)| name.name == key)?;
+        fields.used[index] = true;
+        Some(&fields.entries[index].1)
+    }
+
+    /// An optional key; `null` counts as absent.
+    pub fn optional<T: Decode>(&mut self, fields: &mut Fields, key: &str) -> Option<Located<T>> {
+        let path = fields.child_path(key);
+        let node = Self::take(fields, key)?;
+        if node.value == Value::Null {
+            self.type_error(node, &path, T::EXPECTED);
+            return None;
+        }
+        T::decode(node, &path, self).map(|value| Located {
+            value,
+            at: node.at,
+            path,
+        })
+    }
+
+    /// A key that must be present.
+    pub fn required<T: Decode>(
+        &mut self,
+        fields: &mut Fields,
+        key: &str,
+        example: &str,
+    ) -> Option<Located<T>> {
+        if !fields.entries.iter().any(|(name, _)| name.name == key) {
+            let path = fields.child_path(key);
+            self.push(
+                PlanError::new(fields.at, path, format!("missing required key `{key}`"))
+                    .with_help(format!("expected {}: {example}", T::EXPECTED)),
+            );
+            return None;
+        }
+        self.optional(fields, key)
+    }
+
+    /// An optional section (a mapping); `null` or absent means every default.
+    pub fn section<T: DecodeSection>(&mut self, fields: &mut Fields, key: &str) -> Option<T> {
+        let path = fields.child_path(key);
+        let node = Self::take(fields, key)?;
+        if node.value == Value::Null {
+            return Some(T::default());
+        }
+        let mut inner = self.mapping(node, &path)?;
+        // A key missing from the section is reported where the section starts.
+        if let Some((key, _)) = fields.entries.iter().find(|(name, _)| name.name == key) {
+            inner.at = key.at;
+        }
+        let section = T::decode_fields(self, &mut inner);
+        self.finish(inner, T::KEYS);
+        Some(section)
+    }
+
+    fn required_section<T: DecodeSection>(
+        &mut self,
+        fields: &mut Fields,
+        key: &str,
+        needs: &str,
+    ) -> Option<T> {
+        let section = self.section::<T>(fields, key);
+        if section.is_none() && !fields.entries.iter().any(|(name, _)| name.name == key) {
+            self.push(
+                PlanError::new(fields.at, key, format!("missing required key `{key}`"))
+                    .with_help(format!("the plan needs at least `{needs}`")),
+            );
+        }
+        section
+    }
+
+    /// Reports every key of the mapping that nothing read.
+    pub fn finish(&mut self, fields: Fields, known: &[&str]) {
+        for ((key, _), used) in fields.entries.iter().zip(&fields.used) {
+            if *used {
+                continue;
+            }
+            let path = join(&fields.path, &key.name);
+            let mut help = format!("valid keys here: {}", known.join(", "));
+            if let Some(close) = closest(&key.name, known) {
+                help = format!("did you mean `{close}`? {help}");
+            }
+            self.push(
+                PlanError::new(key.at, path, format!("unknown key `{}`", key.name)).with_help(help),
+            );
+        }
+    }
+}
+
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|candidate| (strsim::jaro_winkler(key, candidate), *candidate))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+/// A mapping section whose keys all have defaults.
+pub trait DecodeSection: Default {
+    const KEYS: &'static [&'static str];
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self;
+}
+
+/// A list item that is a mapping with its own keys.
+trait DecodeItem: Sized {
+    const KEYS: &'static [&'static str];
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self;
+}
+
+impl<T: DecodeItem> Decode for T {
+    const EXPECTED: &'static str = "a mapping";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        let mut fields = decoder.mapping(node, path)?;
+        let item = T::decode_fields(decoder, &mut fields);
+        decoder.finish(fields, T::KEYS);
+        Some(item)
+    }
+}
+
+impl DecodeItem for RawHaproxy {
+    const KEYS: &'static [&'static str] = RawHaproxy::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHaproxy {
+            name: decoder.required(fields, "name", "e.g. lb1"),
+            socket: decoder.required(
+                fields,
+                "socket",
+                "/run/haproxy/admin.sock or tcp://HOST:PORT",
+            ),
+            timeout: decoder.optional(fields, "timeout"),
+            unreachable_timeout: decoder.optional(fields, "unreachable_timeout"),
+        }
+    }
+}
+
+impl DecodeItem for RawServer {
+    const KEYS: &'static [&'static str] = RawServer::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawServer {
+            name: decoder.required(fields, "name", "the server's name in the backends"),
+            host: decoder.optional(fields, "host"),
+            health_url: decoder.optional(fields, "health_url"),
+        }
+    }
+}
+
+impl DecodeSection for RawSsh {
+    const KEYS: &'static [&'static str] = RawSsh::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawSsh {
+            user: decoder.optional(fields, "user"),
+            port: decoder.optional(fields, "port"),
+            identity_file: decoder.optional(fields, "identity_file"),
+            known_hosts: decoder.optional(fields, "known_hosts"),
+            known_hosts_file: decoder.optional(fields, "known_hosts_file"),
+            config_file: decoder.optional(fields, "config_file"),
+            connect_timeout: decoder.optional(fields, "connect_timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawRestart {
+    const KEYS: &'static [&'static str] = RawRestart::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawRestart {
+            command: decoder.required(fields, "command", "e.g. sudo systemctl restart app"),
+            timeout: decoder.optional(fields, "timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawHealth {
+    const KEYS: &'static [&'static str] = RawHealth::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHealth {
+            url: decoder.optional(fields, "url"),
+            expect_status: decoder.optional(fields, "expect_status"),
+            timeout: decoder.optional(fields, "timeout"),
+            within: decoder.optional(fields, "within"),
+        }
+    }
+}
+
+impl DecodeSection for RawDrain {
+    const KEYS: &'static [&'static str] = RawDrain::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawDrain {
+            timeout: decoder.optional(fields, "timeout"),
+            on_timeout: decoder.optional(fields, "on_timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawReady {
+    const KEYS: &'static [&'static str] = RawReady::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawReady {
+            timeout: decoder.optional(fields, "timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawHooks {
+    const KEYS: &'static [&'static str] = RawHooks::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHooks {
+            before_drain: decoder.optional(fields, "before_drain"),
+            after_restart: decoder.optional(fields, "after_restart"),
+            after_ready: decoder.optional(fields, "after_ready"),
+            on_failure: decoder.optional(fields, "on_failure"),
+        }
+    }
+}
+
+impl DecodeItem for RawHook {
+    const KEYS: &'static [&'static str] = RawHook::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHook {
+            command: decoder.required(fields, "command", "e.g. /usr/local/bin/deregister {server}"),
+            timeout: decoder.optional(fields, "timeout"),
+            local: decoder.optional(fields, "local"),
+        }
+    }
+}
+
+impl Decode for bool {
+    const EXPECTED: &'static str = "true or false";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match node.value {
+            Value::Bool(value) => Some(value),
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
+        }
+    }
+}
+
+impl DecodeSection for RawCapacity {
+    const KEYS: &'static [&'static str] = RawCapacity::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawCapacity {
+            max_unavailable: decoder.optional(fields, "max_unavailable"),
+            min_up: decoder.optional(fields, "min_up"),
+        }
+    }
+}
+
+impl Decode for String {
+    const EXPECTED: &'static str = "a string";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::String(text) => Some(text.clone()),
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
+        }
+    }
+}
+
+impl Decode for u64 {
+    const EXPECTED: &'static str = "a whole number";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::Integer(number) => match u64::try_from(*number) {
+                Ok(number) => Some(number),
+                Err(_) => {
+                    decoder.push(PlanError::new(
+                        node.at,
+                        path,
+                        format!("{number} is out of range: expected a whole number from 0"),
+                    ));
+                    None
+                }
+            },
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
+        }
+    }
+}
+
+impl Decode for PlanDuration {
+    const EXPECTED: &'static str = "a duration";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        let Value::String(text) = &node.value else {
+            let mut error = PlanError::new(
+                node.at,
+                path,
+                format!("expected a duration, found {}", node.value.kind()),
+            )
+            .with_help(format!("write {DURATION_FORMS}"));
+            if let Value::Integer(number) = node.value {
+                error = error.with_help(format!(
+                    "a duration needs a unit: write e.g. {number}s or {number}ms"
+                ));
+            }
+            decoder.push(error);
+            return None;
+        };
+        match parse_duration(text) {
+            Ok(duration) => Some(PlanDuration(duration)),
+            Err(problem) => {
+                decoder.push(
+                    PlanError::new(node.at, path, format!("invalid duration: {problem}"))
+                        .with_help(format!("write {DURATION_FORMS}")),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Decodes one of a fixed set of words.
+fn decode_word<T: Copy>(
+    node: &Node,
+    path: &str,
+    decoder: &mut Decoder,
+    values: &[(&str, T)],
+) -> Option<T> {
+    let words: Vec<&str> = values.iter().map(|(word, _)| *word).collect();
+    let expected = format!("one of: {}", words.join(", "));
+    let Value::String(text) = &node.value else {
+        decoder.type_error(node, path, &expected);
+        return None;
+    };
+    match values.iter().find(|(word, _)| word == text) {
+        Some((_, value)) => Some(*value),
+        None => {
+            decoder.push(
+                PlanError::new(node.at, path, format!("unknown value `{text}`"))
+                    .with_help(format!("expected {expected}")),
+            );
+            None
+        }
+    }
+}
+
+impl Decode for KnownHosts {
+    const EXPECTED: &'static str = "strict or accept-new";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        decode_word(node, path, decoder, KnownHosts::VALUES)
+    }
+}
+
+impl Decode for OnDrainTimeout {
+    const EXPECTED: &'static str = "fail or force";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        decode_word(node, path, decoder, OnDrainTimeout::VALUES)
+    }
+}
+
+impl<T: Decode> Decode for Vec<T> {
+    const EXPECTED: &'static str = "a list";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        let Value::Sequence(items) = &node.value else {
+            decoder.type_error(node, path, Self::EXPECTED);
+            return None;
+        };
+        // A bad item is reported and left out; the list itself still decodes so that the
+        // other items are checked too.
+        Some(
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(index, item)| T::decode(item, &format!("{path}[{index}]"), decoder))
+                .collect(),
+        )
+    }
+}
+
+impl<T: Decode> Decode for Located<T> {
+    const EXPECTED: &'static str = T::EXPECTED;
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        T::decode(node, path, decoder).map(|value| Located {
+            value,
+            at: node.at,
+            path: path.to_owned(),
+        })
+    }
+}
