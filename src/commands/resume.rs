@@ -124,18 +124,10 @@ fn show_state_lines(plan: &crate::plan::Plan, server: &str) -> Vec<String> {
     plan.haproxy
         .iter()
         .map(|instance| {
-            let socat = match &instance.socket {
-                crate::plan::SocketAddress::Unix(path) => {
-                    format!("socat stdio unix-connect:{}", path.display())
-                }
-                crate::plan::SocketAddress::Tcp { host, port } => {
-                    format!("socat stdio tcp:{host}:{port}")
-                }
-                crate::plan::SocketAddress::Ssh { host, path, .. } => {
-                    format!("ssh {host} socat stdio unix-connect:{}", path.display())
-                }
-            };
-            format!("echo 'show servers state' | {socat} | grep ' {server} '")
+            format!(
+                "{} | grep ' {server} '",
+                crate::report::rollout::runtime_api_line(&instance.socket, "show servers state")
+            )
         })
         .collect()
 }

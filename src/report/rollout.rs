@@ -500,36 +500,43 @@ fn host_of<'h>(plan: &Plan, hosts: &'h [String], server: &str) -> &'h str {
 
 /// Each restore command as a shell line an operator can paste, per HAProxy.
 fn restore_lines(plan: &Plan, commands: &[String]) -> Vec<String> {
-    let mut lines = Vec::new();
-    for instance in &plan.haproxy {
-        for command in commands {
-            lines.push(match &instance.socket {
-                crate::plan::SocketAddress::Unix(path) => {
-                    format!(
-                        "echo '{command}' | socat stdio unix-connect:{}",
-                        path.display()
-                    )
-                }
-                crate::plan::SocketAddress::Tcp { host, port } => {
-                    format!("echo '{command}' | socat stdio tcp:{host}:{port}")
-                }
-                crate::plan::SocketAddress::Ssh {
-                    user,
-                    host,
-                    port,
-                    path,
-                } => {
-                    let target = user
-                        .as_ref()
-                        .map_or_else(|| host.clone(), |user| format!("{user}@{host}"));
-                    let port = port.map_or_else(String::new, |port| format!(" -p {port}"));
-                    format!(
-                        "echo '{command}' | ssh{port} {target} socat stdio unix-connect:{}",
-                        path.display()
-                    )
-                }
-            });
+    plan.haproxy
+        .iter()
+        .flat_map(|instance| {
+            commands
+                .iter()
+                .map(|command| runtime_api_line(&instance.socket, command))
+        })
+        .collect()
+}
+
+/// `command` sent to the runtime API at `socket` with nothing but `socat` (and `ssh`), as a
+/// shell line an operator can paste.
+pub fn runtime_api_line(socket: &crate::plan::SocketAddress, command: &str) -> String {
+    match socket {
+        crate::plan::SocketAddress::Unix(path) => {
+            format!(
+                "echo '{command}' | socat stdio unix-connect:{}",
+                path.display()
+            )
+        }
+        crate::plan::SocketAddress::Tcp { host, port } => {
+            format!("echo '{command}' | socat stdio tcp:{host}:{port}")
+        }
+        crate::plan::SocketAddress::Ssh {
+            user,
+            host,
+            port,
+            path,
+        } => {
+            let target = user
+                .as_ref()
+                .map_or_else(|| host.clone(), |user| format!("{user}@{host}"));
+            let port = port.map_or_else(String::new, |port| format!(" -p {port}"));
+            format!(
+                "echo '{command}' | ssh{port} {target} socat stdio unix-connect:{}",
+                path.display()
+            )
         }
     }
-    lines
 }
