@@ -11,6 +11,31 @@ use common::rollout_lab::{RolloutLab, Traffic};
 use common::scenario::*;
 use common::{events, rollout};
 
+/// Requests kept on app1 whenever it takes traffic (HAProxy ignores the `use-server` rule
+/// while app1 is in maintenance): back too early, a restart still running on its host
+/// would cut them.
+fn pin_to_app1(lab: &RolloutLab) -> Traffic {
+    Traffic::on(
+        lab.lab.frontend_port,
+        &["/to/app1/slow?ms=300", "/to/app1/slow?ms=700"],
+    )
+}
+
+/// Lets the traffic run until the restart that ran on without the tool has replaced app1,
+/// then stops it: no request may have failed, pinned to app1 or not.
+fn after_the_orphaned_restart(lab: &RolloutLab, old_app1: u32, traffic: Traffic, pinned: Traffic) {
+    lab.wait_replaced(0, old_app1);
+    std::thread::sleep(Duration::from_millis(500));
+    let (pinned_ok, pinned_failed, pinned_failures) = pinned.stop();
+    let (ok, failed, failures) = traffic.stop();
+    report_traffic(ok + pinned_ok, failed + pinned_failed);
+    assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
+    assert_eq!(
+        pinned_failed, 0,
+        "pinned to app1: {pinned_failures:?} ({pinned_ok} succeeded)"
+    );
+}
+
 /// The traffic a scenario saw, for the record (`cargo test -- --nocapture` shows it).
 #[track_caller]
 fn report_traffic(ok: u64, failed: u64) {
@@ -44,32 +69,16 @@ fn sshd_killed_during_the_restart_keeps_the_server_out_until_the_command_ended()
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 1);
     let running = apply(&plan);
     wait_restarting(&running);
-    // From now on, requests kept on app1 whenever it takes traffic (HAProxy ignores the
-    // rule while app1 is in maintenance): back too early, the still-running restart would
-    // cut them.
-    let pinned = Traffic::on(
-        lab.lab.frontend_port,
-        &["/to/app1/slow?ms=300", "/to/app1/slow?ms=700"],
-    );
+    let pinned = pin_to_app1(&lab);
     wait_command_running(&plan, "app1");
     std::thread::sleep(Duration::from_millis(700));
     lab.sshd.kill_with_connections();
     std::thread::sleep(Duration::from_millis(500));
     lab.sshd.start_again();
     let outcome = running.finish();
-    // Traffic goes on until the restart that ran on without the tool has replaced app1.
-    lab.wait_replaced(0, before[0]);
-    std::thread::sleep(Duration::from_millis(500));
-    let (pinned_ok, pinned_failed, pinned_failures) = pinned.stop();
-    let (ok, failed, failures) = traffic.stop();
-    report_traffic(ok + pinned_ok, failed + pinned_failed);
+    after_the_orphaned_restart(&lab, before[0], traffic, pinned);
 
     assert_eq!(outcome.code, 1, "{}", outcome.stderr);
-    assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
-    assert_eq!(
-        pinned_failed, 0,
-        "{pinned_failures:?} ({pinned_ok} succeeded)"
-    );
     let events = events(&outcome.stdout);
     let app1 = kinds(&events, "app1");
     let may_run = app1.iter().position(|kind| *kind == "command_may_run");
@@ -106,25 +115,11 @@ fn apply_killed_during_the_restart_then_abort_at_once_waits_for_the_orphaned_res
     let before = lab.pids();
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 1);
     crash_during_the_restart(&plan);
-    // Requests kept on app1 whenever it takes traffic (ignored while it is in
-    // maintenance): back too early, the orphaned restart would cut them.
-    let pinned = Traffic::on(
-        lab.lab.frontend_port,
-        &["/to/app1/slow?ms=300", "/to/app1/slow?ms=700"],
-    );
+    let pinned = pin_to_app1(&lab);
     let abort = rollout(["--output", "json", "abort", path(&plan)]).run();
-    lab.wait_replaced(0, before[0]);
-    std::thread::sleep(Duration::from_millis(500));
-    let (pinned_ok, pinned_failed, pinned_failures) = pinned.stop();
-    let (ok, failed, failures) = traffic.stop();
-    report_traffic(ok + pinned_ok, failed + pinned_failed);
+    after_the_orphaned_restart(&lab, before[0], traffic, pinned);
 
     assert_eq!(abort.code, 4, "{}", abort.stderr);
-    assert_eq!(failed, 0, "{failures:?} ({ok} succeeded)");
-    assert_eq!(
-        pinned_failed, 0,
-        "{pinned_failures:?} ({pinned_ok} succeeded)"
-    );
     let events = events(&abort.stdout);
     let app1 = kinds(&events, "app1");
     assert_eq!(app1.first(), Some(&"found"), "{app1:?}");
