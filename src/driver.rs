@@ -422,14 +422,14 @@ where
                 if start.elapsed() + pause > deadline {
                     return Err(format!(
                         "{} (retried for {}s)",
-                        crate::commands::error_chain(&error),
+                        crate::error::error_chain(&error),
                         start.elapsed().as_secs()
                     ));
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
-            Err(error) => return Err(crate::commands::error_chain(&error)),
+            Err(error) => return Err(crate::error::error_chain(&error)),
         }
     }
 }

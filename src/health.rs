@@ -49,10 +49,7 @@ impl HealthChecker {
                 response.status().as_u16(),
                 self.expect_status
             )),
-            Err(error) => Err(format!(
-                "GET {url}: {}",
-                crate::commands::error_chain(&error)
-            )),
+            Err(error) => Err(format!("GET {url}: {}", crate::error::error_chain(&error))),
         }
     }
 }

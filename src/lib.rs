@@ -8,6 +8,7 @@ pub mod commands;
 pub mod driver;
 pub mod effects;
 pub mod engine;
+pub mod error;
 pub mod exit;
 pub mod haproxy;
 pub mod health;

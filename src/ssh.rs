@@ -244,7 +244,7 @@ impl SshPool {
         let _ = session.close().await;
         let output = output
             .map_err(|_| format!("checking {host} took more than 10s"))?
-            .map_err(|error| crate::commands::error_chain(&error))?;
+            .map_err(|error| crate::error::error_chain(&error))?;
         tracked_state(&String::from_utf8_lossy(&output.stdout))
     }
 
@@ -272,7 +272,7 @@ impl SshPool {
                 command: command.to_owned(),
                 timeout: deadline,
             })?
-            .map_err(|error| lost(crate::commands::error_chain(&error)))?;
+            .map_err(|error| lost(crate::error::error_chain(&error)))?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         match output.status.code() {
@@ -380,7 +380,7 @@ pub async fn connect(
         .map_err(|error| SshError::Connect {
             host: host.to_owned(),
             // ssh's own words span lines and end in periods; keep them on one line.
-            detail: crate::commands::error_chain(&error)
+            detail: crate::error::error_chain(&error)
                 .lines()
                 .map(|line| line.trim().trim_end_matches('.'))
                 .filter(|line| !line.is_empty())

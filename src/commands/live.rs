@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::engine::Observation;
+use crate::error::error_chain;
 use crate::haproxy::Client;
 use crate::plan::{Plan, SocketAddress};
 
@@ -92,15 +93,4 @@ pub async fn observe<'p>(plan: &'p Plan, links: &Links) -> Vec<Observation<'p>> 
             Observation { instance, state }
         });
     futures::future::join_all(reads).await
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }

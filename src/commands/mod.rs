@@ -12,8 +12,6 @@ mod schema;
 mod status;
 mod validate;
 
-pub use live::error_chain;
-
 use crate::cli::{Cli, Command};
 use crate::exit::Exit;
 use crate::report::Printer;

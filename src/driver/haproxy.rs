@@ -102,7 +102,7 @@ impl<E: Effects> Driver<'_, E> {
             self.effects
                 .servers(instance)
                 .await
-                .map_err(|error| crate::commands::error_chain(&error))
+                .map_err(|error| crate::error::error_chain(&error))
         });
         futures::future::join_all(reads).await
     }

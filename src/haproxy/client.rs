@@ -169,7 +169,7 @@ impl Client {
         .stderr(openssh::Stdio::piped())
         .spawn()
         .await
-        .map_err(|error| lost(crate::commands::error_chain(&error)))?;
+        .map_err(|error| lost(crate::error::error_chain(&error)))?;
         if let Some(mut stdin) = child.stdin().take() {
             stdin
                 .write_all(format!("{line}\n").as_bytes())
@@ -180,7 +180,7 @@ impl Client {
         let output = child
             .wait_with_output()
             .await
-            .map_err(|error| lost(crate::commands::error_chain(&error)))?;
+            .map_err(|error| lost(crate::error::error_chain(&error)))?;
         if !output.status.success() {
             return Err(lost(format!(
                 "socat on the HAProxy host failed: {}",
