@@ -20,12 +20,10 @@ use crate::engine::rollout::{
     Action, CommandFailure, CommandState, Effect, Event, Finish, Lane, OldProcess, Report, Rollout,
 };
 use crate::haproxy::{AdminTarget, ClientError, Info};
-use crate::health::health_url;
 use crate::journal::{Change, Record, SentCommand, now};
+use crate::plan::template::{PlaceholderValues, health_url, remote_command};
 use crate::plan::{HookPoint, Plan, ServerName};
-use crate::ssh::{
-    KILL_AFTER, Marker, PlaceholderValues, SshError, Tracked, remote_command, tracked_command,
-};
+use crate::ssh::{Marker, SshError, Tracked, tracked_command};
 
 /// How hard the operator asked to stop.
 #[derive(Clone, Default)]

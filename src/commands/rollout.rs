@@ -617,7 +617,7 @@ fn summarize_preflight(
     printer: &Printer,
     plan: &Plan,
     preflight: &Preflight,
-    targets: &[crate::ssh::PlaceholderValues],
+    targets: &[crate::plan::PlaceholderValues],
 ) {
     let mut hosts: Vec<&str> = targets.iter().map(|values| values.host.as_str()).collect();
     hosts.sort_unstable();

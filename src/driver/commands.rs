@@ -3,6 +3,7 @@
 //! runs.
 
 use super::*;
+use crate::plan::REMOTE_KILL_AFTER;
 
 impl<E: Effects> Driver<'_, E> {
     /// The outcome of a command: one whose outcome is unknown may still run.
@@ -68,7 +69,7 @@ impl<E: Effects> Driver<'_, E> {
         );
         // The remote `timeout` stops the command; the local deadline only guards against a
         // connection that hangs.
-        let deadline = restart.timeout + KILL_AFTER + Duration::from_secs(5);
+        let deadline = restart.timeout + REMOTE_KILL_AFTER + Duration::from_secs(5);
         tracing::debug!(host = %values.host, %command, "restart");
         let result = self
             .effects
@@ -107,7 +108,7 @@ impl<E: Effects> Driver<'_, E> {
             let marker = self.command_intent(index, change, host, hook.timeout)?;
             command = tracked_command(&command, &marker);
         }
-        let deadline = hook.timeout + KILL_AFTER + Duration::from_secs(5);
+        let deadline = hook.timeout + REMOTE_KILL_AFTER + Duration::from_secs(5);
         tracing::debug!(hook = point.as_str(), local = hook.local, %command, "hook");
         let result = self.effects.run(host, &command, deadline).await;
         if let Ok(output) = &result {

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use super::capacity::{InRotation, Limits, leaves_enough};
 use super::topology::Topology;
 use crate::haproxy::{AdminState, Level, Snapshot};
+use crate::plan::PlaceholderValues;
 use crate::plan::{BackendName, Backends, Haproxy, MaxUnavailable, Placeholder, Plan, Server};
-use crate::ssh::PlaceholderValues;
 
 /// What was read from one HAProxy instance.
 pub struct Observation<'a> {

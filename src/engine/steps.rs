@@ -12,10 +12,10 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::haproxy::{AdminTarget, Command};
-use crate::health::health_url;
 use crate::plan::duration::HumanDuration;
+use crate::plan::template::health_url;
+use crate::plan::template::{PlaceholderValues, remote_command};
 use crate::plan::{BackendName, HookPoint, InstanceName, OnDrainTimeout, Plan, Server, ServerName};
-use crate::ssh::{PlaceholderValues, remote_command};
 
 use super::topology::Topology;
 

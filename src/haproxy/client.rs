@@ -162,7 +162,10 @@ impl Client {
         let target = format!("unix-connect:{}", path.display());
         let mut child = openssh::Session::to_raw_command(
             session,
-            format!("socat stdio {}", crate::ssh::shell_quote(&target)),
+            format!(
+                "socat stdio {}",
+                crate::plan::template::shell_quote(&target)
+            ),
         )
         .stdin(openssh::Stdio::piped())
         .stdout(openssh::Stdio::piped())

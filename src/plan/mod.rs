@@ -7,12 +7,14 @@ pub mod model;
 pub mod node;
 pub mod raw;
 pub mod syntax;
+pub mod template;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
 
 pub use error::{LoadError, PlanError, PlanErrors, ReadError};
 pub use model::*;
+pub use template::{Placeholder, PlaceholderValues, Segment, Template};
 
 /// Reads and validates a plan file. Relative file paths in the plan (`ssh.identity_file`,
 /// `ssh.known_hosts_file`, `ssh.config_file`) are taken relative to the plan file's folder,

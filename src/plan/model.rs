@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 
+use super::template::Template;
+
 /// HAProxy's own rule for proxy and server names.
 pub const NAME_CHARSET: &str = "letters, digits and `_ . : -`";
 pub const NAME_PATTERN: &str = "^[A-Za-z0-9_.:-]+$";
@@ -127,79 +129,6 @@ impl SshTarget {
 impl fmt::Display for SshTarget {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(&self.0)
-    }
-}
-
-/// A value a command or URL template may refer to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placeholder {
-    /// `{server}`: the server's name.
-    Server,
-    /// `{host}`: the SSH target.
-    Host,
-    /// `{addr}`: the server's address as HAProxy has it.
-    Addr,
-    /// `{port}`: the server's port as HAProxy has it.
-    Port,
-}
-
-impl Placeholder {
-    pub const ALL: [Placeholder; 4] = [
-        Placeholder::Server,
-        Placeholder::Host,
-        Placeholder::Addr,
-        Placeholder::Port,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Placeholder::Server => "server",
-            Placeholder::Host => "host",
-            Placeholder::Addr => "addr",
-            Placeholder::Port => "port",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
-    Literal(String),
-    Placeholder(Placeholder),
-}
-
-/// A command or URL with `{server}`, `{host}`, `{addr}`, `{port}` placeholders.
-/// `{{` and `}}` stand for literal braces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
-    pub(super) text: String,
-    pub(super) segments: Vec<Segment>,
-}
-
-impl Template {
-    /// The text as written in the plan.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    pub fn uses(&self, placeholder: Placeholder) -> bool {
-        self.segments.contains(&Segment::Placeholder(placeholder))
-    }
-
-    /// Fills in the placeholders; `escape` turns each value into what may stand in the
-    /// output (shell quoting for commands, nothing for URLs).
-    pub fn render(
-        &self,
-        value_of: impl Fn(Placeholder) -> String,
-        escape: impl Fn(&str) -> String,
-    ) -> String {
-        let mut out = String::with_capacity(self.text.len());
-        for segment in &self.segments {
-            match segment {
-                Segment::Literal(text) => out.push_str(text),
-                Segment::Placeholder(placeholder) => out.push_str(&escape(&value_of(*placeholder))),
-            }
-        }
-        out
     }
 }
 

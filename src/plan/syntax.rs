@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::model::{Placeholder, Segment, SocketAddress, Template};
+use super::model::SocketAddress;
+use super::template::{Placeholder, Segment, Template};
 use super::validate::MAX_UNIX_SOCKET_PATH;
 
 /// `[user@]host[:port]/absolute/path` of an `ssh://` socket.

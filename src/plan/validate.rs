@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::error::PlanError;
 use super::model::{
     BackendName, Backends, Canary, CanaryPause, Capacity, Drain, Haproxy, Health, Hook, Hooks,
-    InstanceName, InvalidName, KnownHosts, MaxUnavailable, NAME_CHARSET, OnDrainTimeout,
-    Placeholder, Plan, Ready, Restart, Server, ServerName, SocketAddress, Ssh, SshTarget, Template,
+    InstanceName, InvalidName, KnownHosts, MaxUnavailable, NAME_CHARSET, OnDrainTimeout, Plan,
+    Ready, Restart, Server, ServerName, SocketAddress, Ssh, SshTarget,
 };
 use super::node::Location;
 use super::raw::{
@@ -17,6 +17,7 @@ use super::raw::{
 };
 pub use super::syntax::parse_template;
 use super::syntax::{parse_host_port, parse_ssh_socket};
+use super::template::{Placeholder, Template};
 
 pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
 pub const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(5);

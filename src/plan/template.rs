@@ -1,0 +1,224 @@
+//! Commands and URLs with placeholders: how the plan writes them (`Template`), the values a
+//! server gives them (`PlaceholderValues`), and how they are rendered: shell-quoted for the
+//! remote shell, bracketed for a URL. Pure code, so the engine and the preview render
+//! exactly what the I/O side sends.
+
+use std::time::Duration;
+
+use super::REMOTE_KILL_AFTER;
+
+/// A value a command or URL template may refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder {
+    /// `{server}`: the server's name.
+    Server,
+    /// `{host}`: the SSH target.
+    Host,
+    /// `{addr}`: the server's address as HAProxy has it.
+    Addr,
+    /// `{port}`: the server's port as HAProxy has it.
+    Port,
+}
+
+impl Placeholder {
+    pub const ALL: [Placeholder; 4] = [
+        Placeholder::Server,
+        Placeholder::Host,
+        Placeholder::Addr,
+        Placeholder::Port,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Placeholder::Server => "server",
+            Placeholder::Host => "host",
+            Placeholder::Addr => "addr",
+            Placeholder::Port => "port",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    Placeholder(Placeholder),
+}
+
+/// A command or URL with `{server}`, `{host}`, `{addr}`, `{port}` placeholders.
+/// `{{` and `}}` stand for literal braces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub(super) text: String,
+    pub(super) segments: Vec<Segment>,
+}
+
+impl Template {
+    /// The text as written in the plan.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn uses(&self, placeholder: Placeholder) -> bool {
+        self.segments.contains(&Segment::Placeholder(placeholder))
+    }
+
+    /// Fills in the placeholders; `escape` turns each value into what may stand in the
+    /// output (shell quoting for commands, nothing for URLs).
+    pub fn render(
+        &self,
+        value_of: impl Fn(Placeholder) -> String,
+        escape: impl Fn(&str) -> String,
+    ) -> String {
+        let mut out = String::with_capacity(self.text.len());
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => out.push_str(text),
+                Segment::Placeholder(placeholder) => out.push_str(&escape(&value_of(*placeholder))),
+            }
+        }
+        out
+    }
+}
+
+/// Quotes `value` for a POSIX shell. Plain words stay as they are for readability.
+pub fn shell_quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"_./:@%+=,-".contains(&byte))
+        && !value.starts_with('-');
+    if plain {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
+
+/// The values placeholders stand for, for one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceholderValues {
+    pub server: String,
+    pub host: String,
+    pub addr: String,
+    pub port: Option<u16>,
+}
+
+impl PlaceholderValues {
+    pub fn get(&self, placeholder: Placeholder) -> String {
+        match placeholder {
+            Placeholder::Server => self.server.clone(),
+            Placeholder::Host => self.host.clone(),
+            Placeholder::Addr => self.addr.clone(),
+            Placeholder::Port => self.port.map(|port| port.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// The command as the remote shell receives it: `timeout -k 10s 120s sh -c '...'`.
+pub fn remote_command(command: &Template, values: &PlaceholderValues, timeout: Duration) -> String {
+    let script = command.render(|placeholder| values.get(placeholder), shell_quote);
+    format!(
+        "timeout -k {}s {}s sh -c {}",
+        REMOTE_KILL_AFTER.as_secs(),
+        timeout.as_secs().max(1),
+        shell_quote(&script)
+    )
+}
+
+/// The health URL for one server. `{addr}` is bracketed when it is an IPv6 address, so
+/// `http://{addr}:{port}/` stays a valid URL.
+pub fn health_url(template: &Template, values: &PlaceholderValues) -> String {
+    template.render(
+        |placeholder| {
+            let value = values.get(placeholder);
+            if placeholder == Placeholder::Addr && value.contains(':') {
+                format!("[{value}]")
+            } else {
+                value
+            }
+        },
+        str::to_owned,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::syntax::parse_template;
+
+    fn values(host: &str) -> PlaceholderValues {
+        PlaceholderValues {
+            server: "app1".into(),
+            host: host.into(),
+            addr: "10.0.0.1".into(),
+            port: Some(8080),
+        }
+    }
+
+    #[test]
+    fn quotes_only_what_needs_it() {
+        assert_eq!(shell_quote("app1"), "app1");
+        assert_eq!(shell_quote("10.0.0.1:8080"), "10.0.0.1:8080");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("$(touch /tmp/x)"), "'$(touch /tmp/x)'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("-rf"), "'-rf'");
+    }
+
+    #[test]
+    fn the_remote_command_enforces_the_timeout_and_quotes_values() {
+        let command = parse_template("sudo systemctl restart app@{server} && echo {host}").unwrap();
+        let line = remote_command(
+            &command,
+            &values("$(touch /tmp/pwned)"),
+            Duration::from_secs(120),
+        );
+        assert_eq!(
+            line,
+            r#"timeout -k 10s 120s sh -c 'sudo systemctl restart app@app1 && echo '\''$(touch /tmp/pwned)'\'''"#
+        );
+    }
+
+    #[test]
+    fn hostile_values_reach_the_inner_shell_as_one_word() {
+        // Run the command line through a real shell: the value must come out unchanged and
+        // nothing it names may run.
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("pwned");
+        let hostile = format!(
+            "$(touch {m}); touch {m}; `touch {m}` '\"",
+            m = marker.display()
+        );
+        let command = parse_template("printf %s {host}").unwrap();
+        let line = remote_command(&command, &values(&hostile), Duration::from_secs(5));
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(String::from_utf8(output.stdout).unwrap(), hostile);
+        assert!(!marker.exists(), "a placeholder value ran as a command");
+    }
+
+    #[test]
+    fn fills_in_address_and_port_as_haproxy_has_them() {
+        let template = parse_template("http://{addr}:{port}/health?server={server}").unwrap();
+        let mut values = PlaceholderValues {
+            server: "app1".into(),
+            host: "app1.internal".into(),
+            addr: "10.0.0.1".into(),
+            port: Some(8080),
+        };
+        assert_eq!(
+            health_url(&template, &values),
+            "http://10.0.0.1:8080/health?server=app1"
+        );
+        values.addr = "fd00::1".into();
+        assert_eq!(
+            health_url(&template, &values),
+            "http://[fd00::1]:8080/health?server=app1"
+        );
+    }
+}
