@@ -414,7 +414,7 @@ pub fn expand_home(path: &std::path::Path) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::syntax::parse_template;
+    use crate::plan::template::parse_template;
     use crate::plan::template::{PlaceholderValues, remote_command};
 
     fn values(host: &str) -> PlaceholderValues {

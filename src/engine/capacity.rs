@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::Topology;
-use super::preflight::Observation;
+use super::observation::Observation;
 use crate::haproxy::ServerView;
 use crate::plan::{BackendName, MaxUnavailable, Plan};
 

@@ -2,12 +2,14 @@
 //! state, and the exact sequence of steps a server goes through.
 
 pub mod capacity;
+pub mod observation;
 pub mod preflight;
 pub mod rollout;
 pub mod steps;
 pub mod topology;
 
 pub use capacity::Limits;
-pub use preflight::{Observation, Outcome, Preflight, Target};
+pub use observation::Observation;
+pub use preflight::{Outcome, Preflight, Target};
 pub use steps::{Step, server_steps};
 pub use topology::Topology;

@@ -4,17 +4,11 @@
 use std::collections::BTreeSet;
 
 use super::capacity::{InRotation, Limits, leaves_enough};
+use super::observation::Observation;
 use super::topology::Topology;
-use crate::haproxy::{AdminState, Level, Snapshot};
+use crate::haproxy::{AdminState, Level};
 use crate::plan::PlaceholderValues;
-use crate::plan::{BackendName, Backends, Haproxy, MaxUnavailable, Placeholder, Plan, Server};
-
-/// What was read from one HAProxy instance.
-pub struct Observation<'a> {
-    pub instance: &'a Haproxy,
-    /// The state, or why it could not be read.
-    pub state: Result<Snapshot, String>,
-}
+use crate::plan::{BackendName, Backends, MaxUnavailable, Placeholder, Plan, Server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Outcome {

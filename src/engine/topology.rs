@@ -3,7 +3,7 @@
 
 use crate::plan::{BackendName, Backends, Plan};
 
-use super::preflight::Observation;
+use super::observation::Observation;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {

@@ -513,3 +513,54 @@ impl<T: Decode> Decode for Located<T> {
         })
     }
 }
+
+impl Decode for RawBackends {
+    const EXPECTED: &'static str = "a list of backend names, or auto";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::String(text) if text == "auto" => Some(RawBackends::Auto),
+            Value::Sequence(_) => {
+                Vec::<Located<String>>::decode(node, path, decoder).map(RawBackends::List)
+            }
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
+        }
+    }
+}
+
+impl Decode for RawMaxUnavailable {
+    const EXPECTED: &'static str = "a whole number, or a percentage such as 10%";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match &node.value {
+            Value::Integer(_) => u64::decode(node, path, decoder).map(RawMaxUnavailable::Count),
+            Value::String(text) => match text.strip_suffix('%').map(str::parse::<u64>) {
+                Some(Ok(percent)) => Some(RawMaxUnavailable::Percent(percent)),
+                _ => {
+                    decoder.push(
+                        PlanError::new(node.at, path, format!("invalid value `{text}`"))
+                            .with_help(format!("expected {}", Self::EXPECTED)),
+                    );
+                    None
+                }
+            },
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
+        }
+    }
+}
+
+impl DecodeSection for RawCanary {
+    const KEYS: &'static [&'static str] = RawCanary::KEYS;
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawCanary {
+            servers: decoder.required(fields, "servers", "e.g. 1"),
+            pause: decoder.required(fields, "pause", "manual, or a duration such as 5m"),
+        }
+    }
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{LoadError, PlanError, PlanErrors, ReadError};
 pub use model::*;
-pub use template::{Placeholder, PlaceholderValues, Segment, Template};
+pub use template::{Placeholder, PlaceholderValues, REMOTE_KILL_AFTER, Segment, Template};
 
 /// Reads and validates a plan file. Relative file paths in the plan (`ssh.identity_file`,
 /// `ssh.known_hosts_file`, `ssh.config_file`) are taken relative to the plan file's folder,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 
-use super::template::Template;
+use super::template::{REMOTE_KILL_AFTER, Template};
 
 /// HAProxy's own rule for proxy and server names.
 pub const NAME_CHARSET: &str = "letters, digits and `_ . : -`";
@@ -302,9 +302,6 @@ pub struct Restart {
     pub command: Template,
     pub timeout: Duration,
 }
-
-/// Extra time after TERM before the remote `timeout` sends KILL to a command it stops.
-pub const REMOTE_KILL_AFTER: Duration = Duration::from_secs(10);
 
 impl Plan {
     /// How long after it was sent a remote command with this `timeout` may still run on its

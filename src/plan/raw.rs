@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 
-use super::decode::*;
 use super::duration::DURATION_PATTERN;
-use super::error::PlanError;
 use super::model::{KnownHosts, NAME_PATTERN, OnDrainTimeout};
-use super::node::{Location, Node, Value};
+use super::node::Location;
 
 /// A value from the plan file and where it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,23 +130,6 @@ impl JsonSchema for RawBackends {
                 {"const": "auto", "description": "Every backend that holds the server's name, on each HAProxy."}
             ]
         })
-    }
-}
-
-impl Decode for RawBackends {
-    const EXPECTED: &'static str = "a list of backend names, or auto";
-
-    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
-        match &node.value {
-            Value::String(text) if text == "auto" => Some(RawBackends::Auto),
-            Value::Sequence(_) => {
-                Vec::<Located<String>>::decode(node, path, decoder).map(RawBackends::List)
-            }
-            _ => {
-                decoder.type_error(node, path, Self::EXPECTED);
-                None
-            }
-        }
     }
 }
 
@@ -329,30 +310,6 @@ impl JsonSchema for RawMaxUnavailable {
     }
 }
 
-impl Decode for RawMaxUnavailable {
-    const EXPECTED: &'static str = "a whole number, or a percentage such as 10%";
-
-    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
-        match &node.value {
-            Value::Integer(_) => u64::decode(node, path, decoder).map(RawMaxUnavailable::Count),
-            Value::String(text) => match text.strip_suffix('%').map(str::parse::<u64>) {
-                Some(Ok(percent)) => Some(RawMaxUnavailable::Percent(percent)),
-                _ => {
-                    decoder.push(
-                        PlanError::new(node.at, path, format!("invalid value `{text}`"))
-                            .with_help(format!("expected {}", Self::EXPECTED)),
-                    );
-                    None
-                }
-            },
-            _ => {
-                decoder.type_error(node, path, Self::EXPECTED);
-                None
-            }
-        }
-    }
-}
-
 /// Canary servers: the first `servers` of the plan are rolled, then the rollout pauses.
 #[derive(Debug, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -369,16 +326,6 @@ pub struct RawCanary {
 
 impl RawCanary {
     pub const KEYS: &[&str] = &["servers", "pause"];
-}
-
-impl DecodeSection for RawCanary {
-    const KEYS: &'static [&'static str] = RawCanary::KEYS;
-    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
-        RawCanary {
-            servers: decoder.required(fields, "servers", "e.g. 1"),
-            pause: decoder.required(fields, "pause", "manual, or a duration such as 5m"),
-        }
-    }
 }
 
 /// Commands run at points of each server's rollout; a failing hook stops the rollout like a

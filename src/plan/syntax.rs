@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use super::model::SocketAddress;
-use super::template::{Placeholder, Segment, Template};
-use super::validate::MAX_UNIX_SOCKET_PATH;
+
+/// `sun_path` holds 108 bytes including the terminating NUL.
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
 
 /// `[user@]host[:port]/absolute/path` of an `ssh://` socket.
 pub(super) fn parse_ssh_socket(text: &str) -> Result<SocketAddress, String> {
@@ -89,50 +90,4 @@ pub(super) fn parse_host_port(text: &str) -> Result<(String, u16), String> {
         Ok(port) if port > 0 => Ok((host.to_owned(), port)),
         _ => Err(format!("`{port}` is not a port from 1 to 65535")),
     }
-}
-
-/// Parses `{placeholder}` templates; `{{` and `}}` are literal braces.
-pub fn parse_template(text: &str) -> Result<Template, String> {
-    let mut segments = Vec::new();
-    let mut literal = String::new();
-    let mut chars = text.char_indices().peekable();
-    while let Some((index, c)) = chars.next() {
-        match c {
-            '{' if chars.peek().map(|&(_, next)| next) == Some('{') => {
-                chars.next();
-                literal.push('{');
-            }
-            '}' if chars.peek().map(|&(_, next)| next) == Some('}') => {
-                chars.next();
-                literal.push('}');
-            }
-            '{' => {
-                let rest = &text[index + 1..];
-                let Some(end) = rest.find('}') else {
-                    return Err(format!("unclosed `{{` at character {}", index + 1));
-                };
-                let name = &rest[..end];
-                let Some(placeholder) = Placeholder::ALL.into_iter().find(|p| p.name() == name)
-                else {
-                    return Err(format!("unknown placeholder `{{{name}}}`"));
-                };
-                if !literal.is_empty() {
-                    segments.push(Segment::Literal(std::mem::take(&mut literal)));
-                }
-                segments.push(Segment::Placeholder(placeholder));
-                for _ in 0..=end {
-                    chars.next();
-                }
-            }
-            '}' => return Err(format!("unmatched `}}` at character {}", index + 1)),
-            other => literal.push(other),
-        }
-    }
-    if !literal.is_empty() {
-        segments.push(Segment::Literal(literal));
-    }
-    Ok(Template {
-        text: text.to_owned(),
-        segments,
-    })
 }

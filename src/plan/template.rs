@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use super::REMOTE_KILL_AFTER;
+/// Extra time after TERM before the remote `timeout` sends KILL to a command it stops.
+pub const REMOTE_KILL_AFTER: Duration = Duration::from_secs(10);
 
 /// A value a command or URL template may refer to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +49,8 @@ pub enum Segment {
 /// `{{` and `}}` stand for literal braces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
-    pub(super) text: String,
-    pub(super) segments: Vec<Segment>,
+    text: String,
+    segments: Vec<Segment>,
 }
 
 impl Template {
@@ -78,6 +79,52 @@ impl Template {
         }
         out
     }
+}
+
+/// Parses `{placeholder}` templates; `{{` and `}}` are literal braces.
+pub fn parse_template(text: &str) -> Result<Template, String> {
+    let mut segments = Vec::new();
+    let mut literal = String::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((index, c)) = chars.next() {
+        match c {
+            '{' if chars.peek().map(|&(_, next)| next) == Some('{') => {
+                chars.next();
+                literal.push('{');
+            }
+            '}' if chars.peek().map(|&(_, next)| next) == Some('}') => {
+                chars.next();
+                literal.push('}');
+            }
+            '{' => {
+                let rest = &text[index + 1..];
+                let Some(end) = rest.find('}') else {
+                    return Err(format!("unclosed `{{` at character {}", index + 1));
+                };
+                let name = &rest[..end];
+                let Some(placeholder) = Placeholder::ALL.into_iter().find(|p| p.name() == name)
+                else {
+                    return Err(format!("unknown placeholder `{{{name}}}`"));
+                };
+                if !literal.is_empty() {
+                    segments.push(Segment::Literal(std::mem::take(&mut literal)));
+                }
+                segments.push(Segment::Placeholder(placeholder));
+                for _ in 0..=end {
+                    chars.next();
+                }
+            }
+            '}' => return Err(format!("unmatched `}}` at character {}", index + 1)),
+            other => literal.push(other),
+        }
+    }
+    if !literal.is_empty() {
+        segments.push(Segment::Literal(literal));
+    }
+    Ok(Template {
+        text: text.to_owned(),
+        segments,
+    })
 }
 
 /// Quotes `value` for a POSIX shell. Plain words stay as they are for readability.
@@ -144,7 +191,6 @@ pub fn health_url(template: &Template, values: &PlaceholderValues) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::syntax::parse_template;
 
     fn values(host: &str) -> PlaceholderValues {
         PlaceholderValues {

@@ -15,8 +15,8 @@ use super::raw::{
     Located, PlanDuration, RawBackends, RawCanary, RawCapacity, RawDrain, RawHaproxy, RawHealth,
     RawHook, RawHooks, RawMaxUnavailable, RawPlan, RawReady, RawRestart, RawServer, RawSsh,
 };
-pub use super::syntax::parse_template;
-use super::syntax::{parse_host_port, parse_ssh_socket};
+use super::syntax::{MAX_UNIX_SOCKET_PATH, parse_host_port, parse_ssh_socket};
+use super::template::parse_template;
 use super::template::{Placeholder, Template};
 
 pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
@@ -25,8 +25,6 @@ pub const DEFAULT_UNREACHABLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Polling faster than this only loads the HAProxy socket.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// `sun_path` holds 108 bytes including the terminating NUL.
-pub(super) const MAX_UNIX_SOCKET_PATH: usize = 107;
 
 /// Builds the model from a decoded plan, or returns every problem found.
 pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<PlanError>> {
