@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+pub use crate::report::{ColorChoice, OutputFormat};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 rollout failed, 2 usage error or invalid plan (nothing touched),
@@ -56,19 +58,6 @@ pub struct GlobalArgs {
         env = "HAPROXY_ROLLOUT_STATE_DIR"
     )]
     pub state_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Human,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
-    Auto,
-    Always,
-    Never,
 }
 
 #[derive(Debug, Subcommand)]

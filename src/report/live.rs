@@ -4,8 +4,8 @@ use std::path::Path;
 
 use serde_json::json;
 
+use super::OutputFormat;
 use super::{EMPHASIS, ERROR, OK, Printer, WARNING};
-use crate::cli::OutputFormat;
 use crate::engine::{Outcome, Preflight, Step};
 use crate::haproxy::ServerView;
 use crate::plan::{Plan, Server};

@@ -12,7 +12,6 @@ use std::path::Path;
 use anstyle::{AnsiColor, Style};
 use serde_json::json;
 
-use crate::cli::{ColorChoice, GlobalArgs, OutputFormat};
 use crate::plan::{Plan, PlanErrors};
 
 pub(crate) const ERROR: Style = AnsiColor::Red.on_default().bold();
@@ -20,6 +19,21 @@ pub(crate) const WARNING: Style = AnsiColor::Yellow.on_default().bold();
 pub(crate) const OK: Style = AnsiColor::Green.on_default().bold();
 pub(crate) const EMPHASIS: Style = Style::new().bold();
 const GUTTER: Style = AnsiColor::Blue.on_default().bold();
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `--output`: text for people, or one JSON object per line on stdout.
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `--color`.
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
 
 pub struct Printer {
     pub format: OutputFormat,
@@ -43,11 +57,11 @@ pub fn use_color(choice: ColorChoice) -> bool {
 }
 
 impl Printer {
-    pub fn new(global: &GlobalArgs) -> Self {
+    pub fn new(format: OutputFormat, color: ColorChoice, quiet: u8) -> Self {
         Printer {
-            format: global.output,
-            color: use_color(global.color),
-            quiet: global.quiet,
+            format,
+            color: use_color(color),
+            quiet,
             terminal: std::io::stderr().is_terminal(),
         }
     }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
+use super::OutputFormat;
 use super::{EMPHASIS, ERROR, OK, Printer, WARNING};
-use crate::cli::OutputFormat;
 use crate::engine::rollout::{Finish, MayRun, Outcome, Report, ServerState, Timings};
 use crate::plan::Plan;
 
