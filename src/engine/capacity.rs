@@ -1,5 +1,5 @@
-//! The capacity rules, in one place for pre-flight and the rollout (property 2): which
-//! servers count as in rotation (`ServerView::in_rotation`: ready, running, exactly UP,
+//! The capacity rules (docs/safety.md, property 2), in one place for pre-flight and the
+//! rollout: which servers count as in rotation (`ServerView::in_rotation`: ready, running, exactly UP,
 //! weight above zero), `capacity.min_up` (other servers that must stay in rotation in each
 //! backend on each HAProxy) and `capacity.max_unavailable` (`Limits`: servers of one backend
 //! this rollout may have out at once).

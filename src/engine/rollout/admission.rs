@@ -1,5 +1,5 @@
 //! When the next server starts: plan order, every server before it drained, the capacity
-//! rules of property 2 (`capacity.rs`) checked on a fresh read of every HAProxy, the canary
+//! rules of property 2 (docs/safety.md; `capacity.rs`) checked on a fresh read of every HAProxy, the canary
 //! pause.
 
 use super::*;

@@ -154,7 +154,7 @@ pub(super) fn live(
 }
 
 /// Where a recovered server goes on from. Two rules hold in every cell: a server that may
-/// take traffic is drained and reaches zero sessions before any restart (property 10), and
+/// take traffic is drained and reaches zero sessions before any restart (docs/safety.md, property 10), and
 /// a server whose command may still run stays out of rotation until it cannot (property 9).
 pub(super) fn decide(
     mode: Mode,

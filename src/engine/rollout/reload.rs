@@ -8,7 +8,7 @@ impl Rollout {
     /// state each server in flight must have, which the reload dropped and the driver puts
     /// back on that HAProxy before anything else. The servers draining and not yet
     /// restarted count a session on the old process from now on, while it may still run
-    /// (property 3: no restart under a request the old process still serves).
+    /// (docs/safety.md, property 3: no restart under a request the old process still serves).
     pub fn reloaded(&mut self, old: Option<OldProcess>) -> Vec<(ServerName, AdminTarget)> {
         let servers: Vec<usize> = self
             .flights

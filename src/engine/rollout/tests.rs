@@ -29,7 +29,7 @@ struct World {
     running: Option<(usize, Instant)>,
     /// Its host cannot be asked (a check fails).
     checks_fail: bool,
-    /// Effects that broke property 9: the server left maintenance, or was probed, while
+    /// Effects that broke property 9 (docs/safety.md): the server left maintenance, or was probed, while
     /// its command could still run.
     violations: Vec<String>,
 }

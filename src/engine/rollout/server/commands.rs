@@ -1,4 +1,4 @@
-//! A command whose outcome is unknown (property 9): the server stays out of rotation until
+//! A command whose outcome is unknown (docs/safety.md, property 9): the server stays out of rotation until
 //! its host shows the command ended or its remote bound passed, then goes on.
 
 use super::*;
