@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 
 use crate::effects::Effects;
 use crate::engine::rollout::{
-    Action, CommandFailure, CommandState, Effect, Event, Finish, Lane, OldProcess, Report, Rollout,
+    Action, CommandFailure, CommandState, Effect, Event, Finish, Lane, OldProcess, Polled, Report,
+    Rollout,
 };
 use crate::haproxy::{AdminTarget, ClientError, Info};
 use crate::journal::{Change, Record, SentCommand, now};
@@ -198,6 +199,7 @@ impl<E: Effects> Driver<'_, E> {
                 }
                 views = async { poll.as_mut().expect("a poll runs").await }, if poll.is_some() => {
                     poll = None;
+                    let views = Polled::new(views);
                     // Identities are read after the views: unchanged, the views came from
                     // the same process; changed, a reload happened and the old process
                     // counts.
@@ -297,7 +299,7 @@ impl<E: Effects> Driver<'_, E> {
     /// Runs one effect of one lane (never a poll: polls are shared, see `run`).
     async fn perform(&self, lane: Lane, effect: Effect) -> (Lane, Event) {
         let event = match effect {
-            Effect::Poll => Event::Polled(self.poll().await),
+            Effect::Poll => Event::Polled(Polled::new(self.poll().await)),
             Effect::SetState(server, target) => {
                 if let Err(error) = self.intent(&server, change_of(target)) {
                     return (lane, Event::Changed(Err(error)));

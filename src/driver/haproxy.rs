@@ -71,7 +71,11 @@ impl<E: Effects> Driver<'_, E> {
 
     /// An HAProxy that stops answering is reported once, with its plan name and how long
     /// the rollout keeps trying; once it answers again, with how long it was away.
-    pub(super) fn report_reachability(&self, views: &Views, report: &mut impl FnMut(&Report)) {
+    pub(super) fn report_reachability(
+        &self,
+        views: &[Result<Vec<crate::haproxy::ServerView>, String>],
+        report: &mut impl FnMut(&Report),
+    ) {
         let mut unreachable = self.unreachable.lock().expect("the reachability lock");
         unreachable.resize(views.len(), None);
         for (index, (result, since)) in views.iter().zip(unreachable.iter_mut()).enumerate() {

@@ -9,7 +9,7 @@ pub mod steps;
 pub mod topology;
 
 pub use capacity::Limits;
-pub use observation::Observation;
+pub use observation::{Observation, Polled};
 pub use preflight::{Outcome, Preflight, Target};
 pub use steps::{Step, server_steps};
 pub use topology::Topology;

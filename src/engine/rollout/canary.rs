@@ -5,11 +5,7 @@ use super::*;
 impl Rollout {
     /// After the canary pause: every canary still in rotation and exactly UP on every
     /// HAProxy and backend.
-    pub(super) fn after_canary_poll(
-        &mut self,
-        views: &[Result<Vec<ServerView>, String>],
-        now: Instant,
-    ) -> Vec<Action> {
+    pub(super) fn after_canary_poll(&mut self, views: &Polled, now: Instant) -> Vec<Action> {
         let canaries = self.canary.map_or(0, |(count, _)| count);
         for index in 0..canaries {
             let server = &self.settings.servers[index];
@@ -19,15 +15,13 @@ impl Rollout {
                         "{} is unreadable: {error}",
                         self.settings.haproxy(instance)
                     )),
-                    Ok(views) => self
+                    Ok(_) => self
                         .settings
                         .topology
                         .backends(instance, index)
                         .iter()
                         .find_map(|backend| {
-                            match views.iter().find(|view| {
-                                view.backend == backend.as_str() && view.server == server.as_str()
-                            }) {
+                            match views.server(instance, backend.as_str(), server.as_str()) {
                                 Some(view) if view.in_rotation() => None,
                                 Some(view) => Some(format!(
                                     "{backend}/{server} on {} is {} ({})",

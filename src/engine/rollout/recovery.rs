@@ -3,9 +3,10 @@
 //! and the journal's facts (was its restart sent, did it succeed, may a command still run),
 //! never from the journal alone. `resume` and `abort` both start here.
 
+use super::Polled;
 use super::server::{AfterCommand, Start};
 use super::{CommandKind, MayRun, ServerState, Settings};
-use crate::haproxy::{AdminTarget, ServerView};
+use crate::haproxy::AdminTarget;
 use crate::plan::HookPoint;
 
 /// What recovering is for.
@@ -118,21 +119,19 @@ fn after_command(decision: Decision) -> AfterCommand {
 }
 
 /// The server's state on every HAProxy and backend it is in; `Err` names what is missing.
-pub(super) fn live(
-    settings: &Settings,
-    index: usize,
-    views: &[Result<Vec<ServerView>, String>],
-) -> Result<Live, String> {
+pub(super) fn live(settings: &Settings, index: usize, views: &Polled) -> Result<Live, String> {
     let server = &settings.servers[index];
     let (mut ready, mut draining, mut sessions) = (false, false, 0);
     for (instance, result) in views.iter().enumerate() {
-        let views = result
-            .as_ref()
-            .map_err(|error| format!("{} is unreadable: {error}", settings.haproxy(instance)))?;
+        if let Err(error) = result {
+            return Err(format!(
+                "{} is unreadable: {error}",
+                settings.haproxy(instance)
+            ));
+        }
         for backend in settings.topology.backends(instance, index) {
             let view = views
-                .iter()
-                .find(|view| view.backend == backend.as_str() && view.server == server.as_str())
+                .server(instance, backend.as_str(), server.as_str())
                 .ok_or_else(|| {
                     format!(
                         "{} no longer has {backend}/{server}",

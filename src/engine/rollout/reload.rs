@@ -40,11 +40,7 @@ impl Rollout {
 
     /// A poll of `index`'s lane: a session counts on it on every HAProxy whose old process
     /// may still serve its requests, as long as it drains before its restart.
-    pub(super) fn count_old_sessions(
-        &mut self,
-        index: usize,
-        views: &mut [Result<Vec<ServerView>, String>],
-    ) {
+    pub(super) fn count_old_sessions(&mut self, index: usize, polled: &mut Polled) {
         let flights = &self.flights;
         self.old_sessions.retain_mut(|old| {
             old.servers.retain(|server| {
@@ -55,16 +51,23 @@ impl Rollout {
             !old.servers.is_empty()
         });
         let server = self.settings.servers[index].as_str();
-        for old in self
+        let instances: Vec<usize> = self
             .old_sessions
             .iter()
             .filter(|old| old.servers.contains(&index))
-        {
-            if let Some(Ok(views)) = views.get_mut(old.process.instance) {
-                for view in views.iter_mut().filter(|view| view.server == server) {
-                    view.sessions = view.sessions.max(1);
+            .map(|old| old.process.instance)
+            .collect();
+        if instances.is_empty() {
+            return; // the poll stays shared
+        }
+        polled.edit_views(|views| {
+            for instance in instances {
+                if let Some(Ok(views)) = views.get_mut(instance) {
+                    for view in views.iter_mut().filter(|view| view.server == server) {
+                        view.sessions = view.sessions.max(1);
+                    }
                 }
             }
-        }
+        });
     }
 }

@@ -146,7 +146,7 @@ impl World {
                     view.sessions = if *polls == 0 { 0 } else { *sessions };
                     *polls = polls.saturating_sub(1);
                 }
-                Event::Polled(vec![Ok(self.views.clone())])
+                Event::Polled(Polled::new(vec![Ok(self.views.clone())]))
             }
             Effect::SetState(server, target) => {
                 self.set(server, *target);
@@ -531,7 +531,7 @@ fn an_interrupt_while_draining_returns_the_server_unrestarted() {
     engine.start(now);
     engine.handle(
         Lane::Rollout,
-        Event::Polled(vec![Ok(world.views.clone())]),
+        Event::Polled(Polled::new(vec![Ok(world.views.clone())])),
         now,
     );
     engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
@@ -543,7 +543,7 @@ fn an_interrupt_while_draining_returns_the_server_unrestarted() {
     world.set(&app1, AdminTarget::Drain);
     let actions = engine.handle(
         Lane::Server(0),
-        Event::Polled(vec![Ok(world.views.clone())]),
+        Event::Polled(Polled::new(vec![Ok(world.views.clone())])),
         now,
     );
     assert_eq!(
@@ -823,9 +823,13 @@ fn an_haproxy_unreachable_past_its_deadline_stops_the_rollout() {
     let now = Instant::now();
     let views = vec![view("app1"), view("app2"), view("app3")];
     engine.start(now);
-    engine.handle(Lane::Rollout, Event::Polled(vec![Ok(views)]), now);
+    engine.handle(
+        Lane::Rollout,
+        Event::Polled(Polled::new(vec![Ok(views)])),
+        now,
+    );
     engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
-    let unreadable = || Event::Polled(vec![Err("connection refused".into())]);
+    let unreadable = || Event::Polled(Polled::new(vec![Err("connection refused".into())]));
     let actions = engine.handle(Lane::Server(0), unreadable(), now + Duration::from_secs(1));
     assert!(
         actions.contains(&Action::Run(Lane::Server(0), Effect::Wait)),
@@ -849,7 +853,13 @@ fn the_expected_state_follows_the_phase() {
     let mut engine = rollout(&plan);
     let now = Instant::now();
     let app1 = ServerName::new("app1").unwrap();
-    let views = || Event::Polled(vec![Ok(vec![view("app1"), view("app2"), view("app3")])]);
+    let views = || {
+        Event::Polled(Polled::new(vec![Ok(vec![
+            view("app1"),
+            view("app2"),
+            view("app3"),
+        ])]))
+    };
     assert_eq!(engine.expected_states(), []);
     engine.start(now);
     assert_eq!(engine.expected_states(), [], "only checking capacity");
@@ -1287,7 +1297,7 @@ fn no_server_starts_while_one_in_flight_is_stopping_on_a_failure() {
     );
     let mut engine = rollout(&plan);
     let now = Instant::now();
-    let all_up = || Event::Polled(vec![Ok(World::with(4).views)]);
+    let all_up = || Event::Polled(Polled::new(vec![Ok(World::with(4).views)]));
     engine.start(now);
     engine.handle(Lane::Rollout, all_up(), now);
     let actions = engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
@@ -1300,7 +1310,7 @@ fn no_server_starts_while_one_in_flight_is_stopping_on_a_failure() {
     busy.views[0].sessions = 1;
     let actions = engine.handle(
         Lane::Server(0),
-        Event::Polled(vec![Ok(busy.views)]),
+        Event::Polled(Polled::new(vec![Ok(busy.views)])),
         now + Duration::from_secs(4),
     );
     assert!(
@@ -1360,7 +1370,7 @@ fn a_stalled_driver_leaves_every_server_in_flight_out_of_rotation_and_says_so() 
     let plan = plan_of(4, "capacity:\n  max_unavailable: 2\n");
     let mut engine = rollout(&plan);
     let now = Instant::now();
-    let all_up = || Event::Polled(vec![Ok(World::with(4).views)]);
+    let all_up = || Event::Polled(Polled::new(vec![Ok(World::with(4).views)]));
     engine.start(now);
     engine.handle(Lane::Rollout, all_up(), now);
     engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);

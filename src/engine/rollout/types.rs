@@ -3,14 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use crate::haproxy::{AdminTarget, ServerView};
+pub use super::super::observation::Polled;
+use crate::haproxy::AdminTarget;
 use crate::plan::{HookPoint, ServerName};
 
 /// What the driver reports back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Server views of every HAProxy, in plan order; an unreadable one carries its error.
-    Polled(Vec<Result<Vec<ServerView>, String>>),
+    Polled(Polled),
     /// The result of a state change or session shutdown on every HAProxy and backend.
     Changed(Result<(), String>),
     Restarted(Result<(), CommandFailure>),

@@ -8,7 +8,7 @@ impl Rollout {
     /// Where each recovered server goes on from, from what every HAProxy shows now.
     pub(in crate::engine::rollout) fn recover_from(
         &mut self,
-        views: &[Result<Vec<ServerView>, String>],
+        views: &Polled,
         since: Instant,
         now: Instant,
     ) -> Vec<Action> {

@@ -2,6 +2,7 @@
 //! checks passed after the restart, exactly UP; and an HAProxy that cannot be read.
 
 use super::*;
+use crate::engine::Polled;
 
 impl ServerRun {
     /// The server's view on every HAProxy and backend. An unreadable HAProxy is an error
@@ -9,18 +10,15 @@ impl ServerRun {
     /// run (`Err(Err(...))`) after.
     pub(super) fn views_of<'v>(
         &mut self,
-        views: &'v [Result<Vec<ServerView>, String>],
+        views: &'v Polled,
         now: Instant,
     ) -> Result<Vec<&'v ServerView>, Result<String, String>> {
         let server = self.server();
         let mut found = Vec::new();
         let mut problem = None;
         for (instance, result) in views.iter().enumerate() {
-            let views = match result {
-                Ok(views) => {
-                    self.unreadable_since[instance] = None;
-                    views
-                }
+            match result {
+                Ok(_) => self.unreadable_since[instance] = None,
                 Err(error) => {
                     let since = *self.unreadable_since[instance].get_or_insert(now);
                     let limit = self.settings.unreachable_timeouts[instance];
@@ -34,12 +32,9 @@ impl ServerRun {
                     problem = Some(format!("{}: {error}", self.settings.haproxy(instance)));
                     continue;
                 }
-            };
+            }
             for backend in self.settings.topology.backends(instance, self.index) {
-                match views
-                    .iter()
-                    .find(|view| view.backend == backend.as_str() && view.server == server.as_str())
-                {
+                match views.server(instance, backend.as_str(), server.as_str()) {
                     Some(view) => found.push(view),
                     None => {
                         return Err(Err(format!(
@@ -58,7 +53,7 @@ impl ServerRun {
 
     pub(super) fn after_sessions_poll(
         &mut self,
-        views: &[Result<Vec<ServerView>, String>],
+        views: &Polled,
         deadline: Instant,
         now: Instant,
     ) -> Vec<Step> {
@@ -137,7 +132,7 @@ impl ServerRun {
     /// server is put out of rotation and the run stops.
     pub(super) fn awaited_views<'v>(
         &mut self,
-        views: &'v [Result<Vec<ServerView>, String>],
+        views: &'v Polled,
         (deadline, now): (Instant, Instant),
         stage: Stage,
         what: &str,
@@ -162,7 +157,7 @@ impl ServerRun {
     /// (or, for a server HAProxy does not check, running) on every HAProxy and backend.
     pub(super) fn after_checks_poll(
         &mut self,
-        views: &[Result<Vec<ServerView>, String>],
+        views: &Polled,
         deadline: Instant,
         now: Instant,
     ) -> Vec<Step> {
@@ -221,7 +216,7 @@ impl ServerRun {
 
     pub(super) fn after_up_poll(
         &mut self,
-        views: &[Result<Vec<ServerView>, String>],
+        views: &Polled,
         deadline: Instant,
         now: Instant,
     ) -> Vec<Step> {
