@@ -1,5 +1,6 @@
-//! The exact sequence one server goes through, as data: `plan` prints it and `apply`
-//! follows it, so the preview cannot drift from what runs.
+//! The exact sequence one server goes through, as data, for `plan` to print. The engine
+//! (`rollout/server.rs`) runs it; `rollout/tests/preview.rs` runs the engine against a world
+//! where every step succeeds and fails if the two differ for any shipped plan.
 //!
 //! The HAProxy state sequence, and why (docs/how-it-works.md has the long form):
 //! drain (no new traffic; checks keep running) → zero sessions → maint (checks stop, so the

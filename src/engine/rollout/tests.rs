@@ -7,6 +7,7 @@ use crate::plan::BackendName;
 mod batches;
 mod canary;
 mod hooks;
+mod preview;
 mod recovery;
 mod sequence;
 mod stops;
