@@ -1,6 +1,6 @@
 //! Every effect a rollout has on the world, behind one narrow trait: the runtime API of each
 //! HAProxy (reads and changes), commands on a server's host (its restart, its hooks, asking
-//! whether one still runs), the health probe, and the journal. `Live` is the real world;
+//! whether one still runs), the health probe, and the journal. `RealWorld` is the real world;
 //! the driver's tests run it against a fake one.
 
 use std::future::Future;
@@ -56,7 +56,7 @@ pub trait Effects {
 }
 
 /// The real world: HAProxy runtime APIs, SSH, HTTP, the journal file.
-pub struct Live<'a> {
+pub struct RealWorld<'a> {
     pub clients: Vec<Client>,
     /// The SSH connections of this run (`None`: no host can be reached).
     pub ssh: Option<&'a SshPool>,
@@ -64,7 +64,7 @@ pub struct Live<'a> {
     pub journal: Mutex<Journal>,
 }
 
-impl Effects for Live<'_> {
+impl Effects for RealWorld<'_> {
     async fn servers(&self, instance: usize) -> Result<Vec<ServerView>, ClientError> {
         self.clients[instance].servers().await
     }
@@ -103,7 +103,7 @@ impl Effects for Live<'_> {
         deadline: Duration,
     ) -> Result<String, SshError> {
         match (host, self.ssh) {
-            (None, _) => crate::ssh::run_local(command, deadline).await,
+            (None, _) => crate::local::run(command, deadline).await,
             (Some(host), Some(ssh)) => ssh.run(host, command, deadline).await,
             (Some(host), None) => Err(SshError::Lost {
                 host: host.to_owned(),
@@ -115,7 +115,7 @@ impl Effects for Live<'_> {
 
     async fn check(&self, host: Option<&str>, marker: &Marker) -> Result<Tracked, String> {
         match (host, self.ssh) {
-            (None, _) => crate::ssh::check_local(marker).await,
+            (None, _) => crate::local::check(marker).await,
             (Some(host), Some(ssh)) => ssh.check(host, marker).await,
             (Some(_), None) => Err("no SSH settings for this run".to_owned()),
         }

@@ -13,6 +13,7 @@ pub mod exit;
 pub mod haproxy;
 pub mod health;
 pub mod journal;
+pub mod local;
 pub mod lock;
 pub mod plan;
 pub mod report;

@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::driver::{Driver, Interrupt, StartedCommand};
-use crate::effects::{Effects, Live};
+use crate::effects::{Effects, RealWorld};
 use crate::engine::rollout::{
     CommandKind, MayRun, Mode, Outcome, Recovered, RestartFact, Rollout, ServerState,
 };
-use crate::engine::{Observation, Outcome as Check, Preflight};
+use crate::engine::{Observation, Preflight, Verdict};
 use crate::exit::Exit;
 use crate::health::HealthChecker;
 use crate::journal::{self, Change, Interrupted, Journal, ProcessIdentity, Record};
@@ -389,7 +389,7 @@ impl Run<'_> {
                 return Ok(Exit::PreflightFailed);
             }
         };
-        for warning in preflight.with(Check::Warning) {
+        for warning in preflight.with(Verdict::Warning) {
             printer.warning(&warning.text);
         }
 
@@ -477,7 +477,7 @@ impl Run<'_> {
         spawn_signal_handler(interrupt.clone());
         let driver = Driver {
             plan,
-            effects: Live {
+            effects: RealWorld {
                 clients,
                 ssh: ssh.as_ref(),
                 health,

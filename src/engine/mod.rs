@@ -10,6 +10,6 @@ pub mod topology;
 
 pub use capacity::Limits;
 pub use observation::{Observation, Polled};
-pub use preflight::{Outcome, Preflight, Target};
+pub use preflight::{Preflight, Target, Verdict};
 pub use steps::{Step, server_steps};
 pub use topology::Topology;

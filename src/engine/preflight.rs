@@ -11,7 +11,7 @@ use crate::plan::PlaceholderValues;
 use crate::plan::{BackendName, Backends, MaxUnavailable, Placeholder, Plan, Server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
+pub enum Verdict {
     Pass,
     Warning,
     Blocked,
@@ -19,7 +19,7 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    pub outcome: Outcome,
+    pub verdict: Verdict,
     pub text: String,
 }
 
@@ -43,17 +43,17 @@ impl Preflight {
     pub fn blocked(&self) -> bool {
         self.checks
             .iter()
-            .any(|check| check.outcome == Outcome::Blocked)
+            .any(|check| check.verdict == Verdict::Blocked)
     }
 
-    pub fn with(&self, outcome: Outcome) -> impl Iterator<Item = &Check> {
+    pub fn with(&self, verdict: Verdict) -> impl Iterator<Item = &Check> {
         self.checks
             .iter()
-            .filter(move |check| check.outcome == outcome)
+            .filter(move |check| check.verdict == verdict)
     }
 
-    fn push(&mut self, outcome: Outcome, text: String) {
-        self.checks.push(Check { outcome, text });
+    fn push(&mut self, verdict: Verdict, text: String) {
+        self.checks.push(Check { verdict, text });
     }
 }
 
@@ -106,7 +106,7 @@ fn batch_check(plan: &Plan, observations: &[Observation], result: &mut Preflight
     let max = plan.capacity.max_unavailable;
     if max == MaxUnavailable::Count(1) {
         result.push(
-            Outcome::Pass,
+            Verdict::Pass,
             "batches: one server at a time (max_unavailable 1)".to_owned(),
         );
         return;
@@ -125,7 +125,7 @@ fn batch_check(plan: &Plan, observations: &[Observation], result: &mut Preflight
         })
         .collect();
     result.push(
-        Outcome::Pass,
+        Verdict::Pass,
         format!(
             "batches: up to {} server(s) at once (max_unavailable {max} per backend: {})",
             limits.most_at_once(),
@@ -146,18 +146,18 @@ fn check_instance(
     let snapshot = match &observation.state {
         Ok(snapshot) => snapshot,
         Err(error) => {
-            result.push(Outcome::Blocked, format!("{name}: {error}"));
+            result.push(Verdict::Blocked, format!("{name}: {error}"));
             return;
         }
     };
     let version = &snapshot.info.version;
     match snapshot.level {
         Some(Level::Admin) => result.push(
-            Outcome::Pass,
+            Verdict::Pass,
             format!("{name} ({}): HAProxy {version}, pid {}, socket at admin level", instance.socket, snapshot.info.pid),
         ),
         Some(level) => result.push(
-            Outcome::Blocked,
+            Verdict::Blocked,
             format!(
                 "{name} ({}): the socket is at level {}; changing server states needs `level admin` on its `stats socket` line",
                 instance.socket,
@@ -165,7 +165,7 @@ fn check_instance(
             ),
         ),
         None => result.push(
-            Outcome::Warning,
+            Verdict::Warning,
             format!(
                 "{name} ({}): HAProxy {version} cannot report its socket level (`show cli level` needs 2.2 or later); admin level is not proven",
                 instance.socket
@@ -174,14 +174,14 @@ fn check_instance(
     }
     if snapshot.info.stopping {
         result.push(
-            Outcome::Blocked,
+            Verdict::Blocked,
             format!("{name}: this HAProxy process is stopping (an old process after a reload?)"),
         );
     }
     let check_view = |view: &crate::haproxy::ServerView, result: &mut Preflight| {
         if ours.contains(&view.server.as_str()) {
             result.push(
-                Outcome::Pass,
+                Verdict::Pass,
                 format!(
                     "{name}: {}/{} is {} since the interrupted rollout; it is redone first",
                     view.backend,
@@ -201,7 +201,7 @@ fn check_instance(
                 let backends = result.topology.backends(index, server_index).to_vec();
                 if backends.is_empty() {
                     result.push(
-                        Outcome::Blocked,
+                        Verdict::Blocked,
                         format!(
                             "{name}: no backend has a server named {} (backends: auto)",
                             server.name
@@ -211,7 +211,7 @@ fn check_instance(
                 }
                 let names: Vec<&str> = backends.iter().map(BackendName::as_str).collect();
                 result.push(
-                    Outcome::Pass,
+                    Verdict::Pass,
                     format!("{name}: {} is in {}", server.name, names.join(", ")),
                 );
                 for backend in &backends {
@@ -226,7 +226,7 @@ fn check_instance(
     for backend in listed {
         if !snapshot.has_backend(backend.as_str()) {
             result.push(
-                Outcome::Blocked,
+                Verdict::Blocked,
                 format!("{name}: there is no backend `{backend}` (or it has no servers)"),
             );
             continue;
@@ -240,12 +240,12 @@ fn check_instance(
         }
         if missing.is_empty() {
             result.push(
-                Outcome::Pass,
+                Verdict::Pass,
                 format!("{name}: backend {backend} has every server of the plan"),
             );
         } else {
             result.push(
-                Outcome::Blocked,
+                Verdict::Blocked,
                 format!(
                     "{name}: backend {backend} has no server {}",
                     missing.join(", ")
@@ -261,12 +261,12 @@ fn check_server_state(instance: &str, view: &crate::haproxy::ServerView, result:
     let restore = format!("set server {}/{} state ready", view.backend, view.server);
     if view.admin.0 & AdminState::CMAINT != 0 {
         result.push(
-            Outcome::Blocked,
+            Verdict::Blocked,
             format!("{id} is disabled in the HAProxy configuration; it cannot be rolled: leave it out of the plan"),
         );
     } else if view.admin.in_maintenance() || view.admin.draining() {
         result.push(
-            Outcome::Blocked,
+            Verdict::Blocked,
             format!(
                 "{id} is out of rotation before the rollout ({}); the rollout would put it back into traffic. \
                  If it may take traffic, return it first (`{restore}`); otherwise leave it out of the plan",
@@ -275,7 +275,7 @@ fn check_server_state(instance: &str, view: &crate::haproxy::ServerView, result:
         );
     } else {
         for warning in view.warnings() {
-            result.push(Outcome::Warning, format!("{id}: {warning}"));
+            result.push(Verdict::Warning, format!("{id}: {warning}"));
         }
     }
 }
@@ -313,7 +313,7 @@ fn target(
             })
             .collect();
         result.push(
-            Outcome::Blocked,
+            Verdict::Blocked,
             format!("{name} has different addresses in different backends or HAProxy instances ({}); {{addr}}, {{port}} and the default SSH host need one", all.join(", ")),
         );
         return Target {
@@ -329,7 +329,7 @@ fn target(
     };
     if port.is_none() && server.health_url(plan).uses(Placeholder::Port) {
         result.push(
-            Outcome::Blocked,
+            Verdict::Blocked,
             format!("{name}: HAProxy knows no port for it, but its health URL uses {{port}}; set `health_url` for it"),
         );
     }
@@ -381,7 +381,7 @@ fn capacity_checks(
             let plural = if count == 1 { "" } else { "s" };
             checks.push(if leaves_enough(count, min_up) {
                 Check {
-                    outcome: Outcome::Pass,
+                    verdict: Verdict::Pass,
                     text: format!(
                         "capacity: draining {} leaves {backend} on {instance} with {count} other server{plural} in rotation ({listed}); min_up {min_up}",
                         server.name
@@ -389,7 +389,7 @@ fn capacity_checks(
                 }
             } else {
                 Check {
-                    outcome: Outcome::Blocked,
+                    verdict: Verdict::Blocked,
                     text: format!(
                         "capacity: {backend} on {instance} has {count} other server{plural} in rotation besides {} ({listed}); min_up {min_up}",
                         server.name

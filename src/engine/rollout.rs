@@ -30,8 +30,8 @@ mod types;
 use types::OldSessions;
 pub use types::*;
 
-pub use recovery::{Live, Mode, Recovered, RestartFact};
-use server::{ServerRun, Start, Step};
+pub use recovery::{LiveState, Mode, Recovered, RestartFact};
+use server::{EntryPoint, RunStep, ServerRun};
 
 /// The settings each server's run decides with, taken from the plan.
 #[derive(Debug, Clone)]
@@ -79,7 +79,7 @@ impl Settings {
 
 /// The coordinator's own effect in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Own {
+enum Task {
     Idle,
     /// Reading every HAProxy to decide where the recovered servers go on from.
     Recovering {
@@ -107,7 +107,7 @@ enum Own {
 
 /// Whether new servers may start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
+enum Halt {
     No,
     Interrupted,
     Failed,
@@ -140,11 +140,11 @@ pub struct Rollout {
     old_sessions: Vec<OldSessions>,
     /// Settling after an interrupted run: put right, restart nothing, stop.
     settling: bool,
-    own: Own,
+    task: Task,
     /// The next server's capacity is short while other servers of this rollout are out:
     /// wait for one of them to finish before checking again.
     blocked: bool,
-    stop: Stop,
+    halt: Halt,
     failures: Vec<String>,
     interruptions: Vec<String>,
     /// The `on_failure` hook may still run (it runs once; settling runs none).
@@ -224,9 +224,9 @@ impl Rollout {
             skipped: Vec::new(),
             old_sessions: Vec::new(),
             settling: false,
-            own: Own::Idle,
+            task: Task::Idle,
             blocked: false,
-            stop: Stop::No,
+            halt: Halt::No,
             failures: Vec::new(),
             interruptions: Vec::new(),
             hooks_enabled: true,
@@ -263,7 +263,7 @@ impl Rollout {
         }
         if mode == Mode::Settle {
             rollout.queue.clear();
-            rollout.stop = Stop::Interrupted;
+            rollout.halt = Halt::Interrupted;
             rollout.hooks_enabled = false;
             rollout.settling = true;
         }
@@ -295,7 +295,7 @@ impl Rollout {
     /// The first actions.
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
         if !self.recovering.is_empty() {
-            self.own = Own::Recovering { since: now };
+            self.task = Task::Recovering { since: now };
             return vec![Action::Run(Lane::Rollout, Effect::Poll)];
         }
         self.advance(now)
@@ -304,7 +304,7 @@ impl Rollout {
     /// Takes the result of a lane's effect and returns what to do next.
     pub fn handle(&mut self, lane: Lane, event: Event, now: Instant) -> Vec<Action> {
         match lane {
-            Lane::Rollout => self.handle_own(event, now),
+            Lane::Rollout => self.handle_task(event, now),
             Lane::Server(index) => {
                 let event = match event {
                     Event::Polled(mut views) => {
@@ -335,30 +335,30 @@ impl Rollout {
         }
     }
 
-    /// Stop at the next safe point: no new server starts; each server in flight stops at
+    /// Halt at the next safe point: no new server starts; each server in flight stops at
     /// its own next safe point (see `ServerRun::interrupt`).
     pub fn interrupt(&mut self, now: Instant) -> Vec<Action> {
-        if self.stop == Stop::No {
-            self.stop = Stop::Interrupted;
+        if self.halt == Halt::No {
+            self.halt = Halt::Interrupted;
         }
         for flight in self.flights.values_mut() {
             flight.interrupt_pending = true;
         }
-        if self.own == Own::Idle {
+        if self.task == Task::Idle {
             return self.advance(now);
         }
         Vec::new()
     }
 
-    /// Stop now: every effect in flight was abandoned; each touched server is left out of
+    /// Halt now: every effect in flight was abandoned; each touched server is left out of
     /// rotation (see `ServerRun::abort_now`).
     pub fn abort_now(&mut self, now: Instant) -> Vec<Action> {
-        if self.stop == Stop::No {
-            self.stop = Stop::Interrupted;
+        if self.halt == Halt::No {
+            self.halt = Halt::Interrupted;
         }
         if matches!(
-            self.own,
-            Own::CanaryWait { .. } | Own::CanaryCheck | Own::CanaryProbe { .. }
+            self.task,
+            Task::CanaryWait { .. } | Task::CanaryCheck | Task::CanaryProbe { .. }
         ) {
             self.interruptions
                 .push("aborted with --now during the canary pause".to_owned());
@@ -371,7 +371,7 @@ impl Rollout {
     /// The driver has nothing in flight and no finish: a bug. Every server in flight is
     /// left out of rotation (and reported so), as with `abort --now`.
     pub fn stalled(&mut self, now: Instant) -> Vec<Action> {
-        self.stop = Stop::Failed;
+        self.halt = Halt::Failed;
         self.failures
             .push("internal error: the rollout stalled with nothing in flight".to_owned());
         self.stop_all_now("stopped on an internal error", now)
@@ -380,8 +380,8 @@ impl Rollout {
     /// Every effect in flight was abandoned: each server in flight stops now (see
     /// `ServerRun::stop_now`); the coordinator's own effect is dropped.
     fn stop_all_now(&mut self, why: &str, now: Instant) -> Vec<Action> {
-        if self.own != Own::Finished {
-            self.own = Own::Idle;
+        if self.task != Task::Finished {
+            self.task = Task::Idle;
         }
         let mut actions = Vec::new();
         let indexes: Vec<usize> = self.flights.keys().copied().collect();
@@ -393,13 +393,13 @@ impl Rollout {
             let steps = flight.run.stop_now(why);
             actions.extend(self.follow(index, steps, now));
         }
-        if self.flights.is_empty() && self.own == Own::Idle {
+        if self.flights.is_empty() && self.task == Task::Idle {
             actions.extend(self.advance(now));
         }
         actions
     }
 
-    fn launch(&mut self, index: usize, start: Start, now: Instant) -> Vec<Action> {
+    fn launch(&mut self, index: usize, start: EntryPoint, now: Instant) -> Vec<Action> {
         let mut run = ServerRun::new(Arc::clone(&self.settings), index, start, self.settling);
         let steps = run.begin(now);
         self.flights.insert(
@@ -413,13 +413,13 @@ impl Rollout {
     }
 
     /// A server's steps, as the rollout's actions; a server that finished frees its place.
-    fn follow(&mut self, index: usize, steps: Vec<Step>, now: Instant) -> Vec<Action> {
+    fn follow(&mut self, index: usize, steps: Vec<RunStep>, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         for step in steps {
             match step {
-                Step::Run(effect) => actions.push(Action::Run(Lane::Server(index), effect)),
-                Step::Report(report) => actions.push(Action::Report(report)),
-                Step::Done(done) => {
+                RunStep::Run(effect) => actions.push(Action::Run(Lane::Server(index), effect)),
+                RunStep::Report(report) => actions.push(Action::Report(report)),
+                RunStep::Done(done) => {
                     self.flights.remove(&index);
                     self.results[index] = done.result;
                     if done.requeue {
@@ -431,8 +431,8 @@ impl Rollout {
                             self.fail(index, done.reason);
                         }
                         Outcome::Interrupted | Outcome::Paused => {
-                            if self.stop == Stop::No {
-                                self.stop = Stop::Interrupted;
+                            if self.halt == Halt::No {
+                                self.halt = Halt::Interrupted;
                             }
                             self.interruptions.extend(done.reason);
                         }
@@ -445,17 +445,17 @@ impl Rollout {
         actions
     }
 
-    fn handle_own(&mut self, event: Event, now: Instant) -> Vec<Action> {
-        match (std::mem::replace(&mut self.own, Own::Idle), event) {
-            (Own::Recovering { since }, Event::Polled(views)) => {
+    fn handle_task(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        match (std::mem::replace(&mut self.task, Task::Idle), event) {
+            (Task::Recovering { since }, Event::Polled(views)) => {
                 self.recover_from(&views, since, now)
             }
-            (Own::RecoveringWait { since }, Event::Waited) => {
-                self.own = Own::Recovering { since };
+            (Task::RecoveringWait { since }, Event::Waited) => {
+                self.task = Task::Recovering { since };
                 vec![Action::Run(Lane::Rollout, Effect::Poll)]
             }
-            (Own::Admitting(next), Event::Polled(views)) => self.admit(next, &views, now),
-            (Own::FailureHook, Event::HookDone(result)) => {
+            (Task::Admitting(next), Event::Polled(views)) => self.admit(next, &views, now),
+            (Task::FailureHook, Event::HookDone(result)) => {
                 if let (Err(error), Some(last)) = (result, self.failures.last_mut()) {
                     last.push_str(&format!(
                         "; its on_failure hook failed too: {}",
@@ -467,36 +467,36 @@ impl Rollout {
                 }
                 self.advance(now)
             }
-            (Own::CanaryWait { until }, Event::Waited) => {
-                if self.stop != Stop::No {
+            (Task::CanaryWait { until }, Event::Waited) => {
+                if self.halt != Halt::No {
                     self.interruptions
                         .push("stopped during the canary pause".to_owned());
                     return self.advance(now);
                 }
                 if now < until {
-                    self.own = Own::CanaryWait { until };
+                    self.task = Task::CanaryWait { until };
                     return vec![Action::Run(Lane::Rollout, Effect::Wait)];
                 }
-                self.own = Own::CanaryCheck;
+                self.task = Task::CanaryCheck;
                 vec![Action::Run(Lane::Rollout, Effect::Poll)]
             }
-            (Own::CanaryCheck, Event::Polled(views)) => self.after_canary_poll(&views, now),
-            (Own::CanaryProbe { next }, Event::Probed(Ok(()))) => {
+            (Task::CanaryCheck, Event::Polled(views)) => self.after_canary_poll(&views, now),
+            (Task::CanaryProbe { next }, Event::Probed(Ok(()))) => {
                 let canaries = self.canary.map_or(0, |(count, _)| count);
                 if next + 1 < canaries {
-                    self.own = Own::CanaryProbe { next: next + 1 };
+                    self.task = Task::CanaryProbe { next: next + 1 };
                     return vec![Action::Run(Lane::Rollout, Effect::Probe(next + 1))];
                 }
                 self.canary_passed = true;
                 self.advance(now)
             }
-            (Own::CanaryProbe { next }, Event::Probed(Err(error))) => {
+            (Task::CanaryProbe { next }, Event::Probed(Err(error))) => {
                 let server = self.settings.servers[next].clone();
                 self.canary_failed(format!("{server} is no longer healthy: {error}"), now)
             }
-            (own, event) => {
-                self.own = own;
-                self.internal_error(format!("{event:?} in {:?}", self.own), now)
+            (task, event) => {
+                self.task = task;
+                self.internal_error(format!("{event:?} in {:?}", self.task), now)
             }
         }
     }
@@ -504,7 +504,7 @@ impl Rollout {
     /// A failure of the rollout as a whole (not of a server's run): stop new starts, run
     /// the failure hook (for `server`), finish once the servers in flight are back.
     fn fail_rollout(&mut self, server: usize, reason: String, now: Instant) -> Vec<Action> {
-        if self.stop == Stop::Interrupted {
+        if self.halt == Halt::Interrupted {
             self.interruptions.push(reason);
         } else {
             self.fail(server, Some(reason));
@@ -515,26 +515,26 @@ impl Rollout {
     /// A failure: no new server starts, and the `on_failure` hook is due for `server` —
     /// once per rollout, and not once the operator asked to stop.
     fn fail(&mut self, server: usize, reason: Option<String>) {
-        if self.stop != Stop::Interrupted
+        if self.halt != Halt::Interrupted
             && self.hooks_enabled
             && self.settings.hooks.contains(&HookPoint::OnFailure)
         {
             self.hooks_enabled = false;
             self.failure_hook_due = Some(server);
         }
-        self.stop = Stop::Failed;
+        self.halt = Halt::Failed;
         self.failures.extend(reason);
     }
 
     /// An event nobody expects is a driver bug: no new server starts; those in flight
     /// finish their own way.
     fn internal_error(&mut self, reason: String, now: Instant) -> Vec<Action> {
-        self.stop = Stop::Failed;
+        self.halt = Halt::Failed;
         self.failures.push(format!("internal error: {reason}"));
-        if self.own == Own::Finished {
+        if self.task == Task::Finished {
             return Vec::new();
         }
-        self.own = Own::Idle;
+        self.task = Task::Idle;
         self.advance(now)
     }
 
@@ -551,10 +551,10 @@ impl Rollout {
 
     /// Nothing in flight, nothing more to start: the finish.
     fn conclude(&mut self) -> Action {
-        self.own = Own::Finished;
+        self.task = Task::Finished;
         let (outcome, reasons) = if !self.failures.is_empty() {
             (Outcome::Failed, &self.failures)
-        } else if self.stop == Stop::Interrupted || !self.interruptions.is_empty() {
+        } else if self.halt == Halt::Interrupted || !self.interruptions.is_empty() {
             (Outcome::Interrupted, &self.interruptions)
         } else {
             (Outcome::Success, &self.interruptions)

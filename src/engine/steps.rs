@@ -12,7 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::haproxy::{AdminTarget, Command};
+use crate::haproxy::{AdminTarget, RuntimeCommand};
 use crate::plan::duration::HumanDuration;
 use crate::plan::template::health_url;
 use crate::plan::template::{PlaceholderValues, remote_command};
@@ -162,7 +162,7 @@ pub fn server_steps(
             server_index,
             &server.name,
             |backend, name| {
-                Command::SetState {
+                RuntimeCommand::SetState {
                     backend,
                     server: name,
                     state,
@@ -194,7 +194,7 @@ pub fn server_steps(
         server_index,
         &server.name,
         |backend, name| {
-            Command::SetState {
+            RuntimeCommand::SetState {
                 backend,
                 server: name,
                 state: AdminTarget::Maint,
@@ -208,7 +208,7 @@ pub fn server_steps(
         server_index,
         &server.name,
         |backend, name| {
-            Command::ShutdownSessions {
+            RuntimeCommand::ShutdownSessions {
                 backend,
                 server: name,
             }

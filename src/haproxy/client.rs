@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::proto::{
-    self, AdminTarget, Command, Info, Level, ProtoError, ReplyError, ServerStateRow, StatRow,
+    self, AdminTarget, Info, Level, ProtoError, ReplyError, RuntimeCommand, ServerStateRow, StatRow,
 };
 use super::view::{ServerView, Snapshot};
 use crate::plan::{BackendName, ServerName, SocketAddress};
@@ -94,7 +94,7 @@ impl Client {
     }
 
     /// Sends one command and returns the whole reply.
-    pub async fn request(&self, command: &Command<'_>) -> Result<String, ClientError> {
+    pub async fn request(&self, command: &RuntimeCommand<'_>) -> Result<String, ClientError> {
         let line = command.to_string();
         debug_assert!(
             !line.contains(['\n', ';']),
@@ -200,7 +200,7 @@ impl Client {
         }
     }
 
-    fn reply_error(&self, command: &Command<'_>, error: ReplyError) -> ClientError {
+    fn reply_error(&self, command: &RuntimeCommand<'_>, error: ReplyError) -> ClientError {
         let address = self.address.to_string();
         match (error, command) {
             (ReplyError::PermissionDenied, _) => ClientError::PermissionDenied {
@@ -209,20 +209,20 @@ impl Client {
             },
             (
                 ReplyError::NoSuchBackend,
-                Command::SetState { backend, .. }
-                | Command::ShutdownSessions { backend, .. }
-                | Command::SetWeight { backend, .. },
+                RuntimeCommand::SetState { backend, .. }
+                | RuntimeCommand::ShutdownSessions { backend, .. }
+                | RuntimeCommand::SetWeight { backend, .. },
             ) => ClientError::NoSuchBackend {
                 address,
                 backend: backend.to_string(),
             },
             (
                 ReplyError::NoSuchServer,
-                Command::SetState {
+                RuntimeCommand::SetState {
                     backend, server, ..
                 }
-                | Command::ShutdownSessions { backend, server }
-                | Command::SetWeight {
+                | RuntimeCommand::ShutdownSessions { backend, server }
+                | RuntimeCommand::SetWeight {
                     backend, server, ..
                 },
             ) => ClientError::NoSuchServer {
@@ -240,7 +240,7 @@ impl Client {
 
     fn parse<T>(
         &self,
-        command: &Command<'_>,
+        command: &RuntimeCommand<'_>,
         reply: &str,
         parse: impl Fn(&str) -> Result<T, ProtoError>,
     ) -> Result<T, ClientError> {
@@ -258,19 +258,19 @@ impl Client {
     }
 
     pub async fn show_stat(&self) -> Result<Vec<StatRow>, ClientError> {
-        let command = Command::ShowStatServers;
+        let command = RuntimeCommand::ShowStatServers;
         let reply = self.request(&command).await?;
         self.parse(&command, &reply, proto::parse_show_stat)
     }
 
     pub async fn servers_state(&self) -> Result<Vec<ServerStateRow>, ClientError> {
-        let command = Command::ShowServersState;
+        let command = RuntimeCommand::ShowServersState;
         let reply = self.request(&command).await?;
         self.parse(&command, &reply, proto::parse_servers_state)
     }
 
     pub async fn info(&self) -> Result<Info, ClientError> {
-        let command = Command::ShowInfo;
+        let command = RuntimeCommand::ShowInfo;
         let reply = self.request(&command).await?;
         self.parse(&command, &reply, proto::parse_info)
     }
@@ -278,7 +278,7 @@ impl Client {
     /// The level of this socket, read without changing anything; `None` if this HAProxy
     /// cannot say.
     pub async fn level(&self) -> Result<Option<Level>, ClientError> {
-        let reply = self.request(&Command::ShowCliLevel).await?;
+        let reply = self.request(&RuntimeCommand::ShowCliLevel).await?;
         Ok(proto::parse_cli_level(&reply))
     }
 
@@ -309,7 +309,7 @@ impl Client {
         server: &ServerName,
         state: AdminTarget,
     ) -> Result<(), ClientError> {
-        self.change(&Command::SetState {
+        self.change(&RuntimeCommand::SetState {
             backend,
             server,
             state,
@@ -322,7 +322,7 @@ impl Client {
         backend: &BackendName,
         server: &ServerName,
     ) -> Result<(), ClientError> {
-        self.change(&Command::ShutdownSessions { backend, server })
+        self.change(&RuntimeCommand::ShutdownSessions { backend, server })
             .await
     }
 
@@ -332,7 +332,7 @@ impl Client {
         server: &ServerName,
         weight: u16,
     ) -> Result<(), ClientError> {
-        self.change(&Command::SetWeight {
+        self.change(&RuntimeCommand::SetWeight {
             backend,
             server,
             weight,
@@ -340,7 +340,7 @@ impl Client {
         .await
     }
 
-    async fn change(&self, command: &Command<'_>) -> Result<(), ClientError> {
+    async fn change(&self, command: &RuntimeCommand<'_>) -> Result<(), ClientError> {
         let reply = self.request(command).await?;
         proto::check_change_reply(&reply).map_err(|error| self.reply_error(command, error))
     }

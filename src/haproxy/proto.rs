@@ -12,7 +12,7 @@ use crate::plan::{BackendName, ServerName};
 /// A runtime-API command. Names are validated types, so no command can carry `;`, a space
 /// or a newline into the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command<'a> {
+pub enum RuntimeCommand<'a> {
     /// `show stat -1 4 -1`: every server row of every backend.
     ShowStatServers,
     /// `show servers state`: admin bitmask, operational state, address and port.
@@ -56,24 +56,24 @@ impl AdminTarget {
     }
 }
 
-impl Command<'_> {
+impl RuntimeCommand<'_> {
     /// Whether the command changes HAProxy state (and so needs admin level).
     pub fn changes_state(&self) -> bool {
         matches!(
             self,
-            Command::SetState { .. } | Command::ShutdownSessions { .. }
+            RuntimeCommand::SetState { .. } | RuntimeCommand::ShutdownSessions { .. }
         )
     }
 }
 
-impl fmt::Display for Command<'_> {
+impl fmt::Display for RuntimeCommand<'_> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::ShowStatServers => formatter.write_str("show stat -1 4 -1"),
-            Command::ShowServersState => formatter.write_str("show servers state"),
-            Command::ShowInfo => formatter.write_str("show info"),
-            Command::ShowCliLevel => formatter.write_str("show cli level"),
-            Command::SetState {
+            RuntimeCommand::ShowStatServers => formatter.write_str("show stat -1 4 -1"),
+            RuntimeCommand::ShowServersState => formatter.write_str("show servers state"),
+            RuntimeCommand::ShowInfo => formatter.write_str("show info"),
+            RuntimeCommand::ShowCliLevel => formatter.write_str("show cli level"),
+            RuntimeCommand::SetState {
                 backend,
                 server,
                 state,
@@ -82,10 +82,10 @@ impl fmt::Display for Command<'_> {
                 "set server {backend}/{server} state {}",
                 state.as_str()
             ),
-            Command::ShutdownSessions { backend, server } => {
+            RuntimeCommand::ShutdownSessions { backend, server } => {
                 write!(formatter, "shutdown sessions server {backend}/{server}")
             }
-            Command::SetWeight {
+            RuntimeCommand::SetWeight {
                 backend,
                 server,
                 weight,
@@ -555,20 +555,23 @@ mod tests {
     #[test]
     fn formats_commands_from_validated_names() {
         let (backend, server) = names();
-        let drain = Command::SetState {
+        let drain = RuntimeCommand::SetState {
             backend: &backend,
             server: &server,
             state: AdminTarget::Drain,
         };
         assert_eq!(drain.to_string(), "set server be_app/app1 state drain");
         assert!(drain.changes_state());
-        let shutdown = Command::ShutdownSessions {
+        let shutdown = RuntimeCommand::ShutdownSessions {
             backend: &backend,
             server: &server,
         };
         assert_eq!(shutdown.to_string(), "shutdown sessions server be_app/app1");
-        assert_eq!(Command::ShowStatServers.to_string(), "show stat -1 4 -1");
-        assert!(!Command::ShowServersState.changes_state());
+        assert_eq!(
+            RuntimeCommand::ShowStatServers.to_string(),
+            "show stat -1 4 -1"
+        );
+        assert!(!RuntimeCommand::ShowServersState.changes_state());
     }
 
     #[test]
@@ -576,7 +579,7 @@ mod tests {
         // The names cannot hold one; this guards the formatting itself.
         let (backend, server) = names();
         for state in [AdminTarget::Ready, AdminTarget::Drain, AdminTarget::Maint] {
-            let line = Command::SetState {
+            let line = RuntimeCommand::SetState {
                 backend: &backend,
                 server: &server,
                 state,

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::OutputFormat;
 use super::{EMPHASIS, ERROR, OK, Printer, WARNING};
-use crate::engine::{Outcome, Preflight, Step};
+use crate::engine::{Preflight, Step, Verdict};
 use crate::haproxy::ServerView;
 use crate::plan::{Plan, Server};
 
@@ -139,10 +139,10 @@ impl Printer {
                 .checks
                 .iter()
                 .map(|check| {
-                    let outcome = match check.outcome {
-                        Outcome::Pass => "pass",
-                        Outcome::Warning => "warning",
-                        Outcome::Blocked => "blocked",
+                    let outcome = match check.verdict {
+                        Verdict::Pass => "pass",
+                        Verdict::Warning => "warning",
+                        Verdict::Blocked => "blocked",
                     };
                     json!({"outcome": outcome, "text": check.text})
                 })
@@ -178,10 +178,10 @@ impl Printer {
         self.out("");
         self.out(&self.paint(EMPHASIS, "pre-flight (read-only)"));
         for check in &preflight.checks {
-            let mark = match check.outcome {
-                Outcome::Pass => self.paint(OK, "ok     "),
-                Outcome::Warning => self.paint(WARNING, "warning"),
-                Outcome::Blocked => self.paint(ERROR, "BLOCKED"),
+            let mark = match check.verdict {
+                Verdict::Pass => self.paint(OK, "ok     "),
+                Verdict::Warning => self.paint(WARNING, "warning"),
+                Verdict::Blocked => self.paint(ERROR, "BLOCKED"),
             };
             self.out(&format!("  {mark} {}", check.text));
         }
@@ -201,7 +201,7 @@ impl Printer {
         if would_run {
             self.out(&self.paint(OK, "pre-flight passed: apply could start now"));
         } else {
-            let blockers = preflight.with(Outcome::Blocked).count();
+            let blockers = preflight.with(Verdict::Blocked).count();
             self.out(&self.paint(
                 ERROR,
                 &format!("pre-flight failed: {blockers} problem(s) block the rollout now (marked BLOCKED); nothing was changed"),

@@ -7,11 +7,11 @@ use super::*;
 impl Rollout {
     /// Starts what may start now; finishes when nothing is left in flight or to start.
     pub(super) fn advance(&mut self, now: Instant) -> Vec<Action> {
-        if self.own != Own::Idle {
+        if self.task != Task::Idle {
             return Vec::new();
         }
         if let Some(server) = self.failure_hook_due.take() {
-            self.own = Own::FailureHook;
+            self.task = Task::FailureHook;
             return vec![
                 Action::Report(Report::Stage {
                     server: self.settings.servers[server].clone(),
@@ -20,7 +20,7 @@ impl Rollout {
                 Action::Run(Lane::Rollout, Effect::Hook(HookPoint::OnFailure, server)),
             ];
         }
-        if self.stop != Stop::No {
+        if self.halt != Halt::No {
             return if self.flights.is_empty() {
                 vec![self.conclude()]
             } else {
@@ -43,7 +43,7 @@ impl Rollout {
             }
             return match pause {
                 CanaryPause::Manual => {
-                    self.own = Own::Finished;
+                    self.task = Task::Finished;
                     vec![Action::Finish(Finish {
                         outcome: Outcome::Paused,
                         reason: Some(format!(
@@ -53,7 +53,7 @@ impl Rollout {
                     })]
                 }
                 CanaryPause::For(duration) => {
-                    self.own = Own::CanaryWait {
+                    self.task = Task::CanaryWait {
                         until: now + duration,
                     };
                     vec![Action::Run(Lane::Rollout, Effect::Wait)]
@@ -71,7 +71,7 @@ impl Rollout {
         {
             return Vec::new();
         }
-        self.own = Own::Admitting(next);
+        self.task = Task::Admitting(next);
         vec![
             Action::Report(Report::Stage {
                 server: self.settings.servers[next].clone(),
@@ -101,7 +101,7 @@ impl Rollout {
         now: Instant,
     ) -> Vec<Action> {
         // A failure (or a stop) since the poll began: `next` does not start.
-        if self.stop != Stop::No || self.flights.values().any(|flight| flight.run.failing()) {
+        if self.halt != Halt::No || self.flights.values().any(|flight| flight.run.failing()) {
             return self.advance(now);
         }
         let server = &self.settings.servers[next];
@@ -139,7 +139,7 @@ impl Rollout {
         match shortfall {
             None => {
                 self.queue.pop_front();
-                self.launch(next, Start::Checked, now)
+                self.launch(next, EntryPoint::Checked, now)
             }
             // Servers of this rollout are out: one of them coming back may make room.
             Some(reason) if !self.flights.is_empty() => {

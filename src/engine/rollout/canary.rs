@@ -41,7 +41,7 @@ impl Rollout {
                 }
             }
         }
-        self.own = Own::CanaryProbe { next: 0 };
+        self.task = Task::CanaryProbe { next: 0 };
         vec![Action::Run(Lane::Rollout, Effect::Probe(0))]
     }
 

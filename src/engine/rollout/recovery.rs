@@ -4,7 +4,7 @@
 //! never from the journal alone. `resume` and `abort` both start here.
 
 use super::Polled;
-use super::server::{AfterCommand, Start};
+use super::server::{AfterCommand, EntryPoint};
 use super::{CommandKind, MayRun, ServerState, Settings};
 use crate::haproxy::AdminTarget;
 use crate::plan::HookPoint;
@@ -39,7 +39,7 @@ pub struct Recovered {
 
 /// A server's admin state on every HAProxy and backend, now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Live {
+pub enum LiveState {
     /// Ready on at least one HAProxy: it may take new traffic.
     InTraffic,
     /// Ready nowhere, draining somewhere.
@@ -48,12 +48,12 @@ pub enum Live {
     Maintenance { sessions: u64 },
 }
 
-impl Live {
+impl LiveState {
     pub fn text(self) -> String {
         match self {
-            Live::InTraffic => "in traffic (ready)".to_owned(),
-            Live::Draining { sessions } => format!("draining, {sessions} session(s)"),
-            Live::Maintenance { sessions } => format!("in maintenance, {sessions} session(s)"),
+            LiveState::InTraffic => "in traffic (ready)".to_owned(),
+            LiveState::Draining { sessions } => format!("draining, {sessions} session(s)"),
+            LiveState::Maintenance { sessions } => format!("in maintenance, {sessions} session(s)"),
         }
     }
 }
@@ -66,7 +66,7 @@ pub(super) enum Decision {
     Queue,
     /// Nothing to do; its state for the summary.
     Leave(ServerState),
-    Start(Start),
+    Start(EntryPoint),
 }
 
 impl Decision {
@@ -79,22 +79,22 @@ impl Decision {
                 "skipped (--skip): left as it is, not touched"
             }
             Decision::Leave(_) => "it was never restarted and stays in traffic",
-            Decision::Start(Start::RestartAfterSessions) => {
+            Decision::Start(EntryPoint::RestartAfterSessions) => {
                 "its restart is redone once no session is left on it"
             }
-            Decision::Start(Start::AfterRestart { .. }) => {
+            Decision::Start(EntryPoint::AfterRestart { .. }) => {
                 "it returns to traffic only once its health and HAProxy's checks pass"
             }
-            Decision::Start(Start::ConfirmUp { .. }) => {
+            Decision::Start(EntryPoint::ConfirmUp { .. }) => {
                 "it was restarted and is in traffic: confirmed once exactly UP"
             }
-            Decision::Start(Start::ReturnUnrestarted) => {
+            Decision::Start(EntryPoint::ReturnUnrestarted) => {
                 "it was never restarted and returns to traffic"
             }
-            Decision::Start(Start::AwaitCommand { .. }) => {
+            Decision::Start(EntryPoint::AwaitCommand { .. }) => {
                 "it stays in maintenance until that command can no longer run"
             }
-            Decision::Start(Start::Checked) => "it starts again",
+            Decision::Start(EntryPoint::Checked) => "it starts again",
         }
     }
 }
@@ -104,22 +104,24 @@ fn after_command(decision: Decision) -> AfterCommand {
     match decision {
         Decision::Queue => AfterCommand::Queue,
         Decision::Leave(state) => AfterCommand::Leave(state),
-        Decision::Start(Start::RestartAfterSessions) => AfterCommand::RestartAfterSessions,
-        Decision::Start(Start::ConfirmUp { restart_known }) => {
+        Decision::Start(EntryPoint::RestartAfterSessions) => AfterCommand::RestartAfterSessions,
+        Decision::Start(EntryPoint::ConfirmUp { restart_known }) => {
             AfterCommand::ConfirmUp { restart_known }
         }
-        Decision::Start(Start::ReturnUnrestarted) => AfterCommand::ReturnUnrestarted,
-        Decision::Start(Start::AfterRestart { restart_known }) => {
+        Decision::Start(EntryPoint::ReturnUnrestarted) => AfterCommand::ReturnUnrestarted,
+        Decision::Start(EntryPoint::AfterRestart { restart_known }) => {
             AfterCommand::Probe { restart_known }
         }
-        Decision::Start(Start::Checked | Start::AwaitCommand { .. }) => AfterCommand::Probe {
-            restart_known: false,
-        },
+        Decision::Start(EntryPoint::Checked | EntryPoint::AwaitCommand { .. }) => {
+            AfterCommand::Probe {
+                restart_known: false,
+            }
+        }
     }
 }
 
 /// The server's state on every HAProxy and backend it is in; `Err` names what is missing.
-pub(super) fn live(settings: &Settings, index: usize, views: &Polled) -> Result<Live, String> {
+pub(super) fn live(settings: &Settings, index: usize, views: &Polled) -> Result<LiveState, String> {
     let server = &settings.servers[index];
     let (mut ready, mut draining, mut sessions) = (false, false, 0);
     for (instance, result) in views.iter().enumerate() {
@@ -144,11 +146,11 @@ pub(super) fn live(settings: &Settings, index: usize, views: &Polled) -> Result<
         }
     }
     Ok(if ready {
-        Live::InTraffic
+        LiveState::InTraffic
     } else if draining {
-        Live::Draining { sessions }
+        LiveState::Draining { sessions }
     } else {
-        Live::Maintenance { sessions }
+        LiveState::Maintenance { sessions }
     })
 }
 
@@ -157,7 +159,7 @@ pub(super) fn live(settings: &Settings, index: usize, views: &Polled) -> Result<
 /// a server whose command may still run stays out of rotation until it cannot (property 9).
 pub(super) fn decide(
     mode: Mode,
-    live: Live,
+    live: LiveState,
     restart: RestartFact,
     may_run: Option<MayRun>,
 ) -> Decision {
@@ -171,18 +173,18 @@ pub(super) fn decide(
             may_run.what,
             CommandKind::Restart | CommandKind::Hook(HookPoint::AfterRestart)
         );
-        let secure = (holds_out && live == Live::InTraffic).then_some(AdminTarget::Drain);
+        let secure = (holds_out && live == LiveState::InTraffic).then_some(AdminTarget::Drain);
         let secured = if secure.is_some() {
-            Live::Draining { sessions: 0 }
+            LiveState::Draining { sessions: 0 }
         } else {
             live
         };
-        return Decision::Start(Start::AwaitCommand {
+        return Decision::Start(EntryPoint::AwaitCommand {
             may_run,
             holding: match live {
-                Live::InTraffic => None,
-                Live::Draining { .. } => Some(AdminTarget::Drain),
-                Live::Maintenance { .. } => Some(AdminTarget::Maint),
+                LiveState::InTraffic => None,
+                LiveState::Draining { .. } => Some(AdminTarget::Drain),
+                LiveState::Maintenance { .. } => Some(AdminTarget::Maint),
             },
             secure,
             then: after_command(decide(mode, live, restart, None)),
@@ -191,28 +193,30 @@ pub(super) fn decide(
     }
     let restart_known = restart == RestartFact::Succeeded;
     match (mode, live, restart) {
-        (Mode::Resume, Live::InTraffic, RestartFact::Succeeded)
-        | (Mode::Settle, Live::InTraffic, RestartFact::Succeeded | RestartFact::MayHaveRun) => {
-            Decision::Start(Start::ConfirmUp { restart_known })
+        (Mode::Resume, LiveState::InTraffic, RestartFact::Succeeded)
+        | (Mode::Settle, LiveState::InTraffic, RestartFact::Succeeded | RestartFact::MayHaveRun) => {
+            Decision::Start(EntryPoint::ConfirmUp { restart_known })
         }
-        (Mode::Resume, Live::InTraffic, _) => Decision::Queue,
-        (Mode::Settle, Live::InTraffic, RestartFact::NotSent) => {
+        (Mode::Resume, LiveState::InTraffic, _) => Decision::Queue,
+        (Mode::Settle, LiveState::InTraffic, RestartFact::NotSent) => {
             Decision::Leave(ServerState::ReturnedUnrestarted)
         }
-        (_, Live::Draining { .. } | Live::Maintenance { .. }, RestartFact::Succeeded) => {
-            Decision::Start(Start::AfterRestart { restart_known })
+        (_, LiveState::Draining { .. } | LiveState::Maintenance { .. }, RestartFact::Succeeded) => {
+            Decision::Start(EntryPoint::AfterRestart { restart_known })
         }
-        (Mode::Resume, Live::Draining { .. } | Live::Maintenance { .. }, _) => {
-            Decision::Start(Start::RestartAfterSessions)
-        }
-        (Mode::Settle, Live::Draining { .. } | Live::Maintenance { .. }, RestartFact::NotSent) => {
-            Decision::Start(Start::ReturnUnrestarted)
+        (Mode::Resume, LiveState::Draining { .. } | LiveState::Maintenance { .. }, _) => {
+            Decision::Start(EntryPoint::RestartAfterSessions)
         }
         (
             Mode::Settle,
-            Live::Draining { .. } | Live::Maintenance { .. },
+            LiveState::Draining { .. } | LiveState::Maintenance { .. },
+            RestartFact::NotSent,
+        ) => Decision::Start(EntryPoint::ReturnUnrestarted),
+        (
+            Mode::Settle,
+            LiveState::Draining { .. } | LiveState::Maintenance { .. },
             RestartFact::MayHaveRun,
-        ) => Decision::Start(Start::AfterRestart { restart_known }),
+        ) => Decision::Start(EntryPoint::AfterRestart { restart_known }),
     }
 }
 

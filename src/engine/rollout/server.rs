@@ -23,7 +23,7 @@ use crate::plan::{HookPoint, OnDrainTimeout, ServerName};
 
 /// Where a server's run begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Start {
+pub(super) enum EntryPoint {
     /// Its capacity check just passed: the `before_drain` hook, then the drain.
     Checked,
     /// Out of rotation already (an earlier run drained it): its restart is redone once no
@@ -68,7 +68,7 @@ pub(super) enum AfterCommand {
     Leave(ServerState),
 }
 
-pub(super) enum Step {
+pub(super) enum RunStep {
     Run(Effect),
     Report(Report),
     Done(Done),
@@ -137,7 +137,7 @@ enum Phase {
 
 /// How the run is being stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Stop {
+enum Stopping {
     No,
     /// The operator asked to stop at the next safe point.
     Interrupted,
@@ -151,7 +151,7 @@ pub(super) struct ServerRun {
     index: usize,
     result: ServerResult,
     phase: Phase,
-    start: Option<Start>,
+    start: Option<EntryPoint>,
     started: Option<Instant>,
     drained: Option<Instant>,
     restarted: Option<Instant>,
@@ -161,7 +161,7 @@ pub(super) struct ServerRun {
     last_sessions: Option<u64>,
     /// Per HAProxy instance: since when every poll of it failed.
     unreadable_since: Vec<Option<Instant>>,
-    stop: Stop,
+    stop: Stopping,
     /// Settling after an interrupted rollout runs no hooks: it only puts a server right.
     hooks_enabled: bool,
     /// What follows once a command that may have been running can no longer run.
@@ -179,7 +179,7 @@ pub(super) struct ServerRun {
 
 impl ServerRun {
     /// `settling`: after an interrupted rollout, only put right, then stop (no hooks).
-    pub fn new(settings: Arc<Settings>, index: usize, start: Start, settling: bool) -> Self {
+    pub fn new(settings: Arc<Settings>, index: usize, start: EntryPoint, settling: bool) -> Self {
         ServerRun {
             unreadable_since: vec![None; settings.unreachable_timeouts.len()],
             result: ServerResult {
@@ -201,9 +201,9 @@ impl ServerRun {
             sent: None,
             last_sessions: None,
             stop: if settling {
-                Stop::Interrupted
+                Stopping::Interrupted
             } else {
-                Stop::No
+                Stopping::No
             },
             hooks_enabled: !settling,
             after_command: AfterCommand::Probe {
@@ -222,19 +222,19 @@ impl ServerRun {
         self.result.server.clone()
     }
 
-    fn run(effect: Effect) -> Vec<Step> {
-        vec![Step::Run(effect)]
+    fn run(effect: Effect) -> Vec<RunStep> {
+        vec![RunStep::Run(effect)]
     }
 
-    fn stage(&self, stage: Stage) -> Step {
-        Step::Report(Report::Stage {
+    fn stage(&self, stage: Stage) -> RunStep {
+        RunStep::Report(Report::Stage {
             server: self.server(),
             stage,
         })
     }
 
     fn interrupted(&self) -> bool {
-        self.stop == Stop::Interrupted
+        self.stop == Stopping::Interrupted
     }
 
     /// Draining and not yet restarted: sessions held by an old HAProxy process (after a
@@ -290,24 +290,24 @@ impl ServerRun {
     }
 
     /// The first steps.
-    pub fn begin(&mut self, now: Instant) -> Vec<Step> {
+    pub fn begin(&mut self, now: Instant) -> Vec<RunStep> {
         self.started = Some(now);
-        match self.start.take().unwrap_or(Start::Checked) {
-            Start::ReturnUnrestarted => {
+        match self.start.take().unwrap_or(EntryPoint::Checked) {
+            EntryPoint::ReturnUnrestarted => {
                 self.result.state = ServerState::Unknown;
                 self.return_unrestarted("settled after an interrupted rollout")
             }
-            Start::AfterRestart { restart_known } => {
+            EntryPoint::AfterRestart { restart_known } => {
                 self.result.state = ServerState::Unknown;
                 self.restart_unknown = !restart_known;
                 self.start_probing(now)
             }
-            Start::ConfirmUp { restart_known } => self.confirm_up(restart_known, now),
-            Start::RestartAfterSessions => {
+            EntryPoint::ConfirmUp { restart_known } => self.confirm_up(restart_known, now),
+            EntryPoint::RestartAfterSessions => {
                 self.result.state = ServerState::OutOfRotation;
                 self.wait_for_sessions(now)
             }
-            Start::AwaitCommand {
+            EntryPoint::AwaitCommand {
                 may_run,
                 holding,
                 secure,
@@ -324,7 +324,7 @@ impl ServerRun {
                 self.then_secured = then_secured;
                 self.wait_for_command(may_run, now)
             }
-            Start::Checked => {
+            EntryPoint::Checked => {
                 if self.has_hook(HookPoint::BeforeDrain) {
                     return self.run_hook(HookPoint::BeforeDrain, Phase::BeforeDrainHook, now);
                 }
@@ -334,7 +334,7 @@ impl ServerRun {
     }
 
     /// Takes the result of its last effect and returns what to do next.
-    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Step> {
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<RunStep> {
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         match (phase, event) {
             (Phase::Draining, Event::Changed(Ok(()))) => {
@@ -347,7 +347,7 @@ impl ServerRun {
                 };
                 vec![
                     self.stage(Stage::WaitingForSessions),
-                    Step::Run(Effect::Poll),
+                    RunStep::Run(Effect::Poll),
                 ]
             }
             // Part of the drain may have landed: put the server back everywhere.
@@ -365,7 +365,7 @@ impl ServerRun {
             }
             (Phase::ForcingShutdown { sessions }, Event::Changed(Ok(()))) => {
                 self.result.sessions_cut = Some(sessions);
-                let mut steps = vec![Step::Report(Report::SessionsCut {
+                let mut steps = vec![RunStep::Report(Report::SessionsCut {
                     server: self.server(),
                     sessions,
                 })];
@@ -419,7 +419,7 @@ impl ServerRun {
                             .fail(Stage::Restarting, format!("the restart failed: {error}"));
                     }
                     Err(CommandFailure::Unknown(error)) => {
-                        self.stop = Stop::AfterThisServer(format!(
+                        self.stop = Stopping::AfterThisServer(format!(
                             "the restart's outcome is unknown ({error}); {} stayed out of rotation until the restart could no longer run, was then settled by its health and HAProxy's checks, and the rollout stopped",
                             self.server()
                         ));
@@ -456,7 +456,7 @@ impl ServerRun {
                 self.phase = Phase::LeavingMaint;
                 vec![
                     self.stage(Stage::WaitingForChecks),
-                    Step::Run(Effect::SetState(self.server(), AdminTarget::Drain)),
+                    RunStep::Run(Effect::SetState(self.server(), AdminTarget::Drain)),
                 ]
             }
             (Phase::Probing { deadline, .. }, Event::Probed(Err(error))) => {
@@ -536,7 +536,7 @@ impl ServerRun {
                 };
                 let mut steps = Vec::new();
                 if outcome == Outcome::Failed {
-                    steps.push(Step::Report(Report::ServerFailed {
+                    steps.push(RunStep::Report(Report::ServerFailed {
                         server: self.server(),
                         stage,
                         reason: reason.clone(),
@@ -566,7 +566,7 @@ impl ServerRun {
             }
             (Phase::AfterRestartHook, Event::HookDone(Ok(()))) => self.start_probing(now),
             (Phase::AfterRestartHook, Event::HookDone(Err(CommandFailure::Unknown(error)))) => {
-                self.stop = Stop::AfterThisServer(format!(
+                self.stop = Stopping::AfterThisServer(format!(
                     "the outcome of its after_restart hook is unknown ({error}); {} stayed out of rotation until the hook could no longer run, was then settled by its health and HAProxy's checks, and the rollout stopped",
                     self.server()
                 ));
@@ -587,7 +587,7 @@ impl ServerRun {
                 );
                 let outcome = self.failure_outcome();
                 let mut steps = self.note_unknown(&error);
-                steps.push(Step::Report(Report::ServerFailed {
+                steps.push(RunStep::Report(Report::ServerFailed {
                     server: self.server(),
                     stage: Stage::Hook(HookPoint::AfterReady),
                     reason: reason.clone(),
@@ -605,11 +605,11 @@ impl ServerRun {
         }
     }
 
-    fn start_drain(&mut self) -> Vec<Step> {
+    fn start_drain(&mut self) -> Vec<RunStep> {
         self.phase = Phase::Draining;
         vec![
             self.stage(Stage::Draining),
-            Step::Run(Effect::SetState(self.server(), AdminTarget::Drain)),
+            RunStep::Run(Effect::SetState(self.server(), AdminTarget::Drain)),
         ]
     }
 
@@ -617,17 +617,17 @@ impl ServerRun {
         self.hooks_enabled && self.settings.hooks.contains(&point)
     }
 
-    fn run_hook(&mut self, point: HookPoint, phase: Phase, now: Instant) -> Vec<Step> {
+    fn run_hook(&mut self, point: HookPoint, phase: Phase, now: Instant) -> Vec<RunStep> {
         self.phase = phase;
         self.sent = Some((CommandKind::Hook(point), now));
         vec![
             self.stage(Stage::Hook(point)),
-            Step::Run(Effect::Hook(point, self.index)),
+            RunStep::Run(Effect::Hook(point, self.index)),
         ]
     }
 
     /// In traffic after a restart of an earlier run: confirmed once exactly UP everywhere.
-    fn confirm_up(&mut self, restart_known: bool, now: Instant) -> Vec<Step> {
+    fn confirm_up(&mut self, restart_known: bool, now: Instant) -> Vec<RunStep> {
         self.result.state = ServerState::Unknown;
         self.restart_unknown = !restart_known;
         // Nothing to put back: it is in traffic. Its hooks ran, or were lost, with the
@@ -638,18 +638,18 @@ impl ServerRun {
         };
         vec![
             self.stage(Stage::ReturningToTraffic),
-            Step::Run(Effect::Poll),
+            RunStep::Run(Effect::Poll),
         ]
     }
 
     /// Out of rotation already: wait for zero sessions on every HAProxy (the restart follows).
-    fn wait_for_sessions(&mut self, now: Instant) -> Vec<Step> {
+    fn wait_for_sessions(&mut self, now: Instant) -> Vec<RunStep> {
         self.phase = Phase::Sessions {
             deadline: now + self.settings.drain_timeout,
         };
         vec![
             self.stage(Stage::WaitingForSessions),
-            Step::Run(Effect::Poll),
+            RunStep::Run(Effect::Poll),
         ]
     }
 
@@ -660,21 +660,21 @@ impl ServerRun {
             .map(|started| now.saturating_duration_since(started));
     }
 
-    fn start_restart(&mut self, now: Instant) -> Vec<Step> {
+    fn start_restart(&mut self, now: Instant) -> Vec<RunStep> {
         self.result.state = ServerState::OutOfRotation;
         self.phase = Phase::Restarting;
         self.sent = Some((CommandKind::Restart, now));
         Self::run(Effect::Restart(self.index))
     }
 
-    fn start_probing(&mut self, now: Instant) -> Vec<Step> {
+    fn start_probing(&mut self, now: Instant) -> Vec<RunStep> {
         self.phase = Phase::Probing {
             deadline: now + self.settings.health_within,
             last_error: None,
         };
         vec![
             self.stage(Stage::WaitingForHealth),
-            Step::Run(Effect::Probe(self.index)),
+            RunStep::Run(Effect::Probe(self.index)),
         ]
     }
 }

@@ -44,7 +44,7 @@ struct World {
 }
 
 /// How `drive_with` stops the rollout.
-enum Stop {
+enum StopAt {
     /// Like `abort`: at the next safe point.
     Safe,
     /// Like `abort --now`: every effect in flight is abandoned.
@@ -218,7 +218,7 @@ impl World {
         reports: &mut Vec<Report>,
         intercept: impl FnMut(&mut World, &Effect, &mut Rollout) -> Option<Event>,
     ) -> Finish {
-        self.drive_with(engine, reports, intercept, |_| false, Stop::Never)
+        self.drive_with(engine, reports, intercept, |_| false, StopAt::Never)
     }
 
     /// `drive`, stopping as `stop` says right after `when` matches an effect that ran.
@@ -229,7 +229,7 @@ impl World {
         reports: &mut Vec<Report>,
         mut intercept: impl FnMut(&mut World, &Effect, &mut Rollout) -> Option<Event>,
         when: impl Fn(&Effect) -> bool,
-        stop: Stop,
+        stop: StopAt,
     ) -> Finish {
         let mut queue: std::collections::VecDeque<(Lane, Effect)> = Default::default();
         let mut actions = engine.start(self.now);
@@ -262,17 +262,17 @@ impl World {
             if !delivered && when(&effect) {
                 delivered = true;
                 match stop {
-                    Stop::Safe => {
+                    StopAt::Safe => {
                         actions = engine.interrupt(self.now);
                         actions.extend(engine.handle(lane, event, self.now));
                         continue;
                     }
-                    Stop::Now => {
+                    StopAt::Now => {
                         queue.clear();
                         actions = engine.abort_now(self.now);
                         continue;
                     }
-                    Stop::Never => {}
+                    StopAt::Never => {}
                 }
             }
             actions = engine.handle(lane, event, self.now);
@@ -366,7 +366,7 @@ fn run_with(
     world: &mut World,
     engine: Rollout,
     when: impl Fn(&Effect) -> bool,
-    stop: Stop,
+    stop: StopAt,
 ) -> Finish {
     world.drive_with(engine, &mut Vec::new(), |_, _, _| None, when, stop)
 }

@@ -16,7 +16,7 @@ impl Rollout {
             let limit = self.settings.unreachable_timeouts[instance];
             if now.saturating_duration_since(since) < limit {
                 // The driver reports it unreachable (once) and back.
-                self.own = Own::RecoveringWait { since };
+                self.task = Task::RecoveringWait { since };
                 return vec![Action::Run(Lane::Rollout, Effect::Wait)];
             }
         }
@@ -44,7 +44,7 @@ impl Rollout {
             };
             let decision = if self.skipped.contains(&server.index) {
                 Decision::Leave(ServerState::Skipped {
-                    out_of_rotation: live != Live::InTraffic,
+                    out_of_rotation: live != LiveState::InTraffic,
                 })
             } else {
                 recovery::decide(mode, live, server.restart, server.may_run)

@@ -14,7 +14,7 @@ impl ServerRun {
 
     /// A command whose outcome is unknown: it is reported as possibly running (and the
     /// summary says until when).
-    pub(super) fn note_unknown(&mut self, error: &CommandFailure) -> Vec<Step> {
+    pub(super) fn note_unknown(&mut self, error: &CommandFailure) -> Vec<RunStep> {
         let CommandFailure::Unknown(_) = error else {
             return Vec::new();
         };
@@ -22,7 +22,7 @@ impl ServerRun {
             return Vec::new();
         };
         self.result.may_run = Some(may_run);
-        vec![Step::Report(Report::CommandMayRun {
+        vec![RunStep::Report(Report::CommandMayRun {
             server: self.server(),
             what: may_run.what,
             until: may_run.until,
@@ -32,14 +32,14 @@ impl ServerRun {
     /// Property 9: the last command's outcome is unknown. The server stays in maintenance
     /// until its host shows the command ended, or its remote bound passed; then it is
     /// settled by its health and HAProxy's checks.
-    pub(super) fn await_command(&mut self, now: Instant) -> Vec<Step> {
+    pub(super) fn await_command(&mut self, now: Instant) -> Vec<RunStep> {
         let Some(may_run) = self.may_run() else {
             return self.start_probing(now);
         };
         self.wait_for_command(may_run, now)
     }
 
-    pub(super) fn wait_for_command(&mut self, may_run: MayRun, now: Instant) -> Vec<Step> {
+    pub(super) fn wait_for_command(&mut self, may_run: MayRun, now: Instant) -> Vec<RunStep> {
         self.result.may_run = Some(may_run);
         self.phase = Phase::CommandMayRun {
             what: may_run.what,
@@ -47,12 +47,12 @@ impl ServerRun {
             next_check: now + CHECK_EVERY,
         };
         vec![
-            Step::Report(Report::CommandMayRun {
+            RunStep::Report(Report::CommandMayRun {
                 server: self.server(),
                 what: may_run.what,
                 until: may_run.until,
             }),
-            Step::Run(Effect::CheckCommand(self.index)),
+            RunStep::Run(Effect::CheckCommand(self.index)),
         ]
     }
 
@@ -61,10 +61,10 @@ impl ServerRun {
         event: Event,
         (what, until, next_check): (CommandKind, Instant, Instant),
         now: Instant,
-    ) -> Vec<Step> {
+    ) -> Vec<RunStep> {
         let ended = |run: &mut Self, proven: bool| {
             run.result.may_run = None;
-            let mut steps = vec![Step::Report(Report::CommandEnded {
+            let mut steps = vec![RunStep::Report(Report::CommandEnded {
                 server: run.server(),
                 what,
                 proven,
@@ -83,7 +83,7 @@ impl ServerRun {
                 AfterCommand::Queue => {
                     run.result.state = ServerState::Untouched;
                     let mut done = run.finish(Outcome::Success, None);
-                    if let Step::Done(done) = &mut done {
+                    if let RunStep::Done(done) = &mut done {
                         done.requeue = true;
                     }
                     vec![done]
@@ -107,7 +107,7 @@ impl ServerRun {
                 };
                 vec![
                     self.stage(Stage::Draining),
-                    Step::Run(Effect::SetState(self.server(), target)),
+                    RunStep::Run(Effect::SetState(self.server(), target)),
                 ]
             }
             Event::Waited if now >= next_check => {

@@ -56,7 +56,7 @@ impl ServerRun {
         views: &Polled,
         deadline: Instant,
         now: Instant,
-    ) -> Vec<Step> {
+    ) -> Vec<RunStep> {
         let mut steps = Vec::new();
         match self.views_of(views, now) {
             Ok(found) => {
@@ -65,7 +65,7 @@ impl ServerRun {
                     self.mark_drained(now);
                     self.phase = Phase::EnteringMaint;
                     steps.push(self.stage(Stage::Restarting));
-                    steps.push(Step::Run(Effect::SetState(
+                    steps.push(RunStep::Run(Effect::SetState(
                         self.server(),
                         AdminTarget::Maint,
                     )));
@@ -73,7 +73,7 @@ impl ServerRun {
                 }
                 if self.last_sessions != Some(sessions) {
                     self.last_sessions = Some(sessions);
-                    steps.push(Step::Report(Report::SessionsLeft {
+                    steps.push(RunStep::Report(Report::SessionsLeft {
                         server: self.server(),
                         sessions,
                     }));
@@ -94,7 +94,7 @@ impl ServerRun {
                             self.mark_drained(now);
                             self.phase = Phase::ForcingMaint { sessions };
                             steps.push(self.stage(Stage::Restarting));
-                            steps.push(Step::Run(Effect::SetState(
+                            steps.push(RunStep::Run(Effect::SetState(
                                 self.server(),
                                 AdminTarget::Maint,
                             )));
@@ -122,7 +122,7 @@ impl ServerRun {
             }
         }
         self.phase = Phase::Sessions { deadline };
-        steps.push(Step::Run(Effect::Wait));
+        steps.push(RunStep::Run(Effect::Wait));
         steps
     }
 
@@ -137,7 +137,7 @@ impl ServerRun {
         stage: Stage,
         what: &str,
         phase: Phase,
-    ) -> Result<Vec<&'v ServerView>, Vec<Step>> {
+    ) -> Result<Vec<&'v ServerView>, Vec<RunStep>> {
         match self.views_of(views, now) {
             Ok(found) => Ok(found),
             Err(Err(fatal)) => Err(self.fail_out_of_rotation(stage, fatal)),
@@ -148,7 +148,7 @@ impl ServerRun {
             // when it is back.
             Err(Ok(_)) => {
                 self.phase = phase;
-                Err(vec![Step::Run(Effect::Wait)])
+                Err(vec![RunStep::Run(Effect::Wait)])
             }
         }
     }
@@ -160,7 +160,7 @@ impl ServerRun {
         views: &Polled,
         deadline: Instant,
         now: Instant,
-    ) -> Vec<Step> {
+    ) -> Vec<RunStep> {
         let phase = Phase::Checks { deadline };
         let found = match self.awaited_views(
             views,
@@ -185,7 +185,7 @@ impl ServerRun {
             self.phase = Phase::Returning;
             return vec![
                 self.stage(Stage::ReturningToTraffic),
-                Step::Run(Effect::SetState(self.server(), AdminTarget::Ready)),
+                RunStep::Run(Effect::SetState(self.server(), AdminTarget::Ready)),
             ];
         }
         if now >= deadline {
@@ -219,7 +219,7 @@ impl ServerRun {
         views: &Polled,
         deadline: Instant,
         now: Instant,
-    ) -> Vec<Step> {
+    ) -> Vec<RunStep> {
         let phase = Phase::Up { deadline };
         let found = match self.awaited_views(
             views,
@@ -236,7 +236,7 @@ impl ServerRun {
             .all(|view| view.admin.ready() && view.is_fully_up())
         {
             self.result.state =
-                if matches!(self.stop, Stop::AfterThisServer(_)) || self.restart_unknown {
+                if matches!(self.stop, Stopping::AfterThisServer(_)) || self.restart_unknown {
                     ServerState::BackRestartUnknown
                 } else {
                     ServerState::Done

@@ -5,17 +5,17 @@ use super::*;
 
 impl ServerRun {
     /// The server is back and every hook passed.
-    pub(super) fn complete(&mut self) -> Vec<Step> {
-        let done = Step::Report(Report::ServerDone {
+    pub(super) fn complete(&mut self) -> Vec<RunStep> {
+        let done = RunStep::Report(Report::ServerDone {
             server: self.server(),
             timings: self.result.timings,
         });
         let finish = match &self.stop {
-            Stop::AfterThisServer(reason) => {
+            Stopping::AfterThisServer(reason) => {
                 let reason = reason.clone();
                 self.finish(Outcome::Failed, Some(reason))
             }
-            Stop::No | Stop::Interrupted => self.finish(Outcome::Success, None),
+            Stopping::No | Stopping::Interrupted => self.finish(Outcome::Success, None),
         };
         vec![done, finish]
     }
@@ -30,10 +30,10 @@ impl ServerRun {
     }
 
     /// The server was never changed: nothing to restore.
-    pub(super) fn fail_untouched(&mut self, reason: String) -> Vec<Step> {
+    pub(super) fn fail_untouched(&mut self, reason: String) -> Vec<RunStep> {
         let outcome = self.failure_outcome();
         vec![
-            Step::Report(Report::ServerFailed {
+            RunStep::Report(Report::ServerFailed {
                 server: self.server(),
                 stage: Stage::CheckingCapacity,
                 reason: reason.clone(),
@@ -43,11 +43,11 @@ impl ServerRun {
     }
 
     /// The server stays where it is (out of rotation): report and stop.
-    pub(super) fn fail(&mut self, stage: Stage, reason: String) -> Vec<Step> {
+    pub(super) fn fail(&mut self, stage: Stage, reason: String) -> Vec<RunStep> {
         self.result.state = ServerState::OutOfRotation;
         let outcome = self.failure_outcome();
         vec![
-            Step::Report(Report::ServerFailed {
+            RunStep::Report(Report::ServerFailed {
                 server: self.server(),
                 stage,
                 reason: reason.clone(),
@@ -57,12 +57,12 @@ impl ServerRun {
     }
 
     /// Puts the server in maintenance everywhere (it may be half-way back), then stops.
-    pub(super) fn fail_out_of_rotation(&mut self, stage: Stage, reason: String) -> Vec<Step> {
+    pub(super) fn fail_out_of_rotation(&mut self, stage: Stage, reason: String) -> Vec<RunStep> {
         self.restore(AdminTarget::Maint, stage, reason)
     }
 
     /// Back to traffic without a restart, then stop (an interrupt before the restart).
-    pub(super) fn return_unrestarted(&mut self, why: &str) -> Vec<Step> {
+    pub(super) fn return_unrestarted(&mut self, why: &str) -> Vec<RunStep> {
         self.phase = Phase::Restoring {
             target: AdminTarget::Ready,
             outcome: Outcome::Interrupted,
@@ -77,7 +77,7 @@ impl ServerRun {
         target: AdminTarget,
         stage: Stage,
         reason: String,
-    ) -> Vec<Step> {
+    ) -> Vec<RunStep> {
         self.phase = Phase::Restoring {
             target,
             outcome: self.failure_outcome(),
@@ -87,14 +87,14 @@ impl ServerRun {
         Self::run(Effect::SetState(self.server(), target))
     }
 
-    /// Stop at the next safe point, delivered between two effects: a server only drained
+    /// Stopping at the next safe point, delivered between two effects: a server only drained
     /// goes back to traffic unrestarted; a restart in progress is let finish, and the server
     /// returns only once its health and HAProxy's checks pass (else it stays out, as on any
     /// failure). Empty: the next event continues, and the stop takes effect at the next
     /// safe point.
-    pub fn interrupt(&mut self) -> Vec<Step> {
-        if self.stop == Stop::No {
-            self.stop = Stop::Interrupted;
+    pub fn interrupt(&mut self) -> Vec<RunStep> {
+        if self.stop == Stopping::No {
+            self.stop = Stopping::Interrupted;
         }
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Sessions { .. } => self.return_unrestarted("interrupted while draining"),
@@ -105,11 +105,11 @@ impl ServerRun {
         }
     }
 
-    /// Stop now (`why`: `abort --now`, an internal error): the effect in flight was
+    /// Stopping now (`why`: `abort --now`, an internal error): the effect in flight was
     /// abandoned; a touched server is left out of rotation (maintenance), whatever it was
     /// doing.
-    pub fn stop_now(&mut self, why: &str) -> Vec<Step> {
-        self.stop = Stop::Interrupted;
+    pub fn stop_now(&mut self, why: &str) -> Vec<RunStep> {
+        self.stop = Stopping::Interrupted;
         // A command in flight is abandoned, not stopped: it may still run until its bound.
         // (Waiting for one, the summary already says until when.)
         if matches!(
@@ -157,9 +157,9 @@ impl ServerRun {
     }
 
     /// The run ends. (The `on_failure` hook is the coordinator's: once per rollout.)
-    pub(super) fn finish(&mut self, outcome: Outcome, reason: Option<String>) -> Step {
+    pub(super) fn finish(&mut self, outcome: Outcome, reason: Option<String>) -> RunStep {
         self.phase = Phase::Finished;
-        Step::Done(Done {
+        RunStep::Done(Done {
             outcome,
             reason,
             result: self.result.clone(),

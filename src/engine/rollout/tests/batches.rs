@@ -89,7 +89,7 @@ fn an_interrupt_stops_every_server_in_flight_at_its_own_safe_point() {
         &mut world,
         rollout(&plan),
         |effect| matches!(effect, Effect::Restart(1)),
-        Stop::Safe,
+        StopAt::Safe,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     assert_eq!(
@@ -118,7 +118,7 @@ fn abort_now_leaves_every_server_in_flight_out_of_rotation() {
         &mut world,
         rollout(&plan),
         |effect| matches!(effect, Effect::Restart(1)),
-        Stop::Now,
+        StopAt::Now,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     for index in [1, 2] {

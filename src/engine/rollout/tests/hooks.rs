@@ -69,7 +69,7 @@ fn abort_now_during_the_after_ready_hook_leaves_the_checked_server_in_traffic() 
         &mut world,
         rollout(&plan),
         |effect| *effect == Effect::Hook(HookPoint::AfterReady, 0),
-        Stop::Now,
+        StopAt::Now,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     assert_eq!(finish.servers[0].state, ServerState::Done);

@@ -51,7 +51,7 @@ fn an_abort_during_the_restart_lets_it_finish_returns_the_healthy_server_and_sta
         &mut world,
         rollout(&plan),
         |effect| matches!(effect, Effect::Restart(0)),
-        Stop::Safe,
+        StopAt::Safe,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     assert_eq!(
@@ -77,7 +77,7 @@ fn abort_now_leaves_the_server_in_flight_out_of_rotation() {
         &mut world,
         rollout(&plan),
         |effect| *effect == Effect::Wait,
-        Stop::Now,
+        StopAt::Now,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     assert_eq!(world.changes(), ["app1 drain", "app1 maint"]);
@@ -120,7 +120,7 @@ fn settling_after_a_restart_returns_the_server_only_once_healthy_then_stops() {
         &mut world,
         settle(&plan, &[(0, RestartFact::MayHaveRun)]),
         |_| false,
-        Stop::Never,
+        StopAt::Never,
     );
     assert_eq!(finish.outcome, Outcome::Interrupted);
     assert_eq!(world.changes(), ["app1 drain", "app1 ready"]);
@@ -135,7 +135,7 @@ fn settling_after_a_restart_returns_the_server_only_once_healthy_then_stops() {
         &mut world,
         settle(&plan, &[(0, RestartFact::MayHaveRun)]),
         |_| false,
-        Stop::Never,
+        StopAt::Never,
     );
     assert_eq!(
         world.changes(),

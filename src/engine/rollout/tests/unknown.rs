@@ -134,7 +134,7 @@ fn abort_now_during_the_restart_says_until_when_it_may_still_run() {
             None
         },
         |effect| matches!(effect, Effect::Restart(0)),
-        Stop::Now,
+        StopAt::Now,
     );
     assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
     let may_run = finish.servers[0]
