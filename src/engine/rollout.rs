@@ -17,7 +17,7 @@ use super::capacity::{InRotation, leaves_enough};
 use super::topology::Topology;
 
 pub use super::capacity::Limits;
-use crate::haproxy::{AdminTarget, ServerView};
+use crate::haproxy::AdminTarget;
 use crate::plan::{CanaryPause, HookPoint, OnDrainTimeout, Plan, ServerName};
 
 mod admission;

@@ -2,6 +2,8 @@
 //! rules of property 2 (docs/safety.md; `capacity.rs`) checked on a fresh read of every HAProxy, the canary
 //! pause.
 
+use std::collections::HashSet;
+
 use super::*;
 
 impl Rollout {
@@ -93,64 +95,84 @@ impl Rollout {
     }
 
     /// Property 2, at the moment `next` would start: every HAProxy readable, and in each of
-    /// its backends at least `min_up` other servers in rotation.
-    pub(super) fn admit(
-        &mut self,
-        next: usize,
-        views: &[Result<Vec<ServerView>, String>],
-        now: Instant,
-    ) -> Vec<Action> {
+    /// its backends at least `min_up` other servers in rotation. The servers after it that
+    /// fit start from the same read too, each counting every server this rollout has out
+    /// (the ones started from this read included, though the read still shows them in
+    /// rotation), so one read admits as many as the rules allow.
+    pub(super) fn admit(&mut self, next: usize, views: &Polled, now: Instant) -> Vec<Action> {
         // A failure (or a stop) since the poll began: `next` does not start.
         if self.halt != Halt::No || self.flights.values().any(|flight| flight.run.failing()) {
             return self.advance(now);
         }
-        let server = &self.settings.servers[next];
-        let mut shortfall = None;
-        for (instance, result) in views.iter().enumerate() {
-            let views = match result {
-                Ok(views) => views,
-                Err(error) => {
-                    return self.refuse(
-                        next,
-                        format!(
-                            "cannot check capacity: {} is unreadable: {error}",
-                            self.settings.haproxy(instance)
-                        ),
-                        now,
-                    );
-                }
-            };
-            let in_rotation = InRotation::new(
-                (0..views.len()).map(|of| (of == instance).then_some(views.as_slice())),
+        if let Some((instance, error)) = views
+            .iter()
+            .enumerate()
+            .find_map(|(instance, result)| result.as_ref().err().map(|error| (instance, error)))
+        {
+            let reason = format!(
+                "cannot check capacity: {} is unreadable: {error}",
+                self.settings.haproxy(instance)
             );
-            for backend in self.settings.topology.backends(instance, next) {
+            return self.refuse(next, reason, now);
+        }
+        let in_rotation = InRotation::new(
+            views
+                .iter()
+                .map(|result| result.as_ref().ok().map(Vec::as_slice)),
+        );
+        match self.shortfall(next, &in_rotation) {
+            None => {}
+            // Servers of this rollout are out: one of them coming back may make room.
+            Some(reason) if !self.flights.is_empty() => {
+                self.blocked = true;
+                return vec![Action::Report(Report::WaitingForCapacity {
+                    server: self.settings.servers[next].clone(),
+                    reason,
+                })];
+            }
+            Some(reason) => return self.refuse(next, reason, now),
+        }
+        self.queue.pop_front();
+        let mut actions = self.launch(next, EntryPoint::Checked, now);
+        while let Some(&after) = self.queue.front() {
+            let canary_pause =
+                !self.canary_passed && self.canary.is_some_and(|(canaries, _)| after >= canaries);
+            if canary_pause || !self.fits(after) || self.shortfall(after, &in_rotation).is_some() {
+                // Checked again on a fresh read once the servers started here are drained.
+                break;
+            }
+            self.queue.pop_front();
+            actions.extend(self.launch(after, EntryPoint::Checked, now));
+        }
+        actions
+    }
+
+    /// Why taking `server` out would leave too few servers in rotation in one of its
+    /// backends on one HAProxy, counting every server this rollout has in flight as out.
+    fn shortfall(&self, server: usize, in_rotation: &InRotation) -> Option<String> {
+        let name = self.settings.servers[server].as_str();
+        let ours: HashSet<&str> = self
+            .flights
+            .keys()
+            .map(|index| self.settings.servers[*index].as_str())
+            .collect();
+        for instance in 0..self.settings.instances.len() {
+            for backend in self.settings.topology.backends(instance, server) {
                 let others = in_rotation
-                    .others(instance, backend.as_str(), server.as_str())
-                    .len();
-                if !leaves_enough(others, self.min_up) && shortfall.is_none() {
-                    shortfall = Some(format!(
-                        "capacity: {backend} on {} has {others} other server(s) in rotation besides {server}; min_up {}",
+                    .others(instance, backend.as_str(), name)
+                    .into_iter()
+                    .filter(|other| !ours.contains(other))
+                    .count();
+                if !leaves_enough(others, self.min_up) {
+                    return Some(format!(
+                        "capacity: {backend} on {} has {others} other server(s) in rotation besides {name}; min_up {}",
                         self.settings.haproxy(instance),
                         self.min_up
                     ));
                 }
             }
         }
-        match shortfall {
-            None => {
-                self.queue.pop_front();
-                self.launch(next, EntryPoint::Checked, now)
-            }
-            // Servers of this rollout are out: one of them coming back may make room.
-            Some(reason) if !self.flights.is_empty() => {
-                self.blocked = true;
-                vec![Action::Report(Report::WaitingForCapacity {
-                    server: server.clone(),
-                    reason,
-                })]
-            }
-            Some(reason) => self.refuse(next, reason, now),
-        }
+        None
     }
 
     /// `next` may not start, and no other server after it: the rollout stops once the

@@ -1,7 +1,7 @@
 //! Unit tests of the rollout engine against a fake world: every decision, in milliseconds.
 
 use super::*;
-use crate::haproxy::{AdminState, OpState};
+use crate::haproxy::{AdminState, OpState, ServerView};
 use crate::plan::BackendName;
 
 mod batches;

@@ -187,7 +187,7 @@ fn no_server_starts_while_one_in_flight_is_stopping_on_a_failure() {
     let now = Instant::now();
     let all_up = || Event::Polled(Polled::new(vec![Ok(World::with(4).views)]));
     engine.start(now);
-    engine.handle(Lane::Rollout, all_up(), now);
+    engine.handle(Lane::Rollout, only_app1_fits(), now);
     let actions = engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
     assert!(
         actions.contains(&Action::Run(Lane::Rollout, Effect::Poll)),
@@ -258,9 +258,8 @@ fn a_stalled_driver_leaves_every_server_in_flight_out_of_rotation_and_says_so() 
     let plan = plan_of(4, "capacity:\n  max_unavailable: 2\n");
     let mut engine = rollout(&plan);
     let now = Instant::now();
-    let all_up = || Event::Polled(Polled::new(vec![Ok(World::with(4).views)]));
     engine.start(now);
-    engine.handle(Lane::Rollout, all_up(), now);
+    engine.handle(Lane::Rollout, only_app1_fits(), now);
     engine.handle(Lane::Server(0), Event::Changed(Ok(())), now);
     let actions = engine.stalled(now);
     assert_eq!(
@@ -281,4 +280,56 @@ fn a_stalled_driver_leaves_every_server_in_flight_out_of_rotation_and_says_so() 
         finish.servers[0].restore,
         ["set server be_app/app1 state ready"]
     );
+}
+
+/// A first read where app3 and app4 are DOWN: with `min_up: 1`, app1 may go (app2 stays),
+/// app2 may not (app1, counted out, would leave none).
+fn only_app1_fits() -> Event {
+    let mut world = World::with(4);
+    for view in &mut world.views[2..] {
+        view.status = "DOWN".into();
+        view.operational = OpState::Stopped;
+    }
+    Event::Polled(Polled::new(vec![Ok(world.views)]))
+}
+
+#[test]
+fn one_read_starts_every_server_that_fits_counting_each_started_as_out() {
+    let plan = plan_of(6, "capacity:\n  max_unavailable: 3\n");
+    let mut engine = rollout(&plan);
+    let now = Instant::now();
+    engine.start(now);
+    let started = |actions: &[Action]| -> Vec<usize> {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Run(Lane::Server(index), Effect::SetState(_, AdminTarget::Drain)) => {
+                    Some(*index)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // All six up: three start from one read, the limit.
+    let actions = engine.handle(
+        Lane::Rollout,
+        Event::Polled(Polled::new(vec![Ok(World::with(6).views)])),
+        now,
+    );
+    assert_eq!(started(&actions), [0, 1, 2], "{actions:?}");
+
+    // Three up of four, `min_up: 2`: app1 leaves two; app2 would leave one once app1 is
+    // counted out, though the read still shows app1 in rotation.
+    let plan = plan_of(4, "capacity:\n  max_unavailable: 3\n  min_up: 2\n");
+    let mut engine = rollout(&plan);
+    engine.start(now);
+    let mut world = World::with(4);
+    world.views[3].status = "DOWN".into();
+    world.views[3].operational = OpState::Stopped;
+    let actions = engine.handle(
+        Lane::Rollout,
+        Event::Polled(Polled::new(vec![Ok(world.views)])),
+        now,
+    );
+    assert_eq!(started(&actions), [0], "{actions:?}");
 }
