@@ -54,10 +54,12 @@ fn main() {
             state: Ok(fleet.snapshot()),
         })
         .collect();
+    // What `apply` decides before anything changes: the topology, the limits, pre-flight.
+    let deciding = Instant::now();
     let topology = Topology::resolve(&plan, &observations);
     let limits = Limits::observed(&plan, &observations, &topology);
     let verdict = preflight::preflight(&plan, &observations, &[]);
-    let setup = started.elapsed();
+    let setup = deciding.elapsed();
     if verdict.blocked() {
         eprintln!("pre-flight blocked the simulated rollout");
         std::process::exit(1);
@@ -121,7 +123,7 @@ fn main() {
         run.engine_time.as_secs_f64()
     );
     println!(
-        "polls: {} (each read {} views), each serving {:.1} servers in flight on average; pre-flight and set-up {:.2} s",
+        "polls: {} (each read {} views), each serving {:.1} servers in flight on average; topology, limits and pre-flight {:.3} s",
         run.polls,
         options.servers * options.haproxy,
         run.lanes_served as f64 / run.polls as f64,

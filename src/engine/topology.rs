@@ -1,6 +1,8 @@
 //! Which backends each server is in, on each HAProxy: the plan's list, or, with
 //! `backends: auto`, every backend that holds the server's name there.
 
+use std::collections::HashMap;
+
 use crate::plan::{BackendName, Backends, Plan};
 
 use super::observation::Observation;
@@ -18,26 +20,26 @@ impl Topology {
     pub fn resolve(plan: &Plan, observations: &[Observation]) -> Topology {
         let per_instance = observations
             .iter()
-            .map(|observation| {
-                plan.servers
-                    .iter()
-                    .map(|server| match &plan.backends {
-                        Backends::Listed(names) => names.clone(),
-                        Backends::Auto => match &observation.state {
-                            Ok(snapshot) => {
-                                let mut names: Vec<BackendName> = snapshot
-                                    .servers
-                                    .iter()
-                                    .filter(|view| view.server == server.name.as_str())
-                                    .filter_map(|view| BackendName::new(&view.backend).ok())
-                                    .collect();
-                                names.dedup();
-                                names
+            .map(|observation| match (&plan.backends, &observation.state) {
+                (Backends::Listed(names), _) => vec![names.clone(); plan.servers.len()],
+                (Backends::Auto, Ok(snapshot)) => {
+                    // Each server's backends in the order HAProxy lists them, read in one
+                    // pass, so a fleet of thousands resolves in linear time.
+                    let mut by_server: HashMap<&str, Vec<BackendName>> = HashMap::new();
+                    for view in &snapshot.servers {
+                        if let Ok(backend) = BackendName::new(&view.backend) {
+                            let names = by_server.entry(view.server.as_str()).or_default();
+                            if names.last() != Some(&backend) {
+                                names.push(backend);
                             }
-                            Err(_) => Vec::new(),
-                        },
-                    })
-                    .collect()
+                        }
+                    }
+                    plan.servers
+                        .iter()
+                        .map(|server| by_server.remove(server.name.as_str()).unwrap_or_default())
+                        .collect()
+                }
+                (Backends::Auto, Err(_)) => vec![Vec::new(); plan.servers.len()],
             })
             .collect();
         Topology { per_instance }
