@@ -86,6 +86,47 @@ pub struct Driver<'a, E: Effects> {
     pub commands: Mutex<std::collections::HashMap<usize, StartedCommand>>,
 }
 
+impl<'a, E: Effects> Driver<'a, E> {
+    /// A driver for `plan` with the world behind `effects`: each server's placeholder values
+    /// (`targets`), which backends each server is in, and each HAProxy's process as
+    /// pre-flight saw it. Without backend locks and with no command of an earlier run known
+    /// until `with_locks` and `with_commands` say otherwise.
+    pub fn new(
+        plan: &'a Plan,
+        effects: E,
+        targets: Vec<PlaceholderValues>,
+        topology: crate::engine::Topology,
+        identities: Vec<Info>,
+        rollout_id: String,
+    ) -> Self {
+        Driver {
+            plan,
+            effects,
+            targets,
+            locks: None,
+            interrupt: Interrupt::default(),
+            identities: Mutex::new(identities),
+            topology,
+            rollout_id,
+            unreachable: Mutex::new(Vec::new()),
+            commands: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Takes the backend locks again for a new HAProxy process after a reload.
+    pub fn with_locks(mut self, locks: &'a crate::lock::BackendLocks) -> Self {
+        self.locks = Some(locks);
+        self
+    }
+
+    /// The commands an earlier run started, by plan index, whose markers say whether
+    /// they still run.
+    pub fn with_commands(self, commands: Vec<(usize, StartedCommand)>) -> Self {
+        *self.commands.lock().expect("the commands lock") = commands.into_iter().collect();
+        self
+    }
+}
+
 /// A command started on a server's host (`None`: this machine), with its marker.
 #[derive(Debug, Clone)]
 pub struct StartedCommand {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::Stop;
 use crate::cli::AbortArgs;
 use crate::engine::rollout::Mode;
 use crate::exit::Exit;
@@ -16,14 +17,13 @@ pub fn run(
     args: &AbortArgs,
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
-) -> anyhow::Result<Exit> {
-    let context = match Context::load(&args.plan, printer, state_dir)? {
-        Ok(context) => context,
-        Err(exit) => return Ok(exit),
-    };
+) -> Result<Exit, Stop> {
+    let context = Context::load(&args.plan, printer, state_dir)?;
     if let Some(holder) = Lock::holder(&context.lock_path()) {
         if holder.host != crate::lock::hostname() {
-            anyhow::bail!("the rollout runs on another host: {holder}; abort it there");
+            return Err(Stop::Failed(anyhow::anyhow!(
+                "the rollout runs on another host: {holder}; abort it there"
+            )));
         }
         let signal = if args.now {
             rustix::process::Signal::USR1
@@ -53,10 +53,7 @@ pub fn run(
         return report_end(&context, printer);
     }
 
-    let _locks = match context.lock("abort") {
-        Ok(locks) => locks,
-        Err(exit) => return Ok(exit),
-    };
+    let _locks = context.lock("abort")?;
     let story = context.story()?;
     let last = crate::journal::interrupted(&story.records);
     if let Some(outcome) = last.as_ref().and_then(|last| last.stopped.as_ref()) {
@@ -141,7 +138,7 @@ fn describe(flight: &crate::journal::InFlight) -> String {
 }
 
 /// After the rollout stopped: its summary from the journal, and the exit status it means.
-fn report_end(context: &Context, printer: &Printer) -> anyhow::Result<Exit> {
+fn report_end(context: &Context, printer: &Printer) -> Result<Exit, Stop> {
     let records = context.records()?;
     let Some(Record::End {
         outcome, summary, ..

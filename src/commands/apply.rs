@@ -1,6 +1,7 @@
 //! `apply PLAN`: locks, pre-flight (HAProxy and SSH, nothing changed), an optional
 //! confirmation, then the rollout, journaled, then the summary.
 
+use super::Stop;
 use crate::cli::ApplyArgs;
 use crate::exit::Exit;
 use crate::report::Printer;
@@ -11,11 +12,8 @@ pub fn run(
     args: &ApplyArgs,
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
-) -> anyhow::Result<Exit> {
-    let (context, _locks) = match Context::load_locked(&args.plan, printer, state_dir, "apply")? {
-        Ok(loaded) => loaded,
-        Err(exit) => return Ok(exit),
-    };
+) -> Result<Exit, Stop> {
+    let (context, _locks) = Context::load_locked(&args.plan, printer, state_dir, "apply")?;
     if let Some(interrupted) = crate::journal::interrupted(&context.records()?)
         && !(args.fresh && interrupted.stopped.is_some())
     {

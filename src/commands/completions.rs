@@ -2,10 +2,11 @@
 
 use clap::CommandFactory;
 
+use super::Stop;
 use crate::cli::Cli;
 use crate::exit::Exit;
 
-pub fn run(shell: clap_complete::Shell) -> anyhow::Result<Exit> {
+pub fn run(shell: clap_complete::Shell) -> Result<Exit, Stop> {
     let mut command = Cli::command();
     clap_complete::generate(
         shell,

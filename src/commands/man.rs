@@ -5,11 +5,12 @@ use std::path::Path;
 use anyhow::Context;
 use clap::CommandFactory;
 
+use super::Stop;
 use crate::cli::Cli;
 use crate::exit::Exit;
 use crate::report::Printer;
 
-pub fn run(out_dir: Option<&Path>, printer: &Printer) -> anyhow::Result<Exit> {
+pub fn run(out_dir: Option<&Path>, printer: &Printer) -> Result<Exit, Stop> {
     let command = Cli::command();
     let Some(out_dir) = out_dir else {
         clap_mangen::Man::new(command).render(&mut std::io::stdout())?;

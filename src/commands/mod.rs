@@ -29,24 +29,47 @@ pub fn run(cli: Cli, printer: &Printer) -> Exit {
         Command::Completions { shell } => completions::run(shell),
         Command::Man { out_dir } => man::run(out_dir.as_deref(), printer),
     };
-    result.unwrap_or_else(|error| {
-        printer.failure(&error);
-        Exit::Usage
-    })
+    match result {
+        Ok(exit) | Err(Stop::Reported(exit)) => exit,
+        Err(Stop::Failed(error)) => {
+            printer.failure(&error);
+            Exit::Usage
+        }
+    }
 }
 
-/// Loads a plan, printing its errors if it is invalid; `Err` carries the exit status.
+/// Why a command ended before its end: an exit status whose reason the operator was
+/// already told, or an error still to tell (exit 2). `?` turns errors into the second.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    Reported(Exit),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(error: anyhow::Error) -> Self {
+        Stop::Failed(error)
+    }
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(error: std::io::Error) -> Self {
+        Stop::Failed(error.into())
+    }
+}
+
+/// Loads a plan, printing its errors if it is invalid.
 pub(crate) fn load_plan(
     file: &std::path::Path,
     printer: &Printer,
-) -> anyhow::Result<Result<crate::plan::Plan, Exit>> {
+) -> Result<crate::plan::Plan, Stop> {
     match crate::plan::load(file) {
-        Ok(plan) => Ok(Ok(plan)),
+        Ok(plan) => Ok(plan),
         Err(crate::plan::LoadError::Invalid(report)) => {
             printer.plan_errors(&report);
-            Ok(Err(Exit::Usage))
+            Err(Stop::Reported(Exit::Usage))
         }
-        Err(crate::plan::LoadError::Read(error)) => Err(error.into()),
+        Err(crate::plan::LoadError::Read(error)) => Err(Stop::Failed(error.into())),
     }
 }
 

@@ -2,6 +2,7 @@
 //! again; the engine decides where each server it was working on goes on from, from what
 //! every HAProxy shows now and the journal's facts.
 
+use super::Stop;
 use crate::cli::ResumeArgs;
 use crate::engine::rollout::Mode;
 use crate::exit::Exit;
@@ -13,18 +14,15 @@ pub fn run(
     args: &ResumeArgs,
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
-) -> anyhow::Result<Exit> {
-    let (context, _locks) = match Context::load_locked(&args.plan, printer, state_dir, "resume")? {
-        Ok(loaded) => loaded,
-        Err(exit) => return Ok(exit),
-    };
+) -> Result<Exit, Stop> {
+    let (context, _locks) = Context::load_locked(&args.plan, printer, state_dir, "resume")?;
     let story = context.story()?;
     let Some(interrupted) = crate::journal::interrupted(&story.records) else {
-        anyhow::bail!(
+        return Err(Stop::Failed(anyhow::anyhow!(
             "there is no interrupted, aborted or failed rollout of {} to resume (its journal is in {})",
             args.plan.display(),
             context.dir.display()
-        );
+        )));
     };
     if interrupted.plan_hash != context.plan_hash && !args.force {
         printer.failure(&anyhow::anyhow!(

@@ -1,5 +1,6 @@
 //! `status PLAN`: the live state of the plan's servers on every HAProxy.
 
+use super::Stop;
 use crate::cli::OptionalPlanArgs;
 use crate::exit::Exit;
 use crate::report::Printer;
@@ -9,14 +10,13 @@ pub fn run(
     args: &OptionalPlanArgs,
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
-) -> anyhow::Result<Exit> {
+) -> Result<Exit, Stop> {
     let Some(file) = &args.plan else {
-        anyhow::bail!("`status` needs a plan file in this version: haproxy-rollout status PLAN");
+        return Err(Stop::Failed(anyhow::anyhow!(
+            "`status` needs a plan file in this version: haproxy-rollout status PLAN"
+        )));
     };
-    let plan = match super::load_plan(file, printer)? {
-        Ok(plan) => plan,
-        Err(exit) => return Ok(exit),
-    };
+    let plan = super::load_plan(file, printer)?;
     let runtime = super::live::runtime()?;
     let links = runtime.block_on(super::live::connect(&plan));
     let observations = runtime.block_on(super::live::observe(&plan, &links));

@@ -128,34 +128,26 @@ impl Effects for Fake {
 
 fn driver(plan: &Plan, fake: Fake) -> Driver<'_, Fake> {
     let backends = [BackendName::new("be_app").unwrap()];
-    Driver {
-        plan,
-        effects: fake,
-        targets: plan
-            .servers
-            .iter()
-            .map(|server| PlaceholderValues {
-                server: server.name.to_string(),
-                host: "10.0.0.1".into(),
-                addr: "10.0.0.1".into(),
-                port: Some(8080),
-            })
-            .collect(),
-        locks: None,
-        interrupt: Interrupt::default(),
-        identities: Mutex::new(vec![Info {
-            version: "2.6.12".into(),
-            pid: 100,
-            start_time_sec: Some(1),
-            uptime_sec: Some(1),
-            stopping: false,
-            node: "fake".into(),
-        }]),
-        topology: Topology::uniform(1, plan.servers.len(), &backends),
-        rollout_id: "test".into(),
-        unreachable: Mutex::new(Vec::new()),
-        commands: Mutex::new(std::collections::HashMap::new()),
-    }
+    let targets = plan
+        .servers
+        .iter()
+        .map(|server| PlaceholderValues {
+            server: server.name.to_string(),
+            host: "10.0.0.1".into(),
+            addr: "10.0.0.1".into(),
+            port: Some(8080),
+        })
+        .collect();
+    let identity = Info {
+        version: "2.6.12".into(),
+        pid: 100,
+        start_time_sec: Some(1),
+        uptime_sec: Some(1),
+        stopping: false,
+        node: "fake".into(),
+    };
+    let topology = Topology::uniform(1, plan.servers.len(), &backends);
+    Driver::new(plan, fake, targets, topology, vec![identity], "test".into())
 }
 
 fn engine(plan: &Plan) -> Rollout {

@@ -466,6 +466,18 @@ pub struct Info {
 }
 
 impl Info {
+    /// An HAProxy that could not be read: no process known, so any process seen later is
+    /// a new one.
+    pub fn unknown() -> Info {
+        Info {
+            version: String::new(),
+            pid: 0,
+            start_time_sec: None,
+            uptime_sec: None,
+            stopping: false,
+            node: String::new(),
+        }
+    }
     /// Which HAProxy process this is, however it is reached (unix socket, TCP, SSH): the
     /// same process answers with the same node, pid and start time on every socket.
     pub fn identity(&self) -> String {

@@ -103,6 +103,13 @@ impl Printer {
         let _ = writeln!(std::io::stdout().lock(), "{text}");
     }
 
+    /// A question for the operator on stderr, the answer to follow on the same line.
+    pub fn question(&self, text: &str) -> std::io::Result<()> {
+        let mut stderr = std::io::stderr().lock();
+        write!(stderr, "{text}")?;
+        stderr.flush()
+    }
+
     /// A line for people on stderr.
     pub(crate) fn line(&self, text: &str) {
         let _ = writeln!(std::io::stderr().lock(), "{text}");

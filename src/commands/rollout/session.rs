@@ -1,0 +1,443 @@
+//! One rollout session, in the order it happens: read every HAProxy and decide pre-flight
+//! (locking the backends first), connect to every host, ask the operator (or say what passed),
+//! prepare what can fail without touching a server (the journal last), then drive the engine
+//! and journal how it ended. Each stage either hands the next what it needs or stops with
+//! the exit status it reported.
+
+use std::io::{BufRead, IsTerminal};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::{Context, Start};
+use crate::commands::Stop;
+use crate::commands::live::Links;
+use crate::driver::{Driver, Interrupt};
+use crate::effects::{Effects, RealWorld};
+use crate::engine::rollout::{Finish, Limits, Mode, Outcome, Rollout, ServerState};
+use crate::engine::{Observation, Preflight, Step, Topology, Verdict};
+use crate::exit::Exit;
+use crate::haproxy::{Client, Info};
+use crate::health::HealthChecker;
+use crate::journal::{self, Journal, ProcessIdentity, Record};
+use crate::lock::BackendLocks;
+use crate::plan::{PlaceholderValues, Server};
+use crate::report::rollout::{RolloutReporter, outcome_text, summary_json};
+use crate::ssh::SshPool;
+
+pub(crate) struct Run<'a> {
+    pub context: &'a Context<'a>,
+    /// The subcommand, for lock holders.
+    pub command: &'static str,
+    pub start: Start,
+    /// Ask before starting when stdin is a terminal.
+    pub confirm: bool,
+    /// Servers an interrupted run took out of rotation (pre-flight expects their state).
+    pub ours: Vec<String>,
+    /// Servers done before an interruption, recorded again in the new journal section.
+    pub done_before: Vec<String>,
+    /// Append to the existing journal instead of starting a new one.
+    pub continue_journal: bool,
+}
+
+/// What pre-flight found and holds: every HAProxy's state, its verdict, the backend locks
+/// and each server's placeholder values.
+struct Checked<'p> {
+    /// Held while the rollout runs: the links' SSH control sockets live with them.
+    links: Links,
+    observations: Vec<Observation<'p>>,
+    preflight: Preflight,
+    locks: BackendLocks,
+    targets: Vec<PlaceholderValues>,
+}
+
+/// What the rollout needs besides pre-flight's findings, made before the journal begins.
+struct Prepared {
+    clients: Vec<Client>,
+    health: HealthChecker,
+}
+
+impl Run<'_> {
+    pub fn execute(self) -> Result<Exit, Stop> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(self.session())
+    }
+
+    async fn session(self) -> Result<Exit, Stop> {
+        let checked = self.preflight().await?;
+        let ssh = self.connect_hosts(&checked.targets).await?;
+        let result = self.with_hosts(checked, ssh.as_ref()).await;
+        if let Some(ssh) = ssh {
+            ssh.close().await;
+        }
+        result
+    }
+
+    /// Everything after the hosts are connected; they are closed whatever this returns.
+    async fn with_hosts(&self, checked: Checked<'_>, ssh: Option<&SshPool>) -> Result<Exit, Stop> {
+        self.confirm(&checked)?;
+        let prepared = self.prepare(&checked)?;
+        let journal = self.open_journal(&checked.observations)?;
+        self.drive(checked, ssh, prepared, journal).await
+    }
+
+    fn settling(&self) -> bool {
+        matches!(
+            self.start,
+            Start::Recover {
+                mode: Mode::Settle,
+                ..
+            }
+        )
+    }
+
+    /// Reads every HAProxy, locks the backends it will change (before the verdict: a
+    /// rollout under way is the reason to name first), and decides pre-flight. Blocked:
+    /// the preview with every reason, exit 3.
+    async fn preflight(&self) -> Result<Checked<'_>, Stop> {
+        let Context { printer, plan, .. } = self.context;
+        let links = crate::commands::live::connect(plan).await;
+        let observations = crate::commands::live::observe(plan, &links).await;
+        let ours: Vec<&str> = self.ours.iter().map(String::as_str).collect();
+        let preflight = crate::engine::preflight::preflight(plan, &observations, &ours);
+        let locks = self
+            .context
+            .lock_backends(&preflight.topology, &observations, self.command)?;
+        let targets: Option<Vec<_>> = preflight
+            .targets
+            .iter()
+            .map(|target| target.values.clone())
+            .collect();
+        let targets = match targets {
+            Some(targets) if !preflight.blocked() || self.settling() => targets,
+            _ => {
+                let steps = self.steps(&preflight);
+                printer.plan_preview(&self.context.file, plan, &preflight, &steps);
+                return Err(Stop::Reported(Exit::PreflightFailed));
+            }
+        };
+        for warning in preflight.with(Verdict::Warning) {
+            printer.warning(&warning.text);
+        }
+        Ok(Checked {
+            links,
+            observations,
+            preflight,
+            locks,
+            targets,
+        })
+    }
+
+    fn steps<'p>(&'p self, preflight: &Preflight) -> Vec<(&'p Server, Vec<Step>)> {
+        crate::commands::preview_steps(&self.context.plan, preflight)
+    }
+
+    /// Property 1: every SSH host reachable with a verified key before anything changes.
+    /// Settling restarts nothing: it only asks hosts, over fresh connections, whether a
+    /// command of the interrupted run still runs.
+    async fn connect_hosts(&self, targets: &[PlaceholderValues]) -> Result<Option<SshPool>, Stop> {
+        let hosts: Vec<String> = if self.settling() {
+            Vec::new()
+        } else {
+            targets.iter().map(|values| values.host.clone()).collect()
+        };
+        match SshPool::connect(&self.context.plan.ssh, &hosts).await {
+            Ok(ssh) => Ok(Some(ssh)),
+            Err(error) => {
+                self.context.printer.failure(&anyhow::anyhow!(
+                    "pre-flight failed: {error}; nothing was changed"
+                ));
+                Err(Stop::Reported(Exit::PreflightFailed))
+            }
+        }
+    }
+
+    /// On a terminal (unless `--yes`): the preview, then a question; otherwise what passed.
+    fn confirm(&self, checked: &Checked) -> Result<(), Stop> {
+        let Context { printer, plan, .. } = self.context;
+        if self.confirm && std::io::stdin().is_terminal() {
+            let steps = self.steps(&checked.preflight);
+            printer.plan_preview(&self.context.file, plan, &checked.preflight, &steps);
+            if !ask(
+                printer,
+                &format!("Restart {} server(s) now? [y/N] ", plan.servers.len()),
+            )? {
+                printer.error("not confirmed; nothing was changed");
+                return Err(Stop::Reported(Exit::Aborted));
+            }
+        } else if !self.settling() {
+            let mut hosts: Vec<&str> = checked
+                .targets
+                .iter()
+                .map(|values| values.host.as_str())
+                .collect();
+            hosts.sort_unstable();
+            hosts.dedup();
+            printer.note(&format!(
+                "pre-flight passed: {} HAProxy instance(s), {} server(s), SSH to {} host(s) verified",
+                plan.haproxy.len(),
+                plan.servers.len(),
+                hosts.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Everything that can fail without touching a server fails here, before the journal
+    /// records a rollout.
+    fn prepare(&self, checked: &Checked) -> Result<Prepared, Stop> {
+        let plan = &self.context.plan;
+        let clients = checked.links.all().ok_or_else(|| {
+            anyhow::anyhow!("an HAProxy could not be reached; nothing was changed")
+        })?;
+        let health = HealthChecker::new(plan.health.timeout, plan.health.expect_status)
+            .map_err(anyhow::Error::from)?;
+        Ok(Prepared { clients, health })
+    }
+
+    /// The journal's first record of this run. It is opened last of everything that can
+    /// fail without touching a server: a journal that began is an interrupted rollout to
+    /// the next run.
+    fn open_journal(&self, observations: &[Observation]) -> Result<Journal, Stop> {
+        let context = self.context;
+        let open = || -> anyhow::Result<Journal> {
+            let mut journal = if self.continue_journal {
+                Journal::open(&context.journal_path())?
+            } else {
+                Journal::create(&context.dir)?
+            };
+            journal.append(&Record::Begin {
+                time: journal::now(),
+                plan: std::fs::canonicalize(&context.file)?,
+                plan_hash: context.plan_hash.clone(),
+                pid: std::process::id(),
+                host: crate::lock::hostname(),
+                haproxy: observations
+                    .iter()
+                    .filter_map(|observation| {
+                        observation
+                            .state
+                            .as_ref()
+                            .ok()
+                            .map(|snapshot| ProcessIdentity {
+                                haproxy: observation.instance.name.to_string(),
+                                pid: snapshot.info.pid,
+                                start_time_sec: snapshot.info.start_time_sec,
+                            })
+                    })
+                    .collect(),
+                servers: context
+                    .plan
+                    .servers
+                    .iter()
+                    .map(|server| server.name.to_string())
+                    .collect(),
+                done_before: self.done_before.clone(),
+            })?;
+            Ok(journal)
+        };
+        open().map_err(|error| {
+            context.printer.failure(&error.context(format!(
+                "pre-flight failed: cannot write the journal in {}; nothing was changed",
+                context.dir.display()
+            )));
+            Stop::Reported(Exit::PreflightFailed)
+        })
+    }
+
+    /// The engine, as the start asks (fresh, or recovering an earlier run), and the
+    /// commands of that run whose markers tell whether they still run.
+    fn engine(
+        &self,
+        topology: &Topology,
+        limits: &Limits,
+    ) -> (Rollout, Vec<(usize, crate::driver::StartedCommand)>) {
+        let plan = &self.context.plan;
+        match &self.start {
+            Start::Fresh => (
+                Rollout::new(plan, topology.clone(), limits.clone()),
+                Vec::new(),
+            ),
+            Start::Recover {
+                mode,
+                done,
+                facts,
+                skip,
+            } => (
+                Rollout::recover(
+                    plan,
+                    topology.clone(),
+                    limits.clone(),
+                    *mode,
+                    done,
+                    facts.recovered.clone(),
+                )
+                .skip(skip),
+                facts.commands.clone(),
+            ),
+        }
+    }
+
+    /// Runs the engine through the driver until it finishes (asking, at a manual canary
+    /// pause on a terminal, whether to go on), journals how it ended, and prints the summary.
+    async fn drive(
+        &self,
+        checked: Checked<'_>,
+        ssh: Option<&SshPool>,
+        prepared: Prepared,
+        journal: Journal,
+    ) -> Result<Exit, Stop> {
+        let Context { printer, plan, .. } = self.context;
+        let Checked {
+            links: _links,
+            observations,
+            preflight,
+            locks,
+            targets,
+        } = checked;
+        let Prepared { clients, health } = prepared;
+        let topology = preflight.topology.clone();
+        let limits = crate::engine::preflight::limits(plan, &observations, &topology);
+        let (engine, commands) = self.engine(&topology, &limits);
+        let identities = observations
+            .iter()
+            .map(|observation| match &observation.state {
+                Ok(snapshot) => snapshot.info.clone(),
+                Err(_) => Info::unknown(),
+            })
+            .collect();
+        let rollout_id = self
+            .context
+            .dir
+            .file_name()
+            .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+        let effects = RealWorld {
+            clients,
+            ssh,
+            health,
+            journal: Mutex::new(journal),
+        };
+        let hosts: Vec<String> = targets.iter().map(|values| values.host.clone()).collect();
+        let driver = Driver::new(
+            plan,
+            effects,
+            targets,
+            topology.clone(),
+            identities,
+            rollout_id,
+        )
+        .with_locks(&locks)
+        .with_commands(commands);
+        spawn_signal_handler(driver.interrupt.clone());
+
+        let started = Instant::now();
+        let mut reporter = RolloutReporter::new(printer, plan).with_hosts(hosts.clone());
+        let mut finish = driver.run(engine, |report| reporter.report(report)).await;
+        if finish.outcome == Outcome::Paused {
+            let paused = Record::Paused {
+                time: journal::now(),
+            };
+            if let Err(error) = driver.effects.record(&paused) {
+                printer.error(&format!("cannot write the journal: {error}"));
+            }
+            let interactive = self.confirm && std::io::stdin().is_terminal();
+            if interactive && ask_paused(printer, &finish)? {
+                let done: Vec<usize> = finish
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, result)| {
+                        matches!(result.state, ServerState::Done | ServerState::DoneEarlier)
+                    })
+                    .map(|(index, _)| index)
+                    .collect();
+                let rest =
+                    Rollout::recover(plan, topology, limits, Mode::Resume, &done, Vec::new());
+                finish = driver.run(rest, |report| reporter.report(report)).await;
+            }
+        }
+        let elapsed = started.elapsed();
+        if finish.outcome != Outcome::Paused {
+            let end = Record::End {
+                time: journal::now(),
+                outcome: outcome_text(finish.outcome).to_owned(),
+                summary: summary_json(plan, &hosts, &finish, elapsed),
+            };
+            if let Err(error) = driver.effects.record(&end) {
+                printer.error(&format!("cannot write the end of the journal: {error}"));
+            }
+        }
+        reporter.finish(&finish, elapsed);
+        Ok(match finish.outcome {
+            Outcome::Success | Outcome::Paused => Exit::Success,
+            Outcome::Failed => Exit::RolloutFailed,
+            Outcome::Interrupted => Exit::Aborted,
+        })
+    }
+}
+
+fn ask_paused(printer: &crate::report::Printer, finish: &Finish) -> anyhow::Result<bool> {
+    let remaining = finish
+        .servers
+        .iter()
+        .filter(|result| result.state == ServerState::Untouched)
+        .count();
+    ask(
+        printer,
+        &format!(
+            "The canaries are back. Continue with the remaining {remaining} server(s)? [y/N] "
+        ),
+    )
+}
+
+/// Asks on the terminal; yes only for an explicit yes.
+fn ask(printer: &crate::report::Printer, question: &str) -> anyhow::Result<bool> {
+    printer.question(question)?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// SIGINT and SIGTERM stop at the next safe point; a second one, or SIGUSR1 (what
+/// `abort --now` sends), stops now.
+fn spawn_signal_handler(interrupt: Interrupt) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut interrupt_signal), Ok(mut terminate), Ok(mut now)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::user_defined1()),
+        ) else {
+            tracing::warn!(
+                "cannot watch signals: SIGINT would end the rollout without a safe stop"
+            );
+            return;
+        };
+        let mut safe_seen = false;
+        loop {
+            tokio::select! {
+                _ = interrupt_signal.recv() => {}
+                _ = terminate.recv() => {}
+                _ = now.recv() => {
+                    tracing::warn!("abort --now: stopping without waiting; the server in flight is left out of rotation");
+                    interrupt.now();
+                    continue;
+                }
+            }
+            if safe_seen {
+                tracing::warn!(
+                    "second signal: stopping now; the server in flight is left out of rotation"
+                );
+                interrupt.now();
+            } else {
+                safe_seen = true;
+                tracing::warn!(
+                    "signal received: stopping at the next safe point (the step in progress finishes first; a second signal stops now)"
+                );
+                interrupt.safe();
+            }
+        }
+    });
+}
