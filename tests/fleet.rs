@@ -347,8 +347,9 @@ fn ten_servers_in_batches_of_three_keep_both_bounds_under_traffic() {
     assert!(seen.samples > 20, "{} samples", seen.samples);
     assert!(
         seen.most_out <= 3,
-        "at one moment {} servers were out: max_unavailable 3",
-        seen.most_out
+        "at one moment {} servers were out: max_unavailable 3: {:?}",
+        seen.most_out,
+        seen.most_out_were
     );
     assert!(
         seen.fewest_in >= 7,

@@ -300,6 +300,8 @@ pub struct Seen {
     /// The fewest servers exactly UP and in rotation on every HAProxy at one moment.
     pub fewest_in: usize,
     pub samples: usize,
+    /// The servers out, as HAProxy showed them, at the sample with the most out.
+    pub most_out_were: Vec<String>,
 }
 
 /// Samples every HAProxy every 25 ms, until stopped, for bounds that must hold at every
@@ -316,9 +318,11 @@ impl Sampler {
         let thread = std::thread::spawn(move || {
             let runtime = Lab::runtime();
             let (mut most_out, mut fewest_in, mut samples) = (0, usize::MAX, 0);
+            let mut most_out_were = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(180);
             while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
                 let mut out = std::collections::BTreeSet::new();
+                let mut shown = Vec::new();
                 let mut servers = std::collections::BTreeSet::new();
                 let mut complete = true;
                 for client in &clients {
@@ -327,6 +331,13 @@ impl Sampler {
                             for view in views {
                                 if !(view.admin.ready() && view.status == "UP") {
                                     out.insert(view.server.clone());
+                                    shown.push(format!(
+                                        "{} {} {} {}",
+                                        view.server,
+                                        view.admin_text(),
+                                        view.status,
+                                        view.check_status
+                                    ));
                                 }
                                 servers.insert(view.server);
                             }
@@ -335,6 +346,9 @@ impl Sampler {
                     }
                 }
                 if complete {
+                    if out.len() > most_out {
+                        most_out_were = shown;
+                    }
                     most_out = most_out.max(out.len());
                     fewest_in = fewest_in.min(servers.len() - out.len());
                     samples += 1;
@@ -343,6 +357,7 @@ impl Sampler {
             }
             Seen {
                 most_out,
+                most_out_were,
                 fewest_in,
                 samples,
             }
