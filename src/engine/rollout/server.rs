@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 /// How often the host is asked whether a command whose outcome is unknown still runs.
 mod commands;
+mod draining;
 mod polls;
+mod restarting;
+mod returning;
 mod stops;
 
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -337,148 +340,6 @@ impl ServerRun {
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<RunStep> {
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         match (phase, event) {
-            (Phase::Draining, Event::Changed(Ok(()))) => {
-                self.result.state = ServerState::Unknown;
-                if self.interrupted() {
-                    return self.return_unrestarted("interrupted while draining");
-                }
-                self.phase = Phase::Sessions {
-                    deadline: now + self.settings.drain_timeout,
-                };
-                vec![
-                    self.stage(Stage::WaitingForSessions),
-                    RunStep::Run(Effect::Poll),
-                ]
-            }
-            // Part of the drain may have landed: put the server back everywhere.
-            (Phase::Draining, Event::Changed(Err(error))) => self.restore(
-                AdminTarget::Ready,
-                Stage::Draining,
-                format!("drain failed: {error}"),
-            ),
-            (Phase::Sessions { deadline }, Event::Polled(views)) => {
-                self.after_sessions_poll(&views, deadline, now)
-            }
-            (Phase::ForcingMaint { sessions }, Event::Changed(Ok(()))) => {
-                self.phase = Phase::ForcingShutdown { sessions };
-                Self::run(Effect::ShutdownSessions(self.server()))
-            }
-            (Phase::ForcingShutdown { sessions }, Event::Changed(Ok(()))) => {
-                self.result.sessions_cut = Some(sessions);
-                let mut steps = vec![RunStep::Report(Report::SessionsCut {
-                    server: self.server(),
-                    sessions,
-                })];
-                if self.interrupted() {
-                    steps.extend(self.return_unrestarted("interrupted before the restart"));
-                } else {
-                    steps.extend(self.start_restart(now));
-                }
-                steps
-            }
-            (
-                Phase::ForcingMaint { .. } | Phase::ForcingShutdown { .. },
-                Event::Changed(Err(error)),
-            ) => self.fail_out_of_rotation(
-                Stage::WaitingForSessions,
-                format!("cutting the remaining sessions failed: {error}"),
-            ),
-            (Phase::EnteringMaint, Event::Changed(Ok(()))) => {
-                if self.interrupted() {
-                    return self.return_unrestarted("interrupted before the restart");
-                }
-                self.start_restart(now)
-            }
-            (Phase::Securing { may_run, target }, Event::Changed(Ok(()))) => {
-                self.holding = Some(target);
-                self.result.state = ServerState::OutOfRotation;
-                self.after_command = self.then_secured;
-                self.phase = Phase::CommandMayRun {
-                    what: may_run.what,
-                    until: may_run.until,
-                    next_check: now + CHECK_EVERY,
-                };
-                Self::run(Effect::Wait)
-            }
-            (Phase::Securing { target, .. }, Event::Changed(Err(error))) => self
-                .fail_out_of_rotation(
-                    Stage::Draining,
-                    format!(
-                        "taking it out ({}) failed while a command may still run: {error}",
-                        target.as_str()
-                    ),
-                ),
-            (Phase::EnteringMaint, Event::Changed(Err(error))) => {
-                self.fail_out_of_rotation(Stage::Restarting, format!("maintenance failed: {error}"))
-            }
-            (Phase::Restarting, Event::Restarted(result)) => {
-                let unknown = match result {
-                    Ok(()) => false,
-                    Err(CommandFailure::Failed(error)) => {
-                        return self
-                            .fail(Stage::Restarting, format!("the restart failed: {error}"));
-                    }
-                    Err(CommandFailure::Unknown(error)) => {
-                        self.stop = Stopping::AfterThisServer(format!(
-                            "the restart's outcome is unknown ({error}); {} stayed out of rotation until the restart could no longer run, was then settled by its health and HAProxy's checks, and the rollout stopped",
-                            self.server()
-                        ));
-                        true
-                    }
-                };
-                self.restarted = Some(now);
-                self.result.timings.restarting = self
-                    .drained
-                    .map(|drained| now.saturating_duration_since(drained));
-                if unknown {
-                    // Property 9: it may still be running; a health answer now could come
-                    // from the old process, about to be killed.
-                    return self.await_command(now);
-                }
-                if self.has_hook(HookPoint::AfterRestart) {
-                    return self.run_hook(HookPoint::AfterRestart, Phase::AfterRestartHook, now);
-                }
-                self.start_probing(now)
-            }
-            (
-                Phase::CommandMayRun {
-                    what,
-                    until,
-                    next_check,
-                },
-                event @ (Event::CommandChecked(_) | Event::Waited),
-            ) => self.after_command_check(event, (what, until, next_check), now),
-            (Phase::Probing { .. }, Event::Probed(Ok(()))) => {
-                self.healthy = Some(now);
-                self.result.timings.health = self
-                    .restarted
-                    .map(|restarted| now.saturating_duration_since(restarted));
-                self.phase = Phase::LeavingMaint;
-                vec![
-                    self.stage(Stage::WaitingForChecks),
-                    RunStep::Run(Effect::SetState(self.server(), AdminTarget::Drain)),
-                ]
-            }
-            (Phase::Probing { deadline, .. }, Event::Probed(Err(error))) => {
-                if now >= deadline {
-                    return self.fail(
-                        Stage::WaitingForHealth,
-                        format!(
-                            "its health endpoint did not answer as expected within {}s: {error}",
-                            self.settings.health_within.as_secs()
-                        ),
-                    );
-                }
-                self.phase = Phase::Probing {
-                    deadline,
-                    last_error: Some(error),
-                };
-                Self::run(Effect::Wait)
-            }
-            (phase @ Phase::Probing { .. }, Event::Waited) => {
-                self.phase = phase;
-                Self::run(Effect::Probe(self.index))
-            }
             // Every wait for HAProxy's state ends the same way: poll again.
             (
                 phase @ (Phase::Sessions { .. } | Phase::Checks { .. } | Phase::Up { .. }),
@@ -487,32 +348,31 @@ impl ServerRun {
                 self.phase = phase;
                 Self::run(Effect::Poll)
             }
-            (Phase::LeavingMaint, Event::Changed(Ok(()))) => {
-                self.phase = Phase::Checks {
-                    deadline: now + self.settings.ready_timeout,
-                };
-                Self::run(Effect::Poll)
-            }
-            (Phase::LeavingMaint, Event::Changed(Err(error))) => self.fail_out_of_rotation(
-                Stage::WaitingForChecks,
-                format!("leaving maintenance failed: {error}"),
-            ),
-            (Phase::Checks { deadline }, Event::Polled(views)) => {
-                self.after_checks_poll(&views, deadline, now)
-            }
-            (Phase::Returning, Event::Changed(Ok(()))) => {
-                self.phase = Phase::Up {
-                    deadline: now + self.settings.ready_timeout,
-                };
-                Self::run(Effect::Poll)
-            }
-            (Phase::Returning, Event::Changed(Err(error))) => self.fail_out_of_rotation(
-                Stage::ReturningToTraffic,
-                format!("returning to traffic failed: {error}"),
-            ),
-            (Phase::Up { deadline }, Event::Polled(views)) => {
-                self.after_up_poll(&views, deadline, now)
-            }
+            (
+                phase @ (Phase::Draining
+                | Phase::Sessions { .. }
+                | Phase::ForcingMaint { .. }
+                | Phase::ForcingShutdown { .. }
+                | Phase::EnteringMaint
+                | Phase::Securing { .. }
+                | Phase::BeforeDrainHook),
+                event,
+            ) => self.while_draining(phase, event, now),
+            (
+                phase @ (Phase::Restarting
+                | Phase::CommandMayRun { .. }
+                | Phase::Probing { .. }
+                | Phase::AfterRestartHook),
+                event,
+            ) => self.while_restarting(phase, event, now),
+            (
+                phase @ (Phase::LeavingMaint
+                | Phase::Checks { .. }
+                | Phase::Returning
+                | Phase::Up { .. }
+                | Phase::AfterReadyHook),
+                event,
+            ) => self.while_returning(phase, event, now),
             (
                 Phase::Restoring {
                     target,
@@ -545,64 +405,16 @@ impl ServerRun {
                 steps.push(self.finish(outcome, Some(reason)));
                 steps
             }
-            (Phase::BeforeDrainHook, Event::HookDone(Ok(()))) => {
-                if self.interrupted() {
-                    return vec![self.finish(
-                        Outcome::Interrupted,
-                        Some(format!(
-                            "stopped by the operator before {} was drained",
-                            self.server()
-                        )),
-                    )];
-                }
-                self.start_drain()
-            }
-            (Phase::BeforeDrainHook, Event::HookDone(Err(error))) => {
-                let mut steps = self.note_unknown(&error);
-                steps.extend(
-                    self.fail_untouched(format!("its before_drain hook failed: {}", error.text())),
-                );
-                steps
-            }
-            (Phase::AfterRestartHook, Event::HookDone(Ok(()))) => self.start_probing(now),
-            (Phase::AfterRestartHook, Event::HookDone(Err(CommandFailure::Unknown(error)))) => {
-                self.stop = Stopping::AfterThisServer(format!(
-                    "the outcome of its after_restart hook is unknown ({error}); {} stayed out of rotation until the hook could no longer run, was then settled by its health and HAProxy's checks, and the rollout stopped",
-                    self.server()
-                ));
-                self.await_command(now)
-            }
-            (Phase::AfterRestartHook, Event::HookDone(Err(CommandFailure::Failed(error)))) => self
-                .fail(
-                    Stage::Hook(HookPoint::AfterRestart),
-                    format!("its after_restart hook failed: {error}"),
-                ),
-            (Phase::AfterReadyHook, Event::HookDone(Ok(()))) => self.complete(),
-            // The server passed its health check and HAProxy's: it stays in traffic.
-            (Phase::AfterReadyHook, Event::HookDone(Err(error))) => {
-                let reason = format!(
-                    "its after_ready hook failed: {}; {} is back in traffic (it passed its checks)",
-                    error.text(),
-                    self.server()
-                );
-                let outcome = self.failure_outcome();
-                let mut steps = self.note_unknown(&error);
-                steps.push(RunStep::Report(Report::ServerFailed {
-                    server: self.server(),
-                    stage: Stage::Hook(HookPoint::AfterReady),
-                    reason: reason.clone(),
-                }));
-                steps.push(self.finish(outcome, Some(reason)));
-                steps
-            }
-            (phase, event) => {
-                // An event the current phase does not expect is a driver bug; stop safely
-                // rather than guess.
-                let reason = format!("internal error: {event:?} in {phase:?}");
-                self.phase = phase;
-                self.fail_out_of_rotation(Stage::CheckingCapacity, reason)
-            }
+            (phase, event) => self.unexpected(phase, event),
         }
+    }
+
+    /// An event the current phase does not expect is a driver bug; stop safely rather
+    /// than guess.
+    fn unexpected(&mut self, phase: Phase, event: Event) -> Vec<RunStep> {
+        let reason = format!("internal error: {event:?} in {phase:?}");
+        self.phase = phase;
+        self.fail_out_of_rotation(Stage::CheckingCapacity, reason)
     }
 
     fn start_drain(&mut self) -> Vec<RunStep> {
