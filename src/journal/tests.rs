@@ -1,0 +1,158 @@
+//! The journal on disk: records, torn lines, and what an interrupted rollout left.
+
+use super::*;
+
+fn intent(server: &str, change: Change) -> Record {
+    Record::Intent {
+        time: now(),
+        server: server.into(),
+        change,
+        command: None,
+    }
+}
+
+fn outcome(server: &str, change: Change) -> Record {
+    Record::Outcome {
+        time: now(),
+        server: server.into(),
+        change,
+        ok: true,
+        error: None,
+        may_still_run: false,
+    }
+}
+
+fn begin() -> Record {
+    begin_after(&[])
+}
+
+/// The beginning of a run that continues a rollout whose servers `done` are done.
+fn begin_after(done: &[&str]) -> Record {
+    Record::Begin {
+        time: now(),
+        plan: "/plans/p.yaml".into(),
+        plan_hash: "abc".into(),
+        pid: 42,
+        host: "ci-1".into(),
+        haproxy: vec![],
+        servers: vec!["app1".into(), "app2".into()],
+        done_before: done.iter().map(|server| (*server).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn a_journal_survives_reopening_and_a_torn_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::create(dir.path()).unwrap();
+    journal.append(&begin()).unwrap();
+    journal.append(&intent("app1", Change::Drain)).unwrap();
+    drop(journal);
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("journal.jsonl"))
+        .unwrap();
+    file.write_all(b"{\"record\":\"outc").unwrap();
+    let story = Journal::read_all(&dir.path().join("journal.jsonl")).unwrap();
+    assert_eq!(story.records.len(), 2);
+    assert_eq!(
+        story.torn.map(|torn| torn.text),
+        Some("{\"record\":\"outc".into())
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("journal.jsonl"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn an_interrupted_rollout_names_the_done_servers_and_the_one_in_flight() {
+    let records = vec![
+        begin(),
+        intent("app1", Change::Drain),
+        outcome("app1", Change::Drain),
+        intent("app1", Change::Maint),
+        outcome("app1", Change::Maint),
+        intent("app1", Change::Restart),
+        outcome("app1", Change::Restart),
+        Record::ServerDone {
+            time: now(),
+            server: "app1".into(),
+        },
+        intent("app2", Change::Drain),
+        outcome("app2", Change::Drain),
+        intent("app2", Change::Maint),
+    ];
+    let state = interrupted(&records).unwrap();
+    assert_eq!(state.done, ["app1"]);
+    let [in_flight] = &state.in_flight[..] else {
+        panic!("{:?}", state.in_flight)
+    };
+    assert_eq!(in_flight.server, "app2");
+    assert_eq!(in_flight.applied, [Change::Drain]);
+    assert_eq!(in_flight.pending, Some(Change::Maint));
+    assert!(!in_flight.restart_attempted());
+}
+
+#[test]
+fn a_torn_record_names_its_server_when_that_much_was_written() {
+    let torn = |text: &str| Torn { text: text.into() };
+    assert_eq!(
+        torn(r#"{"record":"intent","time":"t","server":"app2","cha"#).server(),
+        Some("app2")
+    );
+    assert_eq!(
+        torn(r#"{"record":"intent","time":"t","server":"ap"#).server(),
+        None
+    );
+    assert_eq!(torn(r#"{"record":"outc"#).server(), None);
+}
+
+#[test]
+fn a_stopped_rollout_keeps_its_facts_across_the_runs_that_continue_it() {
+    let end = |outcome: &str| Record::End {
+        time: now(),
+        outcome: outcome.into(),
+        summary: serde_json::json!({}),
+    };
+    let mut records = vec![
+        begin(),
+        intent("app1", Change::Drain),
+        outcome("app1", Change::Drain),
+        Record::ServerDone {
+            time: now(),
+            server: "app1".into(),
+        },
+        intent("app2", Change::Drain),
+        outcome("app2", Change::Drain),
+        intent("app2", Change::Maint),
+        outcome("app2", Change::Maint),
+        end("failed"),
+    ];
+    let state = interrupted(&records).unwrap();
+    assert_eq!(state.stopped.as_deref(), Some("failed"));
+    assert_eq!(state.done, ["app1"]);
+    assert_eq!(state.in_flight[0].server, "app2");
+    // A resume that died before it touched app2: app2 is still in flight.
+    records.push(begin_after(&["app1"]));
+    let state = interrupted(&records).unwrap();
+    assert_eq!(state.stopped, None);
+    assert_eq!(state.in_flight[0].server, "app2");
+    assert_eq!(state.in_flight[0].last_state(), Some(Change::Maint));
+    records.push(end("success"));
+    assert_eq!(interrupted(&records), None);
+}
+
+#[test]
+fn a_rollout_that_ended_is_not_interrupted() {
+    let records = vec![
+        begin(),
+        Record::End {
+            time: now(),
+            outcome: "success".into(),
+            summary: serde_json::json!({}),
+        },
+    ];
+    assert_eq!(interrupted(&records), None);
+}

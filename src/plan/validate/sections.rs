@@ -1,0 +1,242 @@
+//! The plan's sections past the HAProxy instances and servers: SSH, restart, health,
+//! drain, ready, canary, hooks and capacity, each checked with every default filled in.
+
+use super::*;
+
+impl Checker<'_> {
+    pub(super) fn ssh(&mut self, raw: RawSsh) -> Option<Ssh> {
+        let user = match raw.user {
+            None => Some(None),
+            Some(user) => {
+                let valid = !user.value.is_empty()
+                    && !user.value.starts_with('-')
+                    && user
+                        .value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                if valid {
+                    Some(Some(user.value))
+                } else {
+                    self.fail(
+                        &user,
+                        format!("invalid user `{}`", user.value.escape_debug()),
+                        "a user name: letters, digits and `_ . -`, not starting with `-`",
+                    );
+                    None
+                }
+            }
+        };
+        let port = match raw.port {
+            None => Some(None),
+            Some(port) => match u16::try_from(port.value) {
+                Ok(number) if number > 0 => Some(Some(number)),
+                _ => {
+                    self.fail(
+                        &port,
+                        format!("port {} is out of range", port.value),
+                        "a port from 1 to 65535",
+                    );
+                    None
+                }
+            },
+        };
+        let identity_file = self.path(raw.identity_file);
+        let known_hosts_file = self.path(raw.known_hosts_file);
+        let config_file = self.path(raw.config_file);
+        let connect_timeout = self.positive(raw.connect_timeout, Duration::from_secs(10));
+        Some(Ssh {
+            user: user?,
+            port: port?,
+            identity_file: identity_file?,
+            known_hosts: raw
+                .known_hosts
+                .map_or(KnownHosts::default(), |value| value.value),
+            known_hosts_file: known_hosts_file?,
+            config_file: config_file?,
+            connect_timeout: connect_timeout?,
+        })
+    }
+
+    pub(super) fn restart(&mut self, raw: RawRestart) -> Option<Restart> {
+        let command = raw.command.and_then(|command| {
+            if command.value.trim().is_empty() {
+                self.fail(
+                    &command,
+                    "the restart command is empty",
+                    "e.g. sudo systemctl restart app",
+                );
+                return None;
+            }
+            self.template(&command)
+        });
+        let timeout = self.positive(raw.timeout, Duration::from_secs(120));
+        Some(Restart {
+            command: command?,
+            timeout: timeout?,
+        })
+    }
+
+    pub(super) fn health(&mut self, raw: RawHealth) -> Option<Health> {
+        let url = match raw.url {
+            Some(url) => self.url(&url),
+            None => Some(parse_template(DEFAULT_HEALTH_URL).expect("the default URL is valid")),
+        };
+        let expect_status = match raw.expect_status {
+            None => Some(200),
+            Some(status) if (100..=599).contains(&status.value) => Some(status.value as u16),
+            Some(status) => {
+                self.fail(
+                    &status,
+                    format!("{} is not an HTTP status", status.value),
+                    "an HTTP status from 100 to 599, e.g. 200",
+                );
+                None
+            }
+        };
+        let timeout = self.positive(raw.timeout, Duration::from_secs(2));
+        let within = self.positive(raw.within, Duration::from_secs(60));
+        Some(Health {
+            url: url?,
+            expect_status: expect_status?,
+            timeout: timeout?,
+            within: within?,
+        })
+    }
+
+    pub(super) fn drain(&mut self, raw: RawDrain) -> Option<Drain> {
+        let timeout = self.positive(raw.timeout, Duration::from_secs(300));
+        Some(Drain {
+            timeout: timeout?,
+            on_timeout: raw
+                .on_timeout
+                .map_or(OnDrainTimeout::default(), |value| value.value),
+        })
+    }
+
+    pub(super) fn ready(&mut self, raw: RawReady) -> Option<Ready> {
+        let timeout = self.positive(raw.timeout, Duration::from_secs(60));
+        Some(Ready { timeout: timeout? })
+    }
+
+    pub(super) fn canary(&mut self, raw: RawCanary, server_count: Option<usize>) -> Option<Canary> {
+        let servers = raw.servers.and_then(|servers| match usize::try_from(servers.value) {
+            Ok(count) if count >= 1 && server_count.is_none_or(|total| count < total) => Some(count),
+            _ => {
+                self.fail(
+                    &servers,
+                    format!("{} canary server(s) is out of range", servers.value),
+                    "at least 1, and fewer than the servers of the plan (the rest come after the pause)",
+                );
+                None
+            }
+        });
+        let pause = raw.pause.and_then(|pause| {
+            if pause.value == "manual" {
+                return Some(CanaryPause::Manual);
+            }
+            match crate::plan::duration::parse_duration(&pause.value) {
+                Ok(duration) if !duration.is_zero() => Some(CanaryPause::For(duration)),
+                _ => {
+                    self.fail(
+                        &pause,
+                        format!("invalid canary pause `{}`", pause.value),
+                        "`manual`, or a duration greater than 0 such as 5m",
+                    );
+                    None
+                }
+            }
+        });
+        Some(Canary {
+            servers: servers?,
+            pause: pause?,
+        })
+    }
+
+    pub(super) fn hooks(&mut self, raw: RawHooks) -> Option<Hooks> {
+        let mut hook = |raw: Option<Located<RawHook>>| -> Option<Option<Hook>> {
+            let Some(raw) = raw else { return Some(None) };
+            let RawHook {
+                command,
+                timeout,
+                local,
+            } = raw.value;
+            let command = command.and_then(|command| {
+                if command.value.trim().is_empty() {
+                    self.fail(
+                        &command,
+                        "the hook command is empty",
+                        "a shell command, or leave the hook out",
+                    );
+                    return None;
+                }
+                self.template(&command)
+            });
+            let timeout = self.positive(timeout, Duration::from_secs(60));
+            Some(Some(Hook {
+                command: command?,
+                timeout: timeout?,
+                local: local.is_some_and(|local| local.value),
+            }))
+        };
+        let before_drain = hook(raw.before_drain);
+        let after_restart = hook(raw.after_restart);
+        let after_ready = hook(raw.after_ready);
+        let on_failure = hook(raw.on_failure);
+        Some(Hooks {
+            before_drain: before_drain?,
+            after_restart: after_restart?,
+            after_ready: after_ready?,
+            on_failure: on_failure?,
+        })
+    }
+
+    pub(super) fn capacity(&mut self, raw: RawCapacity) -> Option<Capacity> {
+        let max_unavailable = match raw.max_unavailable {
+            None => Some(MaxUnavailable::Count(1)),
+            Some(value) => match value.value {
+                RawMaxUnavailable::Count(count) => match u32::try_from(count) {
+                    Ok(count) if count >= 1 => Some(MaxUnavailable::Count(count)),
+                    _ => {
+                        self.fail(
+                            &value,
+                            format!("max_unavailable {count} is out of range"),
+                            "at least 1: the number of servers of one backend out of rotation at once, or a percentage such as 10%",
+                        );
+                        None
+                    }
+                },
+                RawMaxUnavailable::Percent(percent) => match u32::try_from(percent) {
+                    Ok(percent) if (1..=100).contains(&percent) => {
+                        Some(MaxUnavailable::Percent(percent))
+                    }
+                    _ => {
+                        self.fail(
+                            &value,
+                            format!("max_unavailable {percent}% is out of range"),
+                            "a percentage from 1% to 100% of each backend's servers (rounded down, at least 1)",
+                        );
+                        None
+                    }
+                },
+            },
+        };
+        let min_up = match raw.min_up {
+            None => Some(1),
+            Some(value) => match u32::try_from(value.value) {
+                Ok(count) if count >= 1 => Some(count),
+                _ => {
+                    self.fail(
+                        &value,
+                        format!("min_up {} is out of range", value.value),
+                        "at least 1: haproxy-rollout never takes the last UP server out of a backend",
+                    );
+                    None
+                }
+            },
+        };
+        Some(Capacity {
+            max_unavailable: max_unavailable?,
+            min_up: min_up?,
+        })
+    }
+}
