@@ -150,23 +150,7 @@ fn report_end(context: &Context, printer: &Printer) -> Result<Exit, Stop> {
         printer.error("the rollout stopped without writing its end: it was killed; run `abort` again to clean up");
         return Ok(Exit::RolloutFailed);
     };
-    printer.json_event("summary", summary);
-    if printer.format == crate::cli::OutputFormat::Human {
-        printer.note(&format!("the rollout ended: {outcome}"));
-        for server in summary["servers"].as_array().into_iter().flatten() {
-            printer.note(&format!(
-                "  {}: {}",
-                server["server"].as_str().unwrap_or("?"),
-                server["state"].as_str().unwrap_or("?")
-            ));
-            for line in server["restore"].as_array().into_iter().flatten() {
-                printer.note(&format!(
-                    "      to return it: {}",
-                    line.as_str().unwrap_or("")
-                ));
-            }
-        }
-    }
+    printer.journal_summary(outcome, summary);
     Ok(match outcome.as_str() {
         "success" => Exit::Success,
         "failed" => Exit::RolloutFailed,

@@ -5,14 +5,12 @@ use clap::CommandFactory;
 use super::Stop;
 use crate::cli::Cli;
 use crate::exit::Exit;
+use crate::report::Printer;
 
-pub fn run(shell: clap_complete::Shell) -> Result<Exit, Stop> {
+pub fn run(shell: clap_complete::Shell, printer: &Printer) -> Result<Exit, Stop> {
     let mut command = Cli::command();
-    clap_complete::generate(
-        shell,
-        &mut command,
-        "haproxy-rollout",
-        &mut std::io::stdout(),
-    );
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "haproxy-rollout", &mut script);
+    printer.document(&script)?;
     Ok(Exit::Success)
 }

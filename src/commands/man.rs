@@ -13,7 +13,9 @@ use crate::report::Printer;
 pub fn run(out_dir: Option<&Path>, printer: &Printer) -> Result<Exit, Stop> {
     let command = Cli::command();
     let Some(out_dir) = out_dir else {
-        clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command).render(&mut page)?;
+        printer.document(&page)?;
         return Ok(Exit::Success);
     };
     std::fs::create_dir_all(out_dir)

@@ -25,8 +25,8 @@ pub fn run(cli: Cli, printer: &Printer) -> Exit {
         Command::Status(args) => status::run(&args, printer, state_dir),
         Command::Abort(args) => abort::run(&args, printer, state_dir),
         Command::Resume(args) => resume::run(&args, printer, state_dir),
-        Command::Schema => schema::run(),
-        Command::Completions { shell } => completions::run(shell),
+        Command::Schema => schema::run(printer),
+        Command::Completions { shell } => completions::run(shell, printer),
         Command::Man { out_dir } => man::run(out_dir.as_deref(), printer),
     };
     match result {

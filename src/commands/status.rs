@@ -32,7 +32,7 @@ pub fn run(
             Err(error) => {
                 complete = false;
                 printer.error(&format!("{instance}: {error}"));
-                printer.json_event(
+                printer.event(
                     "haproxy_unreachable",
                     &serde_json::json!({"haproxy": instance, "error": error}),
                 );
@@ -75,7 +75,7 @@ pub fn run(
     }
     printer.status(&rows);
     unrest.extend(rollout_state(file, printer, state_dir)?);
-    printer.json_event(
+    printer.event(
         "at_rest",
         &serde_json::json!({"at_rest": complete && unrest.is_empty(), "reasons": unrest}),
     );
@@ -99,7 +99,7 @@ fn rollout_state(
     let root = crate::journal::state_root(state_dir);
     let dir = crate::journal::rollout_dir(&root, file)?;
     if let Some(holder) = crate::lock::Lock::holder(&dir.join("lock")) {
-        printer.json_event(
+        printer.event(
             "rollout",
             &serde_json::json!({"state": "running", "holder": holder}),
         );
@@ -133,7 +133,7 @@ fn rollout_state(
             (flight.server.clone(), changes)
         })
         .collect();
-    printer.json_event(
+    printer.event(
         "rollout",
         &serde_json::json!({
             "state": match (&interrupted.stopped, interrupted.paused) {

@@ -1,24 +1,66 @@
-//! Reports of a running rollout: progress bars on a terminal (tracing-indicatif), plain
-//! timestamped lines otherwise, JSON lines on stdout with `--output json`, and the summary.
+//! Reports of a running rollout, in the format `--output` chose (`human.rs`: bars or
+//! timestamped lines and a summary table; `json.rs`: one event per line), and what both
+//! share: texts of states and outcomes, the summary as data, restore commands.
+
+pub mod human;
+pub mod json;
 
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
-use tracing_indicatif::span_ext::IndicatifSpanExt;
 
-use super::OutputFormat;
-use super::{EMPHASIS, ERROR, OK, Printer, WARNING};
+use super::Printer;
 use crate::engine::rollout::{Finish, MayRun, Outcome, Report, ServerState, Timings};
 use crate::plan::Plan;
 
-/// How a running rollout is shown.
+/// One running rollout's reporter, in one format.
+pub trait RolloutOutput {
+    /// The hosts the servers' commands run on (as pre-flight resolved them), by plan index.
+    fn set_hosts(&mut self, hosts: Vec<String>);
+    fn report(&mut self, report: &Report);
+    /// The final summary: every server, its state now, how long each phase took, and the
+    /// commands that restore any server left out of rotation.
+    fn finish(&mut self, finish: &Finish, elapsed: Duration);
+}
+
+/// How a running rollout is shown, in the format the printer was given.
 pub struct RolloutReporter<'a> {
-    printer: &'a Printer,
-    plan: &'a Plan,
-    /// Progress bars, when stderr is a terminal and the output is for people.
-    bars: Option<Bars>,
-    /// The host each server's commands run on, by plan index.
-    hosts: Vec<String>,
+    output: Box<dyn RolloutOutput + 'a>,
+}
+
+impl<'a> RolloutReporter<'a> {
+    pub fn new(printer: &Printer, plan: &'a Plan) -> Self {
+        RolloutReporter {
+            output: printer.rollout(plan),
+        }
+    }
+
+    /// The hosts the servers' commands run on (as pre-flight resolved them), by plan index.
+    pub fn with_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.output.set_hosts(hosts);
+        self
+    }
+
+    pub fn report(&mut self, report: &Report) {
+        self.output.report(report);
+    }
+
+    pub fn finish(mut self, finish: &Finish, elapsed: Duration) {
+        self.output.finish(finish, elapsed);
+    }
+}
+
+/// The host of each server as the plan names it, before pre-flight resolved them.
+fn plan_hosts(plan: &Plan) -> Vec<String> {
+    plan.servers
+        .iter()
+        .map(|server| {
+            server
+                .host
+                .as_ref()
+                .map_or_else(|| server.name.to_string(), |host| host.as_str().to_owned())
+        })
+        .collect()
 }
 
 /// The wall-clock time of an engine instant.
@@ -46,18 +88,12 @@ pub fn may_run_text(may_run: &MayRun, host: &str) -> String {
     )
 }
 
-fn may_run_json(may_run: &MayRun, host: &str) -> serde_json::Value {
+pub(super) fn may_run_json(may_run: &MayRun, host: &str) -> serde_json::Value {
     json!({
         "command": may_run.what.as_str(),
         "host": host,
         "until": humantime::format_rfc3339_millis(wall(may_run.until)).to_string(),
     })
-}
-
-struct Bars {
-    overall: tracing::Span,
-    /// One line per server in flight.
-    servers: std::collections::BTreeMap<String, tracing::Span>,
 }
 
 fn millis(duration: Option<Duration>) -> Option<u128> {
@@ -97,356 +133,6 @@ fn state_text(state: ServerState) -> &'static str {
         ServerState::Skipped {
             out_of_rotation: true,
         } => "skipped (--skip), not touched, OUT OF ROTATION",
-    }
-}
-
-impl<'a> RolloutReporter<'a> {
-    pub fn new(printer: &'a Printer, plan: &'a Plan) -> Self {
-        let bars = printer.progress_bars().then(|| {
-            let overall = tracing::info_span!("rollout", indicatif.pb_show = tracing::field::Empty);
-            let style = indicatif::ProgressStyle::with_template(
-                "{elapsed:>4} [{bar:30}] {pos}/{len} servers back {msg}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> ");
-            overall.pb_set_style(&style);
-            overall.pb_set_length(plan.servers.len() as u64);
-            overall.pb_start();
-            Bars {
-                overall,
-                servers: std::collections::BTreeMap::new(),
-            }
-        });
-        RolloutReporter {
-            printer,
-            plan,
-            bars,
-            hosts: plan
-                .servers
-                .iter()
-                .map(|server| {
-                    server
-                        .host
-                        .as_ref()
-                        .map_or_else(|| server.name.to_string(), |host| host.as_str().to_owned())
-                })
-                .collect(),
-        }
-    }
-
-    /// The hosts the servers' commands run on (as pre-flight resolved them), by plan index.
-    pub fn with_hosts(mut self, hosts: Vec<String>) -> Self {
-        self.hosts = hosts;
-        self
-    }
-
-    fn host_of(&self, server: &str) -> &str {
-        host_of(self.plan, &self.hosts, server)
-    }
-
-    /// A line for people: above the bars on a terminal, timestamped otherwise.
-    fn say(&self, text: &str) {
-        if self.printer.format == OutputFormat::Json || self.printer.quiet > 0 {
-            return;
-        }
-        if self.bars.is_some() {
-            tracing_indicatif::suspend_tracing_indicatif(|| self.printer.line(text));
-        } else {
-            let now = humantime::format_rfc3339_millis(SystemTime::now());
-            self.printer.line(&format!("{now} {text}"));
-        }
-    }
-
-    fn event(&self, event: &str, fields: serde_json::Value) {
-        let mut fields = fields;
-        fields["time"] = humantime::format_rfc3339_millis(SystemTime::now())
-            .to_string()
-            .into();
-        self.printer.json_event(event, &fields);
-    }
-
-    pub fn report(&mut self, report: &Report) {
-        match report {
-            Report::Stage { server, stage } => {
-                self.event(
-                    "stage",
-                    json!({"server": server.as_str(), "stage": stage.as_str()}),
-                );
-                if let Some(bars) = &mut self.bars {
-                    let span = bars.servers.entry(server.to_string()).or_insert_with(|| {
-                        let span = tracing::info_span!(parent: &bars.overall, "server", indicatif.pb_show = tracing::field::Empty);
-                        span.pb_set_style(
-                            &indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})").expect("a valid template"),
-                        );
-                        span.pb_start();
-                        span
-                    });
-                    span.pb_set_message(&format!("{server}: {}", stage.as_str()));
-                } else {
-                    self.say(&format!("{server}: {}", stage.as_str()));
-                }
-            }
-            Report::SessionsLeft { server, sessions } => {
-                self.event(
-                    "sessions_left",
-                    json!({"server": server.as_str(), "sessions": sessions}),
-                );
-                match &self.bars {
-                    Some(bars) => {
-                        if let Some(span) = bars.servers.get(server.as_str()) {
-                            span.pb_set_message(&format!(
-                                "{server}: waiting for {sessions} session(s) to finish"
-                            ));
-                        }
-                    }
-                    None => self.say(&format!("{server}: {sessions} session(s) still open")),
-                }
-            }
-            Report::SessionsCut { server, sessions } => {
-                self.event(
-                    "sessions_cut",
-                    json!({"server": server.as_str(), "sessions": sessions}),
-                );
-                self.say(&format!(
-                    "{} {server}: drain.timeout passed; shut down {sessions} session(s) (on_timeout: force)",
-                    self.printer.paint(WARNING, "warning:")
-                ));
-            }
-            Report::WaitingForCapacity { server, reason } => {
-                self.event(
-                    "waiting_for_capacity",
-                    json!({"server": server.as_str(), "reason": reason}),
-                );
-                self.say(&format!(
-                    "{server}: waits for a server in flight to come back ({reason})"
-                ));
-            }
-            Report::CommandMayRun {
-                server,
-                what,
-                until,
-            } => {
-                let host = self.host_of(server.as_str()).to_owned();
-                let may_run = MayRun {
-                    what: *what,
-                    until: *until,
-                };
-                let mut fields = may_run_json(&may_run, &host);
-                fields["server"] = server.as_str().into();
-                self.event("command_may_run", fields);
-                self.say(&format!(
-                    "{} {server}: its {}'s outcome is unknown; {}, and {server} stays out of rotation until then or until {host} shows it ended",
-                    self.printer.paint(WARNING, "warning:"),
-                    what.as_str(),
-                    may_run_text(&may_run, &host)
-                ));
-            }
-            Report::CommandEnded {
-                server,
-                what,
-                proven,
-            } => {
-                self.event(
-                    "command_ended",
-                    json!({"server": server.as_str(), "command": what.as_str(), "proven": proven}),
-                );
-                let how = if *proven {
-                    format!("{} shows it ended", self.host_of(server.as_str()))
-                } else {
-                    "its remote bound passed".to_owned()
-                };
-                self.say(&format!(
-                    "{server}: its {} can no longer run ({how}); settling it by its health and HAProxy's checks",
-                    what.as_str()
-                ));
-            }
-            Report::Warning { text } => {
-                self.event("warning", json!({"text": text}));
-                self.say(&format!(
-                    "{} {text}",
-                    self.printer.paint(WARNING, "warning:")
-                ));
-            }
-            Report::Found {
-                server,
-                live,
-                decision,
-            } => {
-                self.event(
-                    "found",
-                    json!({"server": server.as_str(), "live": live, "decision": decision}),
-                );
-                self.say(&format!("{server}: found {live}; {decision}"));
-            }
-            Report::Unreachable {
-                haproxy,
-                error,
-                timeout,
-            } => {
-                self.event(
-                    "haproxy_unreachable",
-                    json!({"haproxy": haproxy, "error": error, "unreachable_timeout_ms": timeout.as_millis()}),
-                );
-                self.say(&format!(
-                    "{} HAProxy {haproxy} is unreachable ({error}); trying again for up to its unreachable_timeout ({}) before the rollout stops",
-                    self.printer.paint(WARNING, "warning:"),
-                    humantime::format_duration(*timeout)
-                ));
-            }
-            Report::Reachable { haproxy, after } => {
-                self.event(
-                    "haproxy_reachable",
-                    json!({"haproxy": haproxy, "after_ms": after.as_millis()}),
-                );
-                self.say(&format!(
-                    "HAProxy {haproxy} answers again, after {:.1}s unreachable",
-                    after.as_secs_f64()
-                ));
-            }
-            Report::ServerDone { server, timings } => {
-                self.event(
-                    "server_done",
-                    json!({"server": server.as_str(), "timings": timings_json(timings)}),
-                );
-                if let Some(bars) = &mut self.bars {
-                    bars.servers.remove(server.as_str());
-                    bars.overall.pb_inc(1);
-                }
-                self.say(&format!(
-                    "{} {server} is back: drain {}, restart {}, health {}, HAProxy checks {}",
-                    self.printer.paint(OK, "ok"),
-                    seconds(timings.draining),
-                    seconds(timings.restarting),
-                    seconds(timings.health),
-                    seconds(timings.haproxy)
-                ));
-            }
-            Report::Reloaded {
-                haproxy,
-                pid,
-                reapplied,
-            } => {
-                self.event(
-                    "reloaded",
-                    json!({"haproxy": haproxy, "pid": pid, "reapplied": reapplied}),
-                );
-                let what = reapplied.as_deref().map_or_else(
-                    || "nothing to put back".to_owned(),
-                    |text| format!("put back: {text}"),
-                );
-                self.say(&format!(
-                    "{} HAProxy {haproxy} reloaded (new pid {pid}); {what}",
-                    self.printer.paint(WARNING, "warning:")
-                ));
-            }
-            Report::ServerFailed {
-                server,
-                stage,
-                reason,
-            } => {
-                self.event(
-                    "server_failed",
-                    json!({"server": server.as_str(), "stage": stage.as_str(), "reason": reason}),
-                );
-                if let Some(bars) = &mut self.bars {
-                    bars.servers.remove(server.as_str());
-                }
-                self.say(&format!(
-                    "{} {server} ({}): {reason}",
-                    self.printer.paint(ERROR, "failed:"),
-                    stage.as_str()
-                ));
-            }
-        }
-    }
-
-    /// The final summary: every server, its state now, how long each phase took, and the
-    /// commands that restore any server left out of rotation.
-    pub fn finish(mut self, finish: &Finish, elapsed: Duration) {
-        self.bars = None;
-        let outcome = outcome_text(finish.outcome);
-        if self.printer.format == OutputFormat::Json {
-            self.event(
-                "summary",
-                summary_json(self.plan, &self.hosts, finish, elapsed),
-            );
-            return;
-        }
-        let printer = self.printer;
-        printer.line("");
-        printer.line(&printer.paint(EMPHASIS, "summary"));
-        let width = finish
-            .servers
-            .iter()
-            .map(|result| result.server.as_str().len())
-            .max()
-            .unwrap_or(0)
-            .max("server".len());
-        printer.line(&format!(
-            "  {:<width$}  {:>7}  {:>7}  {:>7}  {:>7}  state",
-            "server", "drain", "restart", "health", "haproxy"
-        ));
-        for result in &finish.servers {
-            let state = state_text(result.state);
-            let state = match result.state {
-                ServerState::Done | ServerState::DoneEarlier => printer.paint(OK, state),
-                ServerState::Untouched => state.to_owned(),
-                _ => printer.paint(ERROR, state),
-            };
-            printer.line(&format!(
-                "  {:<width$}  {:>7}  {:>7}  {:>7}  {:>7}  {state}",
-                result.server.as_str(),
-                seconds(result.timings.draining),
-                seconds(result.timings.restarting),
-                seconds(result.timings.health),
-                seconds(result.timings.haproxy),
-            ));
-            if let Some(may_run) = &result.may_run {
-                printer.line(&format!(
-                    "  {:<width$}  {}",
-                    "",
-                    printer.paint(
-                        WARNING,
-                        &may_run_text(may_run, self.host_of(result.server.as_str()))
-                    )
-                ));
-            }
-            if let Some(cut) = result.sessions_cut {
-                printer.line(&format!(
-                    "  {:<width$}  {cut} session(s) were shut down at drain.timeout",
-                    ""
-                ));
-            }
-            for line in self.restore_lines(&result.restore) {
-                printer.line(&format!("  {:<width$}  to return it: {line}", ""));
-            }
-        }
-        let total = format!("{:.1}s", elapsed.as_secs_f64());
-        match finish.outcome {
-            Outcome::Success => printer.line(&printer.paint(
-                OK,
-                &format!(
-                    "rollout complete: {} server(s) restarted in {total}",
-                    finish.servers.len()
-                ),
-            )),
-            Outcome::Failed | Outcome::Interrupted => printer.line(&format!(
-                "{} rollout {outcome} after {total}: {}; no further server was touched",
-                printer.paint(ERROR, "error:"),
-                finish.reason.as_deref().unwrap_or("see above")
-            )),
-            Outcome::Paused => printer.line(&printer.paint(
-                WARNING,
-                &format!(
-                    "rollout {}, after {total}: check the canaries, then continue with `haproxy-rollout resume PLAN`",
-                    finish.reason.as_deref().unwrap_or("paused")
-                ),
-            )),
-        }
-    }
-
-    fn restore_lines(&self, commands: &[String]) -> Vec<String> {
-        restore_lines(self.plan, commands)
     }
 }
 

@@ -1,0 +1,309 @@
+//! A running rollout for people: progress bars on a terminal (tracing-indicatif), plain
+//! timestamped lines otherwise, and the summary table.
+
+use std::time::{Duration, SystemTime};
+
+use tracing_indicatif::span_ext::IndicatifSpanExt;
+
+use super::*;
+use crate::report::{EMPHASIS, ERROR, OK, Terminal, WARNING};
+
+/// How a running rollout is shown to people.
+pub struct HumanRollout<'a> {
+    terminal: Terminal,
+    plan: &'a Plan,
+    /// Progress bars, when stderr is a terminal.
+    bars: Option<Bars>,
+    /// The host each server's commands run on, by plan index.
+    hosts: Vec<String>,
+}
+
+struct Bars {
+    overall: tracing::Span,
+    /// One line per server in flight.
+    servers: std::collections::BTreeMap<String, tracing::Span>,
+}
+
+impl<'a> HumanRollout<'a> {
+    pub fn new(terminal: Terminal, plan: &'a Plan) -> Self {
+        let bars = (terminal.terminal && terminal.quiet == 0).then(|| {
+            let overall = tracing::info_span!("rollout", indicatif.pb_show = tracing::field::Empty);
+            let style = indicatif::ProgressStyle::with_template(
+                "{elapsed:>4} [{bar:30}] {pos}/{len} servers back {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> ");
+            overall.pb_set_style(&style);
+            overall.pb_set_length(plan.servers.len() as u64);
+            overall.pb_start();
+            Bars {
+                overall,
+                servers: std::collections::BTreeMap::new(),
+            }
+        });
+        HumanRollout {
+            terminal,
+            plan,
+            bars,
+            hosts: plan_hosts(plan),
+        }
+    }
+
+    fn host_of(&self, server: &str) -> &str {
+        host_of(self.plan, &self.hosts, server)
+    }
+
+    /// A line for people: above the bars on a terminal, timestamped otherwise.
+    fn say(&self, text: &str) {
+        if self.terminal.quiet > 0 {
+            return;
+        }
+        if self.bars.is_some() {
+            tracing_indicatif::suspend_tracing_indicatif(|| self.terminal.line(text));
+        } else {
+            let now = humantime::format_rfc3339_millis(SystemTime::now());
+            self.terminal.line(&format!("{now} {text}"));
+        }
+    }
+
+    fn report_one(&mut self, report: &Report) {
+        match report {
+            Report::Stage { server, stage } => {
+                if let Some(bars) = &mut self.bars {
+                    let span = bars.servers.entry(server.to_string()).or_insert_with(|| {
+                        let span = tracing::info_span!(parent: &bars.overall, "server", indicatif.pb_show = tracing::field::Empty);
+                        span.pb_set_style(
+                            &indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})").expect("a valid template"),
+                        );
+                        span.pb_start();
+                        span
+                    });
+                    span.pb_set_message(&format!("{server}: {}", stage.as_str()));
+                } else {
+                    self.say(&format!("{server}: {}", stage.as_str()));
+                }
+            }
+            Report::SessionsLeft { server, sessions } => match &self.bars {
+                Some(bars) => {
+                    if let Some(span) = bars.servers.get(server.as_str()) {
+                        span.pb_set_message(&format!(
+                            "{server}: waiting for {sessions} session(s) to finish"
+                        ));
+                    }
+                }
+                None => self.say(&format!("{server}: {sessions} session(s) still open")),
+            },
+            Report::SessionsCut { server, sessions } => {
+                self.say(&format!(
+                    "{} {server}: drain.timeout passed; shut down {sessions} session(s) (on_timeout: force)",
+                    self.terminal.paint(WARNING, "warning:")
+                ));
+            }
+            Report::WaitingForCapacity { server, reason } => {
+                self.say(&format!(
+                    "{server}: waits for a server in flight to come back ({reason})"
+                ));
+            }
+            Report::CommandMayRun {
+                server,
+                what,
+                until,
+            } => {
+                let host = self.host_of(server.as_str()).to_owned();
+                let may_run = MayRun {
+                    what: *what,
+                    until: *until,
+                };
+                self.say(&format!(
+                    "{} {server}: its {}'s outcome is unknown; {}, and {server} stays out of rotation until then or until {host} shows it ended",
+                    self.terminal.paint(WARNING, "warning:"),
+                    what.as_str(),
+                    may_run_text(&may_run, &host)
+                ));
+            }
+            Report::CommandEnded {
+                server,
+                what,
+                proven,
+            } => {
+                let how = if *proven {
+                    format!("{} shows it ended", self.host_of(server.as_str()))
+                } else {
+                    "its remote bound passed".to_owned()
+                };
+                self.say(&format!(
+                    "{server}: its {} can no longer run ({how}); settling it by its health and HAProxy's checks",
+                    what.as_str()
+                ));
+            }
+            Report::Warning { text } => {
+                self.say(&format!(
+                    "{} {text}",
+                    self.terminal.paint(WARNING, "warning:")
+                ));
+            }
+            Report::Found {
+                server,
+                live,
+                decision,
+            } => {
+                self.say(&format!("{server}: found {live}; {decision}"));
+            }
+            Report::Unreachable {
+                haproxy,
+                error,
+                timeout,
+            } => {
+                self.say(&format!(
+                    "{} HAProxy {haproxy} is unreachable ({error}); trying again for up to its unreachable_timeout ({}) before the rollout stops",
+                    self.terminal.paint(WARNING, "warning:"),
+                    humantime::format_duration(*timeout)
+                ));
+            }
+            Report::Reachable { haproxy, after } => {
+                self.say(&format!(
+                    "HAProxy {haproxy} answers again, after {:.1}s unreachable",
+                    after.as_secs_f64()
+                ));
+            }
+            Report::ServerDone { server, timings } => {
+                if let Some(bars) = &mut self.bars {
+                    bars.servers.remove(server.as_str());
+                    bars.overall.pb_inc(1);
+                }
+                self.say(&format!(
+                    "{} {server} is back: drain {}, restart {}, health {}, HAProxy checks {}",
+                    self.terminal.paint(OK, "ok"),
+                    seconds(timings.draining),
+                    seconds(timings.restarting),
+                    seconds(timings.health),
+                    seconds(timings.haproxy)
+                ));
+            }
+            Report::Reloaded {
+                haproxy,
+                pid,
+                reapplied,
+            } => {
+                let what = reapplied.as_deref().map_or_else(
+                    || "nothing to put back".to_owned(),
+                    |text| format!("put back: {text}"),
+                );
+                self.say(&format!(
+                    "{} HAProxy {haproxy} reloaded (new pid {pid}); {what}",
+                    self.terminal.paint(WARNING, "warning:")
+                ));
+            }
+            Report::ServerFailed {
+                server,
+                stage,
+                reason,
+            } => {
+                if let Some(bars) = &mut self.bars {
+                    bars.servers.remove(server.as_str());
+                }
+                self.say(&format!(
+                    "{} {server} ({}): {reason}",
+                    self.terminal.paint(ERROR, "failed:"),
+                    stage.as_str()
+                ));
+            }
+        }
+    }
+
+    /// The final summary: every server, its state now, how long each phase took, and the
+    /// commands that restore any server left out of rotation.
+    fn finish_with(&mut self, finish: &Finish, elapsed: Duration) {
+        self.bars = None;
+        let outcome = outcome_text(finish.outcome);
+        let printer = self.terminal;
+        printer.line("");
+        printer.line(&printer.paint(EMPHASIS, "summary"));
+        let width = finish
+            .servers
+            .iter()
+            .map(|result| result.server.as_str().len())
+            .max()
+            .unwrap_or(0)
+            .max("server".len());
+        printer.line(&format!(
+            "  {:<width$}  {:>7}  {:>7}  {:>7}  {:>7}  state",
+            "server", "drain", "restart", "health", "haproxy"
+        ));
+        for result in &finish.servers {
+            let state = state_text(result.state);
+            let state = match result.state {
+                ServerState::Done | ServerState::DoneEarlier => printer.paint(OK, state),
+                ServerState::Untouched => state.to_owned(),
+                _ => printer.paint(ERROR, state),
+            };
+            printer.line(&format!(
+                "  {:<width$}  {:>7}  {:>7}  {:>7}  {:>7}  {state}",
+                result.server.as_str(),
+                seconds(result.timings.draining),
+                seconds(result.timings.restarting),
+                seconds(result.timings.health),
+                seconds(result.timings.haproxy),
+            ));
+            if let Some(may_run) = &result.may_run {
+                printer.line(&format!(
+                    "  {:<width$}  {}",
+                    "",
+                    printer.paint(
+                        WARNING,
+                        &may_run_text(may_run, self.host_of(result.server.as_str()))
+                    )
+                ));
+            }
+            if let Some(cut) = result.sessions_cut {
+                printer.line(&format!(
+                    "  {:<width$}  {cut} session(s) were shut down at drain.timeout",
+                    ""
+                ));
+            }
+            for line in self.restore_lines(&result.restore) {
+                printer.line(&format!("  {:<width$}  to return it: {line}", ""));
+            }
+        }
+        let total = format!("{:.1}s", elapsed.as_secs_f64());
+        match finish.outcome {
+            Outcome::Success => printer.line(&printer.paint(
+                OK,
+                &format!(
+                    "rollout complete: {} server(s) restarted in {total}",
+                    finish.servers.len()
+                ),
+            )),
+            Outcome::Failed | Outcome::Interrupted => printer.line(&format!(
+                "{} rollout {outcome} after {total}: {}; no further server was touched",
+                printer.paint(ERROR, "error:"),
+                finish.reason.as_deref().unwrap_or("see above")
+            )),
+            Outcome::Paused => printer.line(&printer.paint(
+                WARNING,
+                &format!(
+                    "rollout {}, after {total}: check the canaries, then continue with `haproxy-rollout resume PLAN`",
+                    finish.reason.as_deref().unwrap_or("paused")
+                ),
+            )),
+        }
+    }
+
+    fn restore_lines(&self, commands: &[String]) -> Vec<String> {
+        restore_lines(self.plan, commands)
+    }
+}
+
+impl RolloutOutput for HumanRollout<'_> {
+    fn set_hosts(&mut self, hosts: Vec<String>) {
+        self.hosts = hosts;
+    }
+
+    fn report(&mut self, report: &Report) {
+        self.report_one(report);
+    }
+
+    fn finish(&mut self, finish: &Finish, elapsed: Duration) {
+        self.finish_with(finish, elapsed);
+    }
+}
