@@ -16,7 +16,7 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The demo application binary, built by `cargo test` as an example.
 pub fn demo_app_binary() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_haproxy-rollout"));
+    let bin = super::rollout_binary();
     let app = bin.parent().unwrap().join("examples").join("demo-app");
     assert!(
         app.exists(),

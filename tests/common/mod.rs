@@ -18,6 +18,24 @@ use std::process::{Command, Stdio};
 
 pub use background::{Background, events};
 
+/// The haproxy-rollout binary under test: cargo names it for integration tests; the lab
+/// binary (examples/lab), built beside it, finds it in the folder above its own.
+pub fn rollout_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_haproxy-rollout") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("haproxy-rollout")))
+            .expect("the folder of the lab binary"),
+    }
+}
+
+/// Where tests keep their state: cargo's temporary folder for integration tests, else the
+/// system's.
+pub fn scratch() -> PathBuf {
+    option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from)
+}
+
 /// The repository root, so tests can name files such as `plans/single.yaml`.
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -105,7 +123,7 @@ impl Run {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_haproxy-rollout"));
+        let mut command = Command::new(rollout_binary());
         command
             .args(&self.args)
             .current_dir(root())
@@ -115,8 +133,7 @@ impl Run {
             // Journals and locks of tests stay inside the build directory.
             .env(
                 "HAPROXY_ROLLOUT_STATE_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR"))
-                    .join(format!("state-{}", std::process::id())),
+                scratch().join(format!("state-{}", std::process::id())),
             );
         for (key, value) in &self.env {
             match value {

@@ -76,8 +76,7 @@ pub fn state_of(summary: &serde_json::Value, server: &str) -> String {
 
 /// The journal a rollout of `plan` writes (the tests' own state directory).
 pub fn journal_of(plan: &std::path::Path) -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("state-{}", std::process::id()));
+    let root = super::scratch().join(format!("state-{}", std::process::id()));
     haproxy_rollout::journal::rollout_dir(&root, plan)
         .unwrap()
         .join("journal.jsonl")
