@@ -357,12 +357,7 @@ mod tests {
     use crate::plan::template::{PlaceholderValues, remote_command};
 
     fn values(host: &str) -> PlaceholderValues {
-        PlaceholderValues {
-            server: "app1".into(),
-            host: host.into(),
-            addr: "10.0.0.1".into(),
-            port: Some(8080),
-        }
+        PlaceholderValues::fixture(host)
     }
 
     /// Real markers live in /tmp; the time in their name keeps parallel runs apart.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::engine::Topology;
 use crate::engine::rollout::{Outcome, Rollout, ServerState};
-use crate::haproxy::{AdminState, ServerView};
+use crate::haproxy::ServerView;
 use crate::plan::BackendName;
 use crate::ssh::{Marker, SshError, Tracked};
 
@@ -42,13 +42,7 @@ impl Fake {
     }
 
     fn apply(view: &mut ServerView, target: AdminTarget) {
-        let (admin, status) = match target {
-            AdminTarget::Drain => (AdminState::FDRAIN, "DRAIN"),
-            AdminTarget::Maint => (AdminState::FMAINT, "MAINT"),
-            AdminTarget::Ready => (0, "UP"),
-        };
-        view.admin = AdminState(admin);
-        view.status = status.into();
+        view.set_to(target);
     }
 }
 

@@ -168,6 +168,17 @@ impl ServerView {
             port: Some(8080),
         }
     }
+
+    /// As HAProxy shows a server right after `set server ... state TARGET` whose checks pass.
+    pub(crate) fn set_to(&mut self, target: super::proto::AdminTarget) {
+        let (admin, status) = match target {
+            super::proto::AdminTarget::Drain => (AdminState::FDRAIN, "DRAIN"),
+            super::proto::AdminTarget::Maint => (AdminState::FMAINT, "MAINT"),
+            super::proto::AdminTarget::Ready => (0, "UP"),
+        };
+        self.admin = AdminState(admin);
+        self.status = status.into();
+    }
 }
 
 #[cfg(test)]

@@ -188,17 +188,25 @@ pub fn health_url(template: &Template, values: &PlaceholderValues) -> String {
     )
 }
 
+/// A server's values as the unit tests use them: app1 at 10.0.0.1:8080, reached at `host`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn values(host: &str) -> PlaceholderValues {
+impl PlaceholderValues {
+    pub(crate) fn fixture(host: &str) -> PlaceholderValues {
         PlaceholderValues {
             server: "app1".into(),
             host: host.into(),
             addr: "10.0.0.1".into(),
             port: Some(8080),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(host: &str) -> PlaceholderValues {
+        PlaceholderValues::fixture(host)
     }
 
     #[test]

@@ -121,13 +121,7 @@ fn what_the_engine_does(plan: &Plan, topology: Topology) -> Vec<Vec<String>> {
                     .flatten()
                     .filter(|view| view.server == server.as_str())
                 {
-                    let (admin, status) = match target {
-                        AdminTarget::Drain => (AdminState::FDRAIN, "DRAIN"),
-                        AdminTarget::Maint => (AdminState::FMAINT, "MAINT"),
-                        AdminTarget::Ready => (0, "UP"),
-                    };
-                    view.admin = AdminState(admin);
-                    view.status = status.into();
+                    view.set_to(*target);
                     view.operational = OpState::Running;
                 }
                 Event::Changed(Ok(()))
