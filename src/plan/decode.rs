@@ -22,27 +22,58 @@ pub fn decode(document: &Node, errors: &mut Vec<PlanError>) -> RawPlan {
     let Some(mut fields) = decoder.mapping(document, "") else {
         return RawPlan::default();
     };
-    let plan = RawPlan {
-        version: decoder.required(&mut fields, "version", "version: 1"),
-        haproxy: decoder.required(&mut fields, "haproxy", "a list of {name, socket}"),
+    let plan = plan_fields(&mut decoder, &mut fields);
+    decoder.finish(fields);
+    plan
+}
+
+/// The plan's top-level keys.
+fn plan_fields(decoder: &mut Decoder, fields: &mut Fields) -> RawPlan {
+    RawPlan {
+        version: decoder.required(fields, "version", "version: 1"),
+        haproxy: decoder.required(fields, "haproxy", "a list of {name, socket}"),
         backends: decoder.required(
-            &mut fields,
+            fields,
             "backends",
             "a list of backend names, e.g. [be_app], or auto",
         ),
-        servers: decoder.required(&mut fields, "servers", "a list of {name, host}"),
-        ssh: decoder.section(&mut fields, "ssh"),
-        restart: decoder.required_section(&mut fields, "restart", "restart.command"),
-        health: decoder.section(&mut fields, "health"),
-        drain: decoder.section(&mut fields, "drain"),
-        ready: decoder.section(&mut fields, "ready"),
-        capacity: decoder.section(&mut fields, "capacity"),
-        poll_interval: decoder.optional(&mut fields, "poll_interval"),
-        hooks: decoder.section(&mut fields, "hooks"),
-        canary: decoder.section(&mut fields, "canary"),
+        servers: decoder.required(fields, "servers", "a list of {name, host}"),
+        ssh: decoder.section(fields, "ssh"),
+        restart: decoder.required_section(fields, "restart", "restart.command"),
+        health: decoder.section(fields, "health"),
+        drain: decoder.section(fields, "drain"),
+        ready: decoder.section(fields, "ready"),
+        capacity: decoder.section(fields, "capacity"),
+        poll_interval: decoder.optional(fields, "poll_interval"),
+        hooks: decoder.section(fields, "hooks"),
+        canary: decoder.section(fields, "canary"),
+    }
+}
+
+/// The keys `read` asks for: the keys valid in the part of the plan it decodes.
+#[cfg(test)]
+pub(super) fn keys_asked(read: impl FnOnce(&mut Decoder, &mut Fields)) -> Vec<&'static str> {
+    let mut errors = Vec::new();
+    let mut decoder = Decoder {
+        errors: &mut errors,
     };
-    decoder.finish(fields, RawPlan::KEYS);
-    plan
+    let mut fields = Fields {
+        path: String::new(),
+        at: Location { line: 1, column: 1 },
+        entries: &[],
+        used: Vec::new(),
+        asked: Vec::new(),
+    };
+    read(&mut decoder, &mut fields);
+    fields.asked
+}
+
+/// The plan's top-level keys.
+#[cfg(test)]
+pub(super) fn plan_keys() -> Vec<&'static str> {
+    keys_asked(|decoder, fields| {
+        plan_fields(decoder, fields);
+    })
 }
 
 /// Collects errors while walking the tree.
@@ -50,15 +81,24 @@ pub struct Decoder<'e> {
     errors: &'e mut Vec<PlanError>,
 }
 
-/// The entries of one mapping, with which keys were read.
+/// The entries of one mapping, with which keys were read, and every key the decoder asked
+/// for (present or not): the keys valid here, named once, where each is decoded.
 pub struct Fields<'n> {
     path: String,
     at: Location,
     entries: &'n [(Key, Node)],
     used: Vec<bool>,
+    asked: Vec<&'static str>,
 }
 
 impl Fields<'_> {
+    /// `key` is valid here.
+    fn ask(&mut self, key: &'static str) {
+        if !self.asked.contains(&key) {
+            self.asked.push(key);
+        }
+    }
+
     fn child_path(&self, key: &str) -> String {
         join(&self.path, key)
     }
@@ -108,6 +148,7 @@ impl<'e> Decoder<'e> {
                 at: node.at,
                 entries,
                 used: vec![false; entries.len()],
+                asked: Vec::new(),
             }),
             _ => {
                 self.type_error(node, path, "a mapping of keys to values");
@@ -116,7 +157,8 @@ impl<'e> Decoder<'e> {
         }
     }
 
-    fn take<'n>(fields: &mut Fields<'n>, key: &str) -> Option<&'n Node> {
+    fn take<'n>(fields: &mut Fields<'n>, key: &'static str) -> Option<&'n Node> {
+        fields.ask(key);
         let index = fields
             .entries
             .iter()
@@ -126,7 +168,11 @@ impl<'e> Decoder<'e> {
     }
 
     /// An optional key; `null` counts as absent.
-    pub fn optional<T: Decode>(&mut self, fields: &mut Fields, key: &str) -> Option<Located<T>> {
+    pub fn optional<T: Decode>(
+        &mut self,
+        fields: &mut Fields,
+        key: &'static str,
+    ) -> Option<Located<T>> {
         let path = fields.child_path(key);
         let node = Self::take(fields, key)?;
         if node.value == Value::Null {
@@ -144,9 +190,10 @@ impl<'e> Decoder<'e> {
     pub fn required<T: Decode>(
         &mut self,
         fields: &mut Fields,
-        key: &str,
+        key: &'static str,
         example: &str,
     ) -> Option<Located<T>> {
+        fields.ask(key);
         if !fields.entries.iter().any(|(name, _)| name.name == key) {
             let path = fields.child_path(key);
             self.push(
@@ -159,7 +206,11 @@ impl<'e> Decoder<'e> {
     }
 
     /// An optional section (a mapping); `null` or absent means every default.
-    pub fn section<T: DecodeSection>(&mut self, fields: &mut Fields, key: &str) -> Option<T> {
+    pub fn section<T: DecodeSection>(
+        &mut self,
+        fields: &mut Fields,
+        key: &'static str,
+    ) -> Option<T> {
         let path = fields.child_path(key);
         let node = Self::take(fields, key)?;
         if node.value == Value::Null {
@@ -171,14 +222,14 @@ impl<'e> Decoder<'e> {
             inner.at = key.at;
         }
         let section = T::decode_fields(self, &mut inner);
-        self.finish(inner, T::KEYS);
+        self.finish(inner);
         Some(section)
     }
 
     fn required_section<T: DecodeSection>(
         &mut self,
         fields: &mut Fields,
-        key: &str,
+        key: &'static str,
         needs: &str,
     ) -> Option<T> {
         let section = self.section::<T>(fields, key);
@@ -191,8 +242,9 @@ impl<'e> Decoder<'e> {
         section
     }
 
-    /// Reports every key of the mapping that nothing read.
-    pub fn finish(&mut self, fields: Fields, known: &[&str]) {
+    /// Reports every key of the mapping that nothing read, naming the keys valid here.
+    pub fn finish(&mut self, fields: Fields) {
+        let known = &fields.asked;
         for ((key, _), used) in fields.entries.iter().zip(&fields.used) {
             if *used {
                 continue;
@@ -220,13 +272,11 @@ fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
 
 /// A mapping section whose keys all have defaults.
 pub trait DecodeSection: Default {
-    const KEYS: &'static [&'static str];
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self;
 }
 
 /// A list item that is a mapping with its own keys.
-trait DecodeItem: Sized {
-    const KEYS: &'static [&'static str];
+pub(super) trait DecodeItem: Sized {
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self;
 }
 
@@ -236,13 +286,12 @@ impl<T: DecodeItem> Decode for T {
     fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
         let mut fields = decoder.mapping(node, path)?;
         let item = T::decode_fields(decoder, &mut fields);
-        decoder.finish(fields, T::KEYS);
+        decoder.finish(fields);
         Some(item)
     }
 }
 
 impl DecodeItem for RawHaproxy {
-    const KEYS: &'static [&'static str] = RawHaproxy::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawHaproxy {
             name: decoder.required(fields, "name", "e.g. lb1"),
@@ -258,7 +307,6 @@ impl DecodeItem for RawHaproxy {
 }
 
 impl DecodeItem for RawServer {
-    const KEYS: &'static [&'static str] = RawServer::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawServer {
             name: decoder.required(fields, "name", "the server's name in the backends"),
@@ -269,7 +317,6 @@ impl DecodeItem for RawServer {
 }
 
 impl DecodeSection for RawSsh {
-    const KEYS: &'static [&'static str] = RawSsh::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawSsh {
             user: decoder.optional(fields, "user"),
@@ -284,7 +331,6 @@ impl DecodeSection for RawSsh {
 }
 
 impl DecodeSection for RawRestart {
-    const KEYS: &'static [&'static str] = RawRestart::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawRestart {
             command: decoder.required(fields, "command", "e.g. sudo systemctl restart app"),
@@ -294,7 +340,6 @@ impl DecodeSection for RawRestart {
 }
 
 impl DecodeSection for RawHealth {
-    const KEYS: &'static [&'static str] = RawHealth::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawHealth {
             url: decoder.optional(fields, "url"),
@@ -306,7 +351,6 @@ impl DecodeSection for RawHealth {
 }
 
 impl DecodeSection for RawDrain {
-    const KEYS: &'static [&'static str] = RawDrain::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawDrain {
             timeout: decoder.optional(fields, "timeout"),
@@ -316,7 +360,6 @@ impl DecodeSection for RawDrain {
 }
 
 impl DecodeSection for RawReady {
-    const KEYS: &'static [&'static str] = RawReady::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawReady {
             timeout: decoder.optional(fields, "timeout"),
@@ -325,7 +368,6 @@ impl DecodeSection for RawReady {
 }
 
 impl DecodeSection for RawHooks {
-    const KEYS: &'static [&'static str] = RawHooks::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawHooks {
             before_drain: decoder.optional(fields, "before_drain"),
@@ -337,7 +379,6 @@ impl DecodeSection for RawHooks {
 }
 
 impl DecodeItem for RawHook {
-    const KEYS: &'static [&'static str] = RawHook::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawHook {
             command: decoder.required(fields, "command", "e.g. /usr/local/bin/deregister {server}"),
@@ -362,7 +403,6 @@ impl Decode for bool {
 }
 
 impl DecodeSection for RawCapacity {
-    const KEYS: &'static [&'static str] = RawCapacity::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawCapacity {
             max_unavailable: decoder.optional(fields, "max_unavailable"),
@@ -556,7 +596,6 @@ impl Decode for RawMaxUnavailable {
 }
 
 impl DecodeSection for RawCanary {
-    const KEYS: &'static [&'static str] = RawCanary::KEYS;
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
         RawCanary {
             servers: decoder.required(fields, "servers", "e.g. 1"),

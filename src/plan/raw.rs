@@ -93,24 +93,6 @@ pub struct RawPlan {
     pub canary: Option<RawCanary>,
 }
 
-impl RawPlan {
-    pub const KEYS: &[&str] = &[
-        "version",
-        "haproxy",
-        "backends",
-        "servers",
-        "ssh",
-        "restart",
-        "health",
-        "drain",
-        "ready",
-        "capacity",
-        "poll_interval",
-        "hooks",
-        "canary",
-    ];
-}
-
 /// `backends:` as written: a list of names, or `auto`.
 #[derive(Debug)]
 pub enum RawBackends {
@@ -151,10 +133,6 @@ pub struct RawHaproxy {
     pub unreachable_timeout: Option<Located<PlanDuration>>,
 }
 
-impl RawHaproxy {
-    pub const KEYS: &[&str] = &["name", "socket", "timeout", "unreachable_timeout"];
-}
-
 /// One server, as named in the backends.
 #[derive(Debug, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -167,10 +145,6 @@ pub struct RawServer {
     pub host: Option<Located<String>>,
     /// Overrides `health.url` for this server.
     pub health_url: Option<Located<String>>,
-}
-
-impl RawServer {
-    pub const KEYS: &[&str] = &["name", "host", "health_url"];
 }
 
 /// SSH settings. Only key or agent authentication is used.
@@ -195,18 +169,6 @@ pub struct RawSsh {
     pub connect_timeout: Option<Located<PlanDuration>>,
 }
 
-impl RawSsh {
-    pub const KEYS: &[&str] = &[
-        "user",
-        "port",
-        "identity_file",
-        "known_hosts",
-        "known_hosts_file",
-        "config_file",
-        "connect_timeout",
-    ];
-}
-
 /// The restart, run over SSH on the server's host.
 #[derive(Debug, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -217,10 +179,6 @@ pub struct RawRestart {
     pub command: Option<Located<String>>,
     /// Deadline for the command, enforced on the remote side too. Default: 120s.
     pub timeout: Option<Located<PlanDuration>>,
-}
-
-impl RawRestart {
-    pub const KEYS: &[&str] = &["command", "timeout"];
 }
 
 /// The application's health endpoint, checked after the restart.
@@ -239,10 +197,6 @@ pub struct RawHealth {
     pub within: Option<Located<PlanDuration>>,
 }
 
-impl RawHealth {
-    pub const KEYS: &[&str] = &["url", "expect_status", "timeout", "within"];
-}
-
 /// Draining a server before its restart.
 #[derive(Debug, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -254,10 +208,6 @@ pub struct RawDrain {
     pub on_timeout: Option<Located<OnDrainTimeout>>,
 }
 
-impl RawDrain {
-    pub const KEYS: &[&str] = &["timeout", "on_timeout"];
-}
-
 /// Waiting for HAProxy to report the server UP after the restart.
 #[derive(Debug, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -265,10 +215,6 @@ impl RawDrain {
 pub struct RawReady {
     /// Deadline for HAProxy's checks to pass (status exactly UP). Default: 60s.
     pub timeout: Option<Located<PlanDuration>>,
-}
-
-impl RawReady {
-    pub const KEYS: &[&str] = &["timeout"];
 }
 
 /// Capacity rules, checked in each backend on each HAProxy.
@@ -282,10 +228,6 @@ pub struct RawCapacity {
     pub max_unavailable: Option<Located<RawMaxUnavailable>>,
     /// Never drain a server if fewer other servers than this would stay UP. Default: 1.
     pub min_up: Option<Located<u64>>,
-}
-
-impl RawCapacity {
-    pub const KEYS: &[&str] = &["max_unavailable", "min_up"];
 }
 
 /// `max_unavailable:` as written: a whole number, or a percentage such as `"10%"`.
@@ -324,10 +266,6 @@ pub struct RawCanary {
     pub pause: Option<Located<String>>,
 }
 
-impl RawCanary {
-    pub const KEYS: &[&str] = &["servers", "pause"];
-}
-
 /// Commands run at points of each server's rollout; a failing hook stops the rollout like a
 /// failed restart.
 #[derive(Debug, Default, JsonSchema)]
@@ -344,10 +282,6 @@ pub struct RawHooks {
     pub on_failure: Option<Located<RawHook>>,
 }
 
-impl RawHooks {
-    pub const KEYS: &[&str] = &["before_drain", "after_restart", "after_ready", "on_failure"];
-}
-
 /// One hook.
 #[derive(Debug, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -360,8 +294,4 @@ pub struct RawHook {
     pub timeout: Option<Located<PlanDuration>>,
     /// Run where haproxy-rollout runs instead of over SSH on the server's host. Default: false.
     pub local: Option<Located<bool>>,
-}
-
-impl RawHook {
-    pub const KEYS: &[&str] = &["command", "timeout", "local"];
 }
