@@ -1,0 +1,119 @@
+//! Each mapping of the plan: the keys it reads (valid keys are the keys asked for), which
+//! are required, and the example a missing one is reported with.
+
+use super::*;
+
+impl DecodeItem for RawHaproxy {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHaproxy {
+            name: decoder.required(fields, "name", "e.g. lb1"),
+            socket: decoder.required(
+                fields,
+                "socket",
+                "/run/haproxy/admin.sock or tcp://HOST:PORT",
+            ),
+            timeout: decoder.optional(fields, "timeout"),
+            unreachable_timeout: decoder.optional(fields, "unreachable_timeout"),
+        }
+    }
+}
+
+impl DecodeItem for RawServer {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawServer {
+            name: decoder.required(fields, "name", "the server's name in the backends"),
+            host: decoder.optional(fields, "host"),
+            health_url: decoder.optional(fields, "health_url"),
+        }
+    }
+}
+
+impl DecodeSection for RawSsh {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawSsh {
+            user: decoder.optional(fields, "user"),
+            port: decoder.optional(fields, "port"),
+            identity_file: decoder.optional(fields, "identity_file"),
+            known_hosts: decoder.optional(fields, "known_hosts"),
+            known_hosts_file: decoder.optional(fields, "known_hosts_file"),
+            config_file: decoder.optional(fields, "config_file"),
+            connect_timeout: decoder.optional(fields, "connect_timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawRestart {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawRestart {
+            command: decoder.required(fields, "command", "e.g. sudo systemctl restart app"),
+            timeout: decoder.optional(fields, "timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawHealth {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHealth {
+            url: decoder.optional(fields, "url"),
+            expect_status: decoder.optional(fields, "expect_status"),
+            timeout: decoder.optional(fields, "timeout"),
+            within: decoder.optional(fields, "within"),
+        }
+    }
+}
+
+impl DecodeSection for RawDrain {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawDrain {
+            timeout: decoder.optional(fields, "timeout"),
+            on_timeout: decoder.optional(fields, "on_timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawReady {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawReady {
+            timeout: decoder.optional(fields, "timeout"),
+        }
+    }
+}
+
+impl DecodeSection for RawHooks {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHooks {
+            before_drain: decoder.optional(fields, "before_drain"),
+            after_restart: decoder.optional(fields, "after_restart"),
+            after_ready: decoder.optional(fields, "after_ready"),
+            on_failure: decoder.optional(fields, "on_failure"),
+        }
+    }
+}
+
+impl DecodeItem for RawHook {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawHook {
+            command: decoder.required(fields, "command", "e.g. /usr/local/bin/deregister {server}"),
+            timeout: decoder.optional(fields, "timeout"),
+            local: decoder.optional(fields, "local"),
+        }
+    }
+}
+
+impl DecodeSection for RawCapacity {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawCapacity {
+            max_unavailable: decoder.optional(fields, "max_unavailable"),
+            min_up: decoder.optional(fields, "min_up"),
+        }
+    }
+}
+
+impl DecodeSection for RawCanary {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawCanary {
+            servers: decoder.required(fields, "servers", "e.g. 1"),
+            pause: decoder.required(fields, "pause", "manual, or a duration such as 5m"),
+        }
+    }
+}
