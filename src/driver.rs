@@ -24,7 +24,7 @@ use crate::haproxy::{AdminTarget, ClientError, Info};
 use crate::journal::{Change, Record, SentCommand, now};
 use crate::plan::template::{PlaceholderValues, health_url, remote_command};
 use crate::plan::{HookPoint, Plan, ServerName};
-use crate::ssh::{Marker, SshError, Tracked, tracked_command};
+use crate::ssh::{CommandError, Marker, Tracked, tracked_command};
 
 /// How hard the operator asked to stop.
 #[derive(Clone, Default)]
@@ -422,9 +422,9 @@ fn hook_change(point: HookPoint) -> Option<Change> {
 
 /// A command that was lost or outlived its local deadline may still run; any other error
 /// means it ran and failed.
-fn command_failure(error: SshError) -> CommandFailure {
+fn command_failure(error: CommandError) -> CommandFailure {
     match error {
-        SshError::Lost { .. } | SshError::Timeout { .. } => {
+        CommandError::Lost { .. } | CommandError::Timeout { .. } => {
             CommandFailure::Unknown(error.to_string())
         }
         error => CommandFailure::Failed(error.to_string()),

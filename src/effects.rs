@@ -11,7 +11,7 @@ use crate::haproxy::{AdminTarget, Client, ClientError, Info, ServerView};
 use crate::health::HealthChecker;
 use crate::journal::{Journal, Record};
 use crate::plan::{BackendName, ServerName};
-use crate::ssh::{Marker, SshError, SshPool, Tracked};
+use crate::ssh::{CommandError, Marker, SshPool, Tracked};
 
 pub trait Effects {
     /// The server views of HAProxy `instance` (plan order).
@@ -41,7 +41,7 @@ pub trait Effects {
         host: Option<&str>,
         command: &str,
         deadline: Duration,
-    ) -> impl Future<Output = Result<String, SshError>>;
+    ) -> impl Future<Output = Result<String, CommandError>>;
     /// Whether the command behind `marker` still runs on `host` (`None`: this machine),
     /// asked over a fresh connection.
     fn check(
@@ -101,11 +101,11 @@ impl Effects for RealWorld<'_> {
         host: Option<&str>,
         command: &str,
         deadline: Duration,
-    ) -> Result<String, SshError> {
+    ) -> Result<String, CommandError> {
         match (host, self.ssh) {
             (None, _) => crate::local::run(command, deadline).await,
             (Some(host), Some(ssh)) => ssh.run(host, command, deadline).await,
-            (Some(host), None) => Err(SshError::Lost {
+            (Some(host), None) => Err(CommandError::Lost {
                 host: host.to_owned(),
                 command: command.to_owned(),
                 detail: "no SSH connection was opened for this run".to_owned(),

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use crate::plan::REMOTE_KILL_AFTER;
-use crate::ssh::{Marker, SshError, Tracked, check_command, tracked_state};
+use crate::ssh::{CommandError, Marker, Tracked, check_command, tracked_state};
 
 /// Runs a command line (as built by `remote_command`) on this machine, with output captured
 /// and the same deadline rules as a remote one.
-pub async fn run(command: &str, deadline: Duration) -> Result<String, SshError> {
+pub async fn run(command: &str, deadline: Duration) -> Result<String, CommandError> {
     let host = "this machine".to_owned();
     let child = tokio::process::Command::new("sh")
         .arg("-c")
@@ -19,19 +19,19 @@ pub async fn run(command: &str, deadline: Duration) -> Result<String, SshError> 
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|error| SshError::Lost {
+        .map_err(|error| CommandError::Lost {
             host: host.clone(),
             command: command.to_owned(),
             detail: format!("cannot start sh: {error}"),
         })?;
     let output = tokio::time::timeout(deadline, child.wait_with_output())
         .await
-        .map_err(|_| SshError::Timeout {
+        .map_err(|_| CommandError::Timeout {
             host: host.clone(),
             command: command.to_owned(),
             timeout: deadline,
         })?
-        .map_err(|error| SshError::Lost {
+        .map_err(|error| CommandError::Lost {
             host: host.clone(),
             command: command.to_owned(),
             detail: error.to_string(),
@@ -40,19 +40,19 @@ pub async fn run(command: &str, deadline: Duration) -> Result<String, SshError> 
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     match output.status.code() {
         Some(0) => Ok(stdout),
-        Some(124) => Err(SshError::Timeout {
+        Some(124) => Err(CommandError::Timeout {
             host,
             command: command.to_owned(),
             timeout: deadline.saturating_sub(REMOTE_KILL_AFTER),
         }),
-        Some(status) => Err(SshError::Exit {
+        Some(status) => Err(CommandError::Exit {
             host,
             command: command.to_owned(),
             status,
             stdout,
             stderr,
         }),
-        None => Err(SshError::Lost {
+        None => Err(CommandError::Lost {
             host,
             command: command.to_owned(),
             detail: "it was killed by a signal".to_owned(),

@@ -97,9 +97,11 @@ pub(crate) fn tracked_state(output: &str) -> Result<Tracked, String> {
     }
 }
 
-/// What went wrong on the SSH side; each variant carries what an operator needs.
+/// What went wrong with a command on a host (over SSH), or on this machine (a local hook,
+/// whose host reads "this machine"); each variant carries what an operator needs.
 #[derive(Debug, thiserror::Error)]
-pub enum SshError {
+pub enum CommandError {
+    /// SSH only: the host could not be reached.
     #[error("cannot open an SSH connection to {host}: {detail}")]
     Connect { host: String, detail: String },
     #[error("`{command}` on {host} exited with status {status}{}", output_tail(.stderr, .stdout))]
@@ -152,8 +154,11 @@ pub struct SshPool {
 impl SshPool {
     /// Connects to every host; fails on the first host that cannot be reached or whose key
     /// does not verify, naming it.
-    pub async fn connect(ssh: &crate::plan::Ssh, hosts: &[String]) -> Result<SshPool, SshError> {
-        let control_directory = control_directory().map_err(|error| SshError::Connect {
+    pub async fn connect(
+        ssh: &crate::plan::Ssh,
+        hosts: &[String],
+    ) -> Result<SshPool, CommandError> {
+        let control_directory = control_directory().map_err(|error| CommandError::Connect {
             host: hosts.first().cloned().unwrap_or_default(),
             detail: format!("cannot create a control directory: {error}"),
         })?;
@@ -208,8 +213,8 @@ impl SshPool {
         host: &str,
         command: &str,
         deadline: Duration,
-    ) -> Result<String, SshError> {
-        let lost = |detail: String| SshError::Lost {
+    ) -> Result<String, CommandError> {
+        let lost = |detail: String| CommandError::Lost {
             host: host.to_owned(),
             command: command.to_owned(),
             detail,
@@ -220,7 +225,7 @@ impl SshPool {
             .ok_or_else(|| lost("no connection was opened to this host".to_owned()))?;
         let output = tokio::time::timeout(deadline, session.raw_command(command).output())
             .await
-            .map_err(|_| SshError::Timeout {
+            .map_err(|_| CommandError::Timeout {
                 host: host.to_owned(),
                 command: command.to_owned(),
                 timeout: deadline,
@@ -231,12 +236,12 @@ impl SshPool {
         match output.status.code() {
             Some(0) => Ok(stdout),
             // coreutils `timeout` exits 124 when it had to stop the command.
-            Some(124) => Err(SshError::Timeout {
+            Some(124) => Err(CommandError::Timeout {
                 host: host.to_owned(),
                 command: command.to_owned(),
                 timeout: deadline.saturating_sub(REMOTE_KILL_AFTER),
             }),
-            Some(status) => Err(SshError::Exit {
+            Some(status) => Err(CommandError::Exit {
                 host: host.to_owned(),
                 command: command.to_owned(),
                 status,
@@ -326,11 +331,11 @@ fn sweep_control_directories(dir: &std::path::Path) {
 pub async fn connect(
     builder: &openssh::SessionBuilder,
     host: &str,
-) -> Result<openssh::Session, SshError> {
+) -> Result<openssh::Session, CommandError> {
     builder
         .connect_mux(host)
         .await
-        .map_err(|error| SshError::Connect {
+        .map_err(|error| CommandError::Connect {
             host: host.to_owned(),
             // ssh's own words span lines and end in periods; keep them on one line.
             detail: crate::error::error_chain(&error)

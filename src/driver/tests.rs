@@ -9,7 +9,7 @@ use crate::engine::Topology;
 use crate::engine::rollout::{Outcome, Rollout, ServerState};
 use crate::haproxy::ServerView;
 use crate::plan::BackendName;
-use crate::ssh::{Marker, SshError, Tracked};
+use crate::ssh::{CommandError, Marker, Tracked};
 
 const PLAN: &str = "version: 1\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n\
     backends: [be_app]\nservers:\n  - name: app1\n  - name: app2\n\
@@ -102,7 +102,7 @@ impl Effects for Fake {
         _host: Option<&str>,
         _command: &str,
         _deadline: Duration,
-    ) -> Result<String, SshError> {
+    ) -> Result<String, CommandError> {
         Ok(String::new())
     }
 
