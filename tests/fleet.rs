@@ -399,3 +399,76 @@ fn ten_servers_in_batches_of_three_keep_both_bounds_under_traffic() {
         wall.as_secs_f64()
     );
 }
+
+/// Property 2 when one read starts several servers: each server started from the read
+/// counts as out for the next one's `min_up`, though HAProxy still shows it in rotation.
+/// Five servers, `max_unavailable: 3`, `min_up: 3`: the first read may start app1 and app2
+/// (app3 would leave two others), so never more than two are out, under traffic.
+#[test]
+fn servers_started_from_one_read_count_as_out_for_min_up_under_traffic() {
+    let lab = RolloutLab::start(LabOptions {
+        servers: 5,
+        ..LabOptions::default()
+    });
+    let plan = lab.plan(
+        "one-read.yaml",
+        None,
+        "capacity:\n  max_unavailable: 3\n  min_up: 3\n",
+    );
+    let before = lab.pids();
+    let sampler = Sampler::unix(lab.lab.admin_socket.clone());
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()]).run();
+    let (ok, failed, failures) = traffic.stop();
+    let seen = sampler.stop();
+
+    assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert_eq!(failed, 0, "failed requests: {failures:?}");
+    assert!(ok > 20, "{ok} requests");
+    assert!(seen.samples > 20, "{} samples", seen.samples);
+    assert!(
+        seen.fewest_in >= 3,
+        "at one moment only {} servers were in rotation: min_up 3 for any server drained ({:?})",
+        seen.fewest_in,
+        seen.most_out_were
+    );
+    assert!(
+        seen.most_out <= 2,
+        "at one moment {} servers were out: {:?}",
+        seen.most_out,
+        seen.most_out_were
+    );
+    let after = lab.pids();
+    assert!(
+        before.iter().zip(&after).all(|(old, new)| old != new),
+        "all five restarted: {before:?} -> {after:?}"
+    );
+
+    // From the rollout's own events: two servers in flight at once (started from one
+    // read), never three, and the third waited for one of them instead of starting.
+    let events = events(&outcome.stdout);
+    let (mut out, mut most) = (std::collections::BTreeSet::new(), 0);
+    for event in &events {
+        let server = event["server"].as_str().unwrap_or_default();
+        match event["event"].as_str() {
+            Some("stage") if event["stage"] == "draining" => {
+                out.insert(server.to_owned());
+            }
+            Some("server_done") => {
+                out.remove(server);
+            }
+            _ => {}
+        }
+        most = most.max(out.len());
+    }
+    assert_eq!(most, 2, "servers in flight at most");
+    assert!(
+        events
+            .iter()
+            .any(|event| event["event"] == "waiting_for_capacity"),
+        "a server waited for min_up: {}",
+        outcome.stdout
+    );
+}
