@@ -189,9 +189,41 @@ impl Run<'_> {
     /// records a rollout.
     fn prepare(&self, checked: &Checked) -> Result<Prepared, Stop> {
         let plan = &self.context.plan;
-        let clients = checked.links.all().ok_or_else(|| {
-            anyhow::anyhow!("an HAProxy could not be reached; nothing was changed")
-        })?;
+        let Some(clients) = checked.links.all() else {
+            // Only a recovery gets here (pre-flight blocks anything else on an HAProxy it
+            // cannot reach): say which, and which servers stay as the earlier run left them.
+            let unreachable: Vec<String> = plan
+                .haproxy
+                .iter()
+                .zip(&checked.links.clients)
+                .filter_map(|(instance, client)| {
+                    client
+                        .as_ref()
+                        .err()
+                        .map(|error| format!("{}: {error}", instance.name))
+                })
+                .collect();
+            let left = match &self.start {
+                Start::Recover { facts, .. } if !facts.recovered.is_empty() => {
+                    let servers: Vec<&str> = facts
+                        .recovered
+                        .iter()
+                        .map(|server| plan.servers[server.index].name.as_str())
+                        .collect();
+                    format!(
+                        "; {} stay as the interrupted rollout left them (`haproxy-rollout status {}` shows how)",
+                        servers.join(", "),
+                        self.context.file.display()
+                    )
+                }
+                _ => String::new(),
+            };
+            self.context.printer.failure(&anyhow::anyhow!(
+                "pre-flight failed: cannot reach HAProxy ({}); nothing was changed{left}",
+                unreachable.join("; ")
+            ));
+            return Err(Stop::Reported(Exit::PreflightFailed));
+        };
         let health = HealthChecker::new(plan.health.timeout, plan.health.expect_status)
             .map_err(anyhow::Error::from)?;
         Ok(Prepared { clients, health })
