@@ -375,7 +375,14 @@ impl Run<'_> {
                 printer.error(&format!("cannot write the journal: {error}"));
             }
             let interactive = self.confirm && std::io::stdin().is_terminal();
-            if interactive && ask_paused(printer, &finish)? {
+            // An answer that cannot be read is a no: the rollout stays paused, and the
+            // summary below still says so.
+            let go_on = interactive
+                && ask_paused(printer, &finish).unwrap_or_else(|error| {
+                    printer.warning(&format!("cannot read the answer ({error}); staying paused"));
+                    false
+                });
+            if go_on {
                 let done: Vec<usize> = finish
                     .servers
                     .iter()
