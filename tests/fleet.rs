@@ -37,14 +37,7 @@ fn lockstep_under_traffic(second_socket: impl Fn(&RolloutLab) -> String) {
     lab.add_second_haproxy(LabOptions::default());
     let second = lab.second.as_ref().unwrap();
     let plan = lab.plan("pair.yaml", None, "");
-    let text = std::fs::read_to_string(&plan).unwrap().replace(
-        "backends: [be_app]",
-        &format!(
-            "  - name: lb2\n    socket: {}\nbackends: [be_app]",
-            second_socket(&lab)
-        ),
-    );
-    std::fs::write(&plan, text).unwrap();
+    RolloutLab::add_instance(&plan, "lb2", &second_socket(&lab));
     let before = lab.pids();
 
     let clients = vec![

@@ -53,23 +53,13 @@ fn main() {
     if instances == 2 {
         lab.add_second_haproxy(options());
     }
-    let plan = lab.plan("plan.yaml", None, &extra);
-    let mut text = std::fs::read_to_string(&plan)
-        .expect("the lab's plan")
-        .replace(
-            "poll_interval: 100ms\n",
-            &format!("poll_interval: {poll_interval}\n"),
-        );
+    let plan = lab.plan_polling("plan.yaml", None, &poll_interval, &extra);
     let mut sockets = vec![lab.lab.admin_socket.display().to_string()];
     if let Some(second) = &lab.second {
         let socket = second.admin_socket.display().to_string();
-        text = text.replace(
-            "backends: [be_app]",
-            &format!("  - name: lb2\n    socket: {socket}\nbackends: [be_app]"),
-        );
+        RolloutLab::add_instance(&plan, "lb2", &socket);
         sockets.push(socket);
     }
-    std::fs::write(&plan, text).expect("the lab's plan");
 
     let ports: Vec<String> = lab.ports.iter().map(u16::to_string).collect();
     let mut out = std::io::stdout().lock();

@@ -110,6 +110,17 @@ impl RolloutLab {
     /// A plan for this lab: `restart` is the restart script unless given, `extra` is
     /// appended (health, drain, capacity, ...).
     pub fn plan(&self, name: &str, restart: Option<&str>, extra: &str) -> PathBuf {
+        self.plan_polling(name, restart, "100ms", extra)
+    }
+
+    /// `plan`, polling HAProxy every `poll_interval`.
+    pub fn plan_polling(
+        &self,
+        name: &str,
+        restart: Option<&str>,
+        poll_interval: &str,
+        extra: &str,
+    ) -> PathBuf {
         let servers: String = (1..=self.ports.len())
             .map(|index| format!("  - name: app{index}\n"))
             .collect();
@@ -120,13 +131,22 @@ impl RolloutLab {
         let text = format!(
             "version: 1\nhaproxy:\n  - name: lb1\n    socket: {}\nbackends: [be_app]\nservers:\n{servers}{}\
              restart:\n  command: {restart}\n  timeout: 30s\nhealth:\n  url: http://{{addr}}:{{port}}/health\n  within: 10s\n\
-             ready:\n  timeout: 10s\npoll_interval: 100ms\n{extra}",
+             ready:\n  timeout: 10s\npoll_interval: {poll_interval}\n{extra}",
             self.lab.admin_socket.display(),
             self.sshd.plan_section(),
         );
         let file = self.lab.dir.path().join(name);
         std::fs::write(&file, text).unwrap();
         file
+    }
+
+    /// Adds the HAProxy `name` at `socket` to the plan file `plan`, after the lab's own.
+    pub fn add_instance(plan: &std::path::Path, name: &str, socket: &str) {
+        let text = std::fs::read_to_string(plan).unwrap().replace(
+            "backends: [be_app]",
+            &format!("  - name: {name}\n    socket: {socket}\nbackends: [be_app]"),
+        );
+        std::fs::write(plan, text).unwrap();
     }
 }
 
