@@ -95,12 +95,6 @@ pub fn preflight(plan: &Plan, observations: &[Observation], ours: &[&str]) -> Pr
     result
 }
 
-/// `capacity.max_unavailable` in each backend, from its size on each HAProxy now
-/// (counting servers not in the plan).
-pub fn limits(plan: &Plan, observations: &[Observation], topology: &Topology) -> Limits {
-    Limits::observed(plan, observations, topology)
-}
-
 /// How many servers go at once, per backend: what `max_unavailable` means here.
 fn batch_check(plan: &Plan, observations: &[Observation], result: &mut Preflight) {
     let max = plan.capacity.max_unavailable;
@@ -111,7 +105,7 @@ fn batch_check(plan: &Plan, observations: &[Observation], result: &mut Preflight
         );
         return;
     }
-    let limits = limits(plan, observations, &result.topology);
+    let limits = Limits::observed(plan, observations, &result.topology);
     let parts: Vec<String> = result
         .topology
         .touched()

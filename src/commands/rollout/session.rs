@@ -331,7 +331,7 @@ impl Run<'_> {
         } = checked;
         let Prepared { clients, health } = prepared;
         let topology = preflight.topology.clone();
-        let limits = crate::engine::preflight::limits(plan, &observations, &topology);
+        let limits = Limits::observed(plan, &observations, &topology);
         let (engine, commands) = self.engine(&topology, &limits);
         let identities = observations
             .iter()
