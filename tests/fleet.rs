@@ -358,20 +358,7 @@ fn ten_servers_in_batches_of_three_keep_both_bounds_under_traffic() {
     // Batches, read from the rollout's own events: several servers out at once, never
     // more than three; and the run took far less than the servers' phases end to end.
     let events = events(&outcome.stdout);
-    let (mut out, mut most) = (std::collections::BTreeSet::new(), 0);
-    for event in &events {
-        let server = event["server"].as_str().unwrap_or_default();
-        match event["event"].as_str() {
-            Some("stage") if event["stage"] == "draining" => {
-                out.insert(server.to_owned());
-            }
-            Some("server_done") => {
-                out.remove(server);
-            }
-            _ => {}
-        }
-        most = most.max(out.len());
-    }
+    let most = most_in_flight(&events);
     assert!((2..=3).contains(&most), "{most} servers in flight at most");
     let summary = events.last().unwrap();
     let sequential: f64 = summary["servers"]
@@ -442,8 +429,22 @@ fn servers_started_from_one_read_count_as_out_for_min_up_under_traffic() {
     // From the rollout's own events: two servers in flight at once (started from one
     // read), never three, and the third waited for one of them instead of starting.
     let events = events(&outcome.stdout);
+    let most = most_in_flight(&events);
+    assert_eq!(most, 2, "servers in flight at most");
+    assert!(
+        events
+            .iter()
+            .any(|event| event["event"] == "waiting_for_capacity"),
+        "a server waited for min_up: {}",
+        outcome.stdout
+    );
+}
+
+/// The most servers in flight at once, read from the rollout's own events: from its
+/// drain to its `server_done`.
+fn most_in_flight(events: &[serde_json::Value]) -> usize {
     let (mut out, mut most) = (std::collections::BTreeSet::new(), 0);
-    for event in &events {
+    for event in events {
         let server = event["server"].as_str().unwrap_or_default();
         match event["event"].as_str() {
             Some("stage") if event["stage"] == "draining" => {
@@ -456,12 +457,5 @@ fn servers_started_from_one_read_count_as_out_for_min_up_under_traffic() {
         }
         most = most.max(out.len());
     }
-    assert_eq!(most, 2, "servers in flight at most");
-    assert!(
-        events
-            .iter()
-            .any(|event| event["event"] == "waiting_for_capacity"),
-        "a server waited for min_up: {}",
-        outcome.stdout
-    );
+    most
 }
