@@ -132,6 +132,27 @@ pub enum Command {
 pub struct PlanArgs {
     /// The plan file (YAML).
     pub plan: PathBuf,
+
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+/// Values for the plan's `vars`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct VarArgs {
+    /// A value for one of the plan's vars, e.g. `--var version=1.4.2`; repeatable. It
+    /// overrides the plan's default; a var declared `~` must be given.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = name_value)]
+    pub vars: Vec<(String, String)>,
+}
+
+fn name_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!(
+            "expected NAME=VALUE, e.g. version=1.4.2, not `{text}`"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +175,9 @@ pub struct ApplyArgs {
     /// `resume`.
     #[arg(long)]
     pub fresh: bool,
+
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 #[derive(Debug, Args)]
@@ -183,4 +207,9 @@ pub struct ResumeArgs {
     /// the way past a server in flight that the plan no longer has.
     #[arg(long, value_name = "SERVER")]
     pub skip: Vec<String>,
+
+    /// Resume takes the values of vars the interrupted rollout started with; a `--var`
+    /// given here must equal them.
+    #[command(flatten)]
+    pub vars: VarArgs,
 }

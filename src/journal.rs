@@ -108,6 +108,9 @@ pub enum Record {
         /// The servers an earlier, interrupted run finished (on `resume`).
         #[serde(default)]
         done_before: Vec<String>,
+        /// The values of the plan's vars this run started with.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        vars: std::collections::BTreeMap<String, String>,
     },
     /// About to make `change` on `server` (written before it is made).
     Intent {
@@ -339,6 +342,15 @@ impl InFlight {
 /// Reads the story of the last rollout: `None` when it ended with success (or never began).
 /// A rollout that stopped (failed, aborted) is returned with `stopped` set: what it finished
 /// and what it left in flight stay facts for `resume`, across every run that continued it.
+/// The values of the plan's vars the last run in the journal started with; `None` when no
+/// run began.
+pub fn started_with(records: &[Record]) -> Option<std::collections::BTreeMap<String, String>> {
+    records.iter().rev().find_map(|record| match record {
+        Record::Begin { vars, .. } => Some(vars.clone()),
+        _ => None,
+    })
+}
+
 pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
     let mut result: Option<Interrupted> = None;
     for record in records {

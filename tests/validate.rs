@@ -147,7 +147,7 @@ fn errors_as_json_on_stdout() {
     assert_eq!(errors[3]["key"], "capcity");
     assert_eq!(
         errors[3]["help"],
-        "did you mean `capacity`? valid keys here: version, haproxy, backends, servers, ssh, restart, health, drain, ready, capacity, poll_interval, hooks, canary"
+        "did you mean `capacity`? valid keys here: version, vars, haproxy, backends, servers, ssh, restart, health, drain, ready, capacity, poll_interval, hooks, canary"
     );
     assert_eq!(outcome.stderr, "", "json mode keeps stderr quiet");
 }
@@ -161,6 +161,55 @@ fn valid_plan_as_json() {
     assert_eq!(event["event"], "plan_valid");
     assert_eq!(event["haproxy"], serde_json::json!(["lb-a", "lb-b"]));
     assert_eq!(event["servers"], 4);
+}
+
+#[test]
+fn vars_come_from_the_command_line_and_a_missing_one_is_named_with_its_flag() {
+    let plan = "tests/plans/bad/var-required-without-value.yaml";
+    let missing = rollout(["--color", "never", "validate", plan])
+        .run()
+        .code(2);
+    assert!(
+        missing.stderr.contains(&format!(
+            "error: {plan}:4:3: vars.version: var `version` has no value"
+        )) && missing
+            .stderr
+            .contains("give it on the command line: --var version=VALUE"),
+        "{}",
+        missing.stderr
+    );
+    let given = rollout(["validate", plan, "--var", "version=1.4.2"])
+        .run()
+        .code(0);
+    assert!(given.stderr.starts_with("valid: "), "{}", given.stderr);
+    let unknown = rollout([
+        "--color",
+        "never",
+        "validate",
+        plan,
+        "--var",
+        "version=1.4.2",
+        "--var",
+        "colour=blue",
+    ])
+    .run()
+    .code(2);
+    assert!(
+        unknown
+            .stderr
+            .contains("--var colour: the plan declares no var `colour`")
+            && unknown.stderr.contains("the plan's vars: version, channel"),
+        "{}",
+        unknown.stderr
+    );
+    let malformed = rollout(["validate", plan, "--var", "version"])
+        .run()
+        .code(2);
+    assert!(
+        malformed.stderr.contains("expected NAME=VALUE"),
+        "{}",
+        malformed.stderr
+    );
 }
 
 #[test]

@@ -11,14 +11,14 @@ use crate::journal::{Change, Record};
 use crate::lock::Lock;
 use crate::report::Printer;
 
-use super::rollout::{Context, Run, Start};
+use super::rollout::{Context, Run, Start, VarsFrom};
 
 pub fn run(
     args: &AbortArgs,
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
 ) -> Result<Exit, Stop> {
-    let context = Context::load(&args.plan, printer, state_dir)?;
+    let context = Context::load(&args.plan, printer, state_dir, VarsFrom::Journal(&[]))?;
     if let Some(holder) = Lock::holder(&context.lock_path()) {
         if holder.host != crate::lock::hostname() {
             return Err(Stop::Failed(anyhow::anyhow!(

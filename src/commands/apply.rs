@@ -6,14 +6,20 @@ use crate::cli::ApplyArgs;
 use crate::exit::Exit;
 use crate::report::Printer;
 
-use super::rollout::{Context, Run, Start};
+use super::rollout::{Context, Run, Start, VarsFrom};
 
 pub fn run(
     args: &ApplyArgs,
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
 ) -> Result<Exit, Stop> {
-    let (context, _locks) = Context::load_locked(&args.plan, printer, state_dir, "apply")?;
+    let (context, _locks) = Context::load_locked(
+        &args.plan,
+        printer,
+        state_dir,
+        VarsFrom::CommandLine(&args.vars.vars),
+        "apply",
+    )?;
     if let Some(interrupted) = crate::journal::interrupted(&context.records()?)
         && !(args.fresh && interrupted.stopped.is_some())
     {

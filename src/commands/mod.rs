@@ -61,9 +61,10 @@ impl From<std::io::Error> for Stop {
 /// Loads a plan, printing its errors if it is invalid.
 pub(crate) fn load_plan(
     file: &std::path::Path,
+    vars: crate::plan::Given,
     printer: &Printer,
 ) -> Result<crate::plan::Plan, Stop> {
-    match crate::plan::load(file) {
+    match crate::plan::load_with(file, vars) {
         Ok(plan) => Ok(plan),
         Err(crate::plan::LoadError::Invalid(report)) => {
             printer.plan_errors(&report);

@@ -5,10 +5,11 @@ use super::Stop;
 use crate::cli::PlanArgs;
 use crate::engine;
 use crate::exit::Exit;
+use crate::plan::Given;
 use crate::report::Printer;
 
 pub fn run(args: &PlanArgs, printer: &Printer) -> Result<Exit, Stop> {
-    let plan = super::load_plan(&args.plan, printer)?;
+    let plan = super::load_plan(&args.plan, Given::values(&args.vars.vars), printer)?;
     let runtime = super::live::runtime()?;
     let links = runtime.block_on(super::live::connect(&plan));
     let observations = runtime.block_on(super::live::observe(&plan, &links));

@@ -8,14 +8,20 @@ use crate::engine::rollout::Mode;
 use crate::exit::Exit;
 use crate::report::Printer;
 
-use super::rollout::{Context, Run, Start};
+use super::rollout::{Context, Run, Start, VarsFrom};
 
 pub fn run(
     args: &ResumeArgs,
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
 ) -> Result<Exit, Stop> {
-    let (context, _locks) = Context::load_locked(&args.plan, printer, state_dir, "resume")?;
+    let (context, _locks) = Context::load_locked(
+        &args.plan,
+        printer,
+        state_dir,
+        VarsFrom::Journal(&args.vars.vars),
+        "resume",
+    )?;
     let story = context.story()?;
     let Some(interrupted) = crate::journal::interrupted(&story.records) else {
         return Err(Stop::Failed(anyhow::anyhow!(

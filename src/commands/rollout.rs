@@ -18,6 +18,16 @@ use crate::lock::{BackendLocks, Holder, Lock, LockError};
 use crate::plan::Plan;
 use crate::report::Printer;
 
+/// Where the values of the plan's vars come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum VarsFrom<'v> {
+    /// `apply`: the command line's (`--var`).
+    CommandLine(&'v [(String, String)]),
+    /// `resume`, `abort`: the values the plan's last rollout started with, from its
+    /// journal; any the command line gives must equal them.
+    Journal(&'v [(String, String)]),
+}
+
 /// A plan loaded for a rollout, with where its journal and lock live.
 pub(crate) struct Context<'a> {
     pub printer: &'a Printer,
@@ -30,11 +40,39 @@ pub(crate) struct Context<'a> {
 
 impl<'a> Context<'a> {
     /// Loads the plan and finds its state.
-    pub fn load(file: &Path, printer: &'a Printer, state_dir: Option<&Path>) -> Result<Self, Stop> {
-        let plan = super::load_plan(file, printer)?;
-        let text = std::fs::read(file)?;
+    pub fn load(
+        file: &Path,
+        printer: &'a Printer,
+        state_dir: Option<&Path>,
+        vars: VarsFrom,
+    ) -> Result<Self, Stop> {
         let root = journal::state_root(state_dir);
         let dir = journal::rollout_dir(&root, file)?;
+        let plan = match vars {
+            VarsFrom::CommandLine(given) => {
+                super::load_plan(file, crate::plan::Given::values(given), printer)?
+            }
+            VarsFrom::Journal(given) => {
+                let records = match Journal::read_all(&dir.join("journal.jsonl")) {
+                    Ok(story) => story.records,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(error) => return Err(Stop::Failed(error.into())),
+                };
+                let recorded = journal::started_with(&records);
+                let values = recorded_vars(recorded.as_ref(), given, printer)?;
+                // No rollout to continue: nothing runs with a var's value.
+                let partial = recorded.is_none();
+                super::load_plan(
+                    file,
+                    crate::plan::Given {
+                        values: &values,
+                        partial,
+                    },
+                    printer,
+                )?
+            }
+        };
+        let text = std::fs::read(file)?;
         Ok(Context {
             printer,
             file: file.to_owned(),
@@ -50,9 +88,10 @@ impl<'a> Context<'a> {
         file: &Path,
         printer: &'a Printer,
         state_dir: Option<&Path>,
+        vars: VarsFrom,
         command: &str,
     ) -> Result<(Self, Locks), Stop> {
-        let context = Context::load(file, printer, state_dir)?;
+        let context = Context::load(file, printer, state_dir, vars)?;
         let locks = context.lock(command)?;
         Ok((context, locks))
     }
@@ -209,6 +248,34 @@ impl<'a> Context<'a> {
         }
         Ok(Locks { _held: locks })
     }
+}
+
+/// The values a rollout started with, and any the command line adds; a value the command
+/// line changes is refused (exit 2): a rollout goes on with what it started with.
+fn recorded_vars(
+    recorded: Option<&std::collections::BTreeMap<String, String>>,
+    given: &[(String, String)],
+    printer: &Printer,
+) -> Result<Vec<(String, String)>, Stop> {
+    let mut values: Vec<(String, String)> = recorded
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    for (name, value) in given {
+        match recorded.and_then(|recorded| recorded.get(name)) {
+            Some(started) if started != value => {
+                printer.failure(&anyhow::anyhow!(
+                    "--var {name}={value}: the rollout started with {name}={started} and goes on with it; \
+                     leave --var out, or start over with `apply --fresh --var {name}={value}`; nothing was changed"
+                ));
+                return Err(Stop::Reported(Exit::Usage));
+            }
+            Some(_) => {}
+            None => values.push((name.clone(), value.clone())),
+        }
+    }
+    Ok(values)
 }
 
 /// Held for as long as the rollout runs.

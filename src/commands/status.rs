@@ -3,6 +3,7 @@
 use super::Stop;
 use crate::cli::OptionalPlanArgs;
 use crate::exit::Exit;
+use crate::plan::Given;
 use crate::report::Printer;
 use crate::report::live::StatusRow;
 
@@ -16,7 +17,15 @@ pub fn run(
             "`status` needs a plan file in this version: haproxy-rollout status PLAN"
         )));
     };
-    let plan = super::load_plan(file, printer)?;
+    let plan = super::load_plan(
+        file,
+        // Status runs nothing on the servers: a var without a value does not matter.
+        Given {
+            values: &[],
+            partial: true,
+        },
+        printer,
+    )?;
     let runtime = super::live::runtime()?;
     let links = runtime.block_on(super::live::connect(&plan));
     let observations = runtime.block_on(super::live::observe(&plan, &links));

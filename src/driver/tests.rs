@@ -130,6 +130,7 @@ fn driver(plan: &Plan, fake: Fake) -> Driver<'_, Fake> {
             host: "10.0.0.1".into(),
             addr: "10.0.0.1".into(),
             port: Some(8080),
+            previous: None,
         })
         .collect();
     let identity = Info {

@@ -338,6 +338,7 @@ fn target(
             host,
             addr: address,
             port,
+            previous: None,
         }),
     }
 }

@@ -186,6 +186,7 @@ pub fn server_steps(
             .map_or_else(|| "{host}".to_owned(), |host| host.as_str().to_owned()),
         addr: "{addr}".to_owned(),
         port: None,
+        previous: None,
     };
     let values = values.unwrap_or(&unknown);
     let mut force = runtime_commands(
@@ -324,6 +325,7 @@ mod tests {
             host: "10.0.0.1".into(),
             addr: "10.0.0.1".into(),
             port: Some(8080),
+            previous: None,
         };
         let crate::plan::Backends::Listed(names) = &plan.backends else {
             panic!("listed backends")

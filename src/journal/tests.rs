@@ -37,6 +37,7 @@ fn begin_after(done: &[&str]) -> Record {
         haproxy: vec![],
         servers: vec!["app1".into(), "app2".into()],
         done_before: done.iter().map(|server| (*server).to_owned()).collect(),
+        vars: [("version".to_owned(), format!("{}", done.len() + 1))].into(),
     }
 }
 
@@ -155,4 +156,16 @@ fn a_rollout_that_ended_is_not_interrupted() {
         },
     ];
     assert_eq!(interrupted(&records), None);
+}
+
+#[test]
+fn the_values_of_vars_are_those_the_last_run_started_with() {
+    assert_eq!(started_with(&[]), None);
+    let records = [begin(), begin_after(&["app1"])];
+    assert_eq!(
+        started_with(&records),
+        Some([("version".to_owned(), "2".to_owned())].into())
+    );
+    let line = serde_json::to_string(&records[0]).unwrap();
+    assert!(line.contains(r#""vars":{"version":"1"}"#), "{line}");
 }

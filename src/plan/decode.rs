@@ -31,6 +31,7 @@ pub fn decode(document: &Node, errors: &mut Vec<PlanError>) -> RawPlan {
 fn plan_fields(decoder: &mut Decoder, fields: &mut Fields) -> RawPlan {
     RawPlan {
         version: decoder.required(fields, "version", "version: 1"),
+        vars: decoder.optional(fields, "vars"),
         haproxy: decoder.required(fields, "haproxy", "a list of {name, socket}"),
         backends: decoder.required(
             fields,

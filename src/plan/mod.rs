@@ -15,17 +15,23 @@ use std::path::{Path, PathBuf};
 pub use error::{LoadError, PlanError, PlanErrors, ReadError};
 pub use model::*;
 pub use template::{Placeholder, PlaceholderValues, REMOTE_KILL_AFTER, Segment, Template};
+pub use validate::Given;
 
 /// Reads and validates a plan file. Relative file paths in the plan (`ssh.identity_file`,
 /// `ssh.known_hosts_file`, `ssh.config_file`) are taken relative to the plan file's folder,
 /// so a plan means the same whatever directory it is run from.
 pub fn load(file: &Path) -> Result<Plan, LoadError> {
+    load_with(file, Given::default())
+}
+
+/// Reads and validates a plan file with values for its vars (`--var NAME=VALUE`).
+pub fn load_with(file: &Path, vars: Given) -> Result<Plan, LoadError> {
     let text = std::fs::read_to_string(file).map_err(|source| ReadError {
         file: file.to_owned(),
         source,
     })?;
-    let mut plan =
-        parse(&text).map_err(|errors| LoadError::Invalid(PlanErrors::new(file, &text, errors)))?;
+    let mut plan = parse_with(&text, vars)
+        .map_err(|errors| LoadError::Invalid(PlanErrors::new(file, &text, errors)))?;
     let folder = file.parent().unwrap_or(Path::new(""));
     let ssh = &mut plan.ssh;
     for path in [
@@ -52,13 +58,18 @@ fn relative_to(folder: &Path, path: &Path) -> PathBuf {
 
 /// Validates plan text; every error found is returned, not only the first.
 pub fn parse(text: &str) -> Result<Plan, Vec<PlanError>> {
+    parse_with(text, Given::default())
+}
+
+/// Validates plan text with values for its vars.
+pub fn parse_with(text: &str, vars: Given) -> Result<Plan, Vec<PlanError>> {
     let document = node::parse(text).map_err(|syntax| {
         let key = syntax.duplicate_key.unwrap_or_default();
         vec![PlanError::new(syntax.at, key, syntax.message)]
     })?;
     let mut errors = Vec::new();
     let raw = decode::decode(&document, &mut errors);
-    validate::validate(raw, errors)
+    validate::validate(raw, errors, &vars)
 }
 
 /// The JSON Schema of plan format v1, for editors.
@@ -206,6 +217,139 @@ mod tests {
         assert_eq!(plan.ssh.connect_timeout, std::time::Duration::from_secs(10));
         assert_eq!(plan.poll_interval, std::time::Duration::from_millis(200));
         assert_eq!(plan.servers[0].host, None);
+    }
+
+    fn given(pairs: &[(&str, &str)]) -> Given<'static> {
+        let values: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        Given::values(values.leak())
+    }
+
+    const VERSIONED: &str = "version: 1\nvars:\n  version: ~\n  channel: stable\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n\
+        backends: [be_app]\nservers:\n  - name: app1\nrestart:\n  command: deploy {version} {channel} {server}\n";
+
+    #[test]
+    fn vars_take_the_command_line_else_their_default_and_are_shell_quoted() {
+        let plan = parse_with(VERSIONED, given(&[("version", "2; rm -rf /")])).unwrap();
+        assert_eq!(plan.vars["version"], "2; rm -rf /");
+        assert_eq!(plan.vars["channel"], "stable");
+        let values = PlaceholderValues::fixture("app1");
+        let line = template::remote_command(
+            &plan.restart.command,
+            &values,
+            std::time::Duration::from_secs(5),
+        );
+        assert!(
+            line.contains(r"deploy '\''2; rm -rf /'\'' stable app1"),
+            "{line}"
+        );
+        let plan = parse_with(
+            VERSIONED,
+            given(&[("version", "1"), ("channel", "beta"), ("version", "3")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (plan.vars["version"].as_str(), plan.vars["channel"].as_str()),
+            ("3", "beta"),
+            "the last --var of a name wins"
+        );
+    }
+
+    #[test]
+    fn a_required_var_without_a_value_is_reported_where_it_is_declared() {
+        let errors = parse(VERSIONED).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!((errors[0].at.line, errors[0].at.column), (3, 3));
+        assert_eq!(errors[0].key, "vars.version");
+        assert_eq!(errors[0].message, "var `version` has no value");
+        assert_eq!(
+            errors[0].help.as_deref(),
+            Some("give it on the command line: --var version=VALUE")
+        );
+    }
+
+    #[test]
+    fn a_partial_plan_leaves_a_var_without_a_value_as_written() {
+        let partial = Given {
+            values: &[],
+            partial: true,
+        };
+        let plan = parse_with(VERSIONED, partial).unwrap();
+        assert_eq!(plan.vars["version"], "{version}");
+    }
+
+    #[test]
+    fn a_var_the_plan_does_not_declare_is_an_error() {
+        let errors =
+            parse_with(VERSIONED, given(&[("version", "2"), ("colour", "x")])).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].message,
+            "--var colour: the plan declares no var `colour`"
+        );
+        assert_eq!(
+            errors[0].help.as_deref(),
+            Some("the plan's vars: version, channel")
+        );
+        let errors = parse_with(PLAN, given(&[("version", "2")])).unwrap_err();
+        assert!(
+            errors[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("declare it under `vars:`")
+        );
+    }
+
+    #[test]
+    fn a_placeholder_that_is_neither_built_in_nor_declared_is_an_error_at_its_line() {
+        let text = VERSIONED.replace("{channel}", "{chanel}");
+        let errors = parse_with(&text, given(&[("version", "2")])).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            (errors[0].at.line, errors[0].key.as_str()),
+            (12, "restart.command")
+        );
+        assert_eq!(errors[0].message, "unknown placeholder `{chanel}`");
+        assert!(
+            errors[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("{channel}, {version}"),
+            "{errors:?}"
+        );
+        let text = VERSIONED.replace("{channel}", "{previous}");
+        let errors = parse_with(&text, given(&[("version", "2")])).unwrap_err();
+        assert_eq!(
+            errors[0].message,
+            "`{previous}` is known only in rollback.command"
+        );
+    }
+
+    #[test]
+    fn var_values_must_be_written_exactly() {
+        for (value, line) in [("1.10", 4), ("true", 4), ("[a]", 4)] {
+            let text = VERSIONED.replace("channel: stable", &format!("channel: {value}"));
+            let errors = parse_with(&text, given(&[("version", "2")])).unwrap_err();
+            assert_eq!(errors[0].key, "vars.channel", "{value}");
+            assert_eq!(errors[0].at.line, line, "{value}");
+        }
+        let text = VERSIONED.replace("channel: stable", "channel: 7");
+        let plan = parse_with(&text, given(&[("version", "2")])).unwrap();
+        assert_eq!(plan.vars["channel"], "7");
+        for bad in ["server", "9lives", "a-b"] {
+            let text = VERSIONED.replace("channel: stable", &format!("{bad}: x"));
+            let errors = parse_with(&text, given(&[("version", "2")])).unwrap_err();
+            assert!(
+                errors
+                    .iter()
+                    .any(|error| error.key == format!("vars.{bad}")),
+                "{bad}: {errors:?}"
+            );
+        }
     }
 
     #[test]

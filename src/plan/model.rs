@@ -170,6 +170,9 @@ impl OnDrainTimeout {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// Every var the plan declares, with the value it has in this run (already filled in
+    /// wherever a template names it).
+    pub vars: std::collections::BTreeMap<String, String>,
     pub haproxy: Vec<Haproxy>,
     pub backends: Backends,
     pub servers: Vec<Server>,

@@ -62,6 +62,9 @@ pub struct RawPlan {
     /// Plan format version. Must be 1.
     #[schemars(required, range(min = 1, max = 1))]
     pub version: Option<Located<u64>>,
+    /// Values for placeholders, by name: a default, or `~` for a value that `--var
+    /// NAME=VALUE` must give. Used as `{NAME}` in commands, URLs and `verify.expect`.
+    pub vars: Option<Located<RawVars>>,
     /// The HAProxy instances in front of the servers; all are changed in lockstep.
     #[schemars(required, length(min = 1))]
     pub haproxy: Option<Located<Vec<Located<RawHaproxy>>>>,
@@ -91,6 +94,30 @@ pub struct RawPlan {
     pub hooks: Option<RawHooks>,
     /// Roll the first servers, then pause before the rest.
     pub canary: Option<RawCanary>,
+}
+
+/// `vars:` as written: each name (located at its key) and its default, `None` for `~`.
+#[derive(Debug, Default)]
+pub struct RawVars(pub Vec<(Located<String>, Option<Located<String>>)>);
+
+/// A var's name: it stands in templates as `{name}`.
+pub const VAR_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+
+impl JsonSchema for RawVars {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Vars".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "propertyNames": {"pattern": VAR_PATTERN},
+            "additionalProperties": {
+                "type": ["string", "integer", "null"],
+                "description": "The default value; null (~): `--var NAME=VALUE` must give it."
+            }
+        })
+    }
 }
 
 /// `backends:` as written: a list of names, or `auto`.

@@ -1,8 +1,10 @@
 //! Commands and URLs with placeholders: how the plan writes them (`Template`), the values a
 //! server gives them (`PlaceholderValues`), and how they are rendered: shell-quoted for the
-//! remote shell, bracketed for a URL. Pure code, so the engine and the preview render
+//! remote shell, bracketed for a URL. The plan's own `vars` are bound when the plan is
+//! loaded, so a template holds their values. Pure code, so the engine and the preview render
 //! exactly what the I/O side sends.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Extra time after TERM before the remote `timeout` sends KILL to a command it stops.
@@ -19,14 +21,18 @@ pub enum Placeholder {
     Addr,
     /// `{port}`: the server's port as HAProxy has it.
     Port,
+    /// `{previous}`: what `verify` read on the server before this rollout touched it
+    /// (`rollback.command` only).
+    Previous,
 }
 
 impl Placeholder {
-    pub const ALL: [Placeholder; 4] = [
+    pub const ALL: [Placeholder; 5] = [
         Placeholder::Server,
         Placeholder::Host,
         Placeholder::Addr,
         Placeholder::Port,
+        Placeholder::Previous,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +41,7 @@ impl Placeholder {
             Placeholder::Host => "host",
             Placeholder::Addr => "addr",
             Placeholder::Port => "port",
+            Placeholder::Previous => "previous",
         }
     }
 }
@@ -43,10 +50,40 @@ impl Placeholder {
 pub enum Segment {
     Literal(String),
     Placeholder(Placeholder),
+    /// One of the plan's `vars`, with the value it was given.
+    Var {
+        name: String,
+        value: String,
+    },
 }
 
-/// A command or URL with `{server}`, `{host}`, `{addr}`, `{port}` placeholders.
-/// `{{` and `}}` stand for literal braces.
+/// What a template may name besides `{server}`, `{host}`, `{addr}` and `{port}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// The plan's vars: each with its value, `None` while it has none (which the plan
+    /// reports where the var is declared).
+    pub vars: Option<&'a BTreeMap<String, Option<String>>>,
+    /// `{previous}` is known here.
+    pub previous: bool,
+}
+
+impl Scope<'_> {
+    /// Every placeholder this scope knows, as written: `{server}, {host}, ...`.
+    pub fn names(&self) -> String {
+        let builtins = Placeholder::ALL
+            .into_iter()
+            .filter(|placeholder| *placeholder != Placeholder::Previous || self.previous)
+            .map(|placeholder| format!("{{{}}}", placeholder.name()));
+        let vars = self
+            .vars
+            .into_iter()
+            .flat_map(|vars| vars.keys().map(|name| format!("{{{name}}}")));
+        builtins.chain(vars).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A command or URL with `{server}`, `{host}`, `{addr}`, `{port}` placeholders, and the
+/// plan's vars. `{{` and `}}` stand for literal braces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     text: String,
@@ -75,14 +112,20 @@ impl Template {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
                 Segment::Placeholder(placeholder) => out.push_str(&escape(&value_of(*placeholder))),
+                Segment::Var { value, .. } => out.push_str(&escape(value)),
             }
         }
         out
     }
 }
 
-/// Parses `{placeholder}` templates; `{{` and `}}` are literal braces.
+/// Parses a template that names only the built-in placeholders (no vars, no `{previous}`).
 pub fn parse_template(text: &str) -> Result<Template, String> {
+    parse_template_in(text, Scope::default())
+}
+
+/// Parses `{placeholder}` templates; `{{` and `}}` are literal braces.
+pub fn parse_template_in(text: &str, scope: Scope) -> Result<Template, String> {
     let mut segments = Vec::new();
     let mut literal = String::new();
     let mut chars = text.char_indices().peekable();
@@ -102,14 +145,25 @@ pub fn parse_template(text: &str) -> Result<Template, String> {
                     return Err(format!("unclosed `{{` at character {}", index + 1));
                 };
                 let name = &rest[..end];
-                let Some(placeholder) = Placeholder::ALL.into_iter().find(|p| p.name() == name)
-                else {
-                    return Err(format!("unknown placeholder `{{{name}}}`"));
+                let builtin = Placeholder::ALL
+                    .into_iter()
+                    .filter(|placeholder| *placeholder != Placeholder::Previous || scope.previous)
+                    .find(|placeholder| placeholder.name() == name);
+                let segment = match (builtin, scope.vars.and_then(|vars| vars.get(name))) {
+                    (Some(placeholder), _) => Segment::Placeholder(placeholder),
+                    (None, Some(value)) => Segment::Var {
+                        name: name.to_owned(),
+                        value: value.clone().unwrap_or_default(),
+                    },
+                    (None, None) if name == Placeholder::Previous.name() => {
+                        return Err("`{previous}` is known only in rollback.command".to_owned());
+                    }
+                    (None, None) => return Err(format!("unknown placeholder `{{{name}}}`")),
                 };
                 if !literal.is_empty() {
                     segments.push(Segment::Literal(std::mem::take(&mut literal)));
                 }
-                segments.push(Segment::Placeholder(placeholder));
+                segments.push(segment);
                 for _ in 0..=end {
                     chars.next();
                 }
@@ -148,6 +202,8 @@ pub struct PlaceholderValues {
     pub host: String,
     pub addr: String,
     pub port: Option<u16>,
+    /// What `verify` read on the server before this rollout touched it, where known.
+    pub previous: Option<String>,
 }
 
 impl PlaceholderValues {
@@ -157,6 +213,7 @@ impl PlaceholderValues {
             Placeholder::Host => self.host.clone(),
             Placeholder::Addr => self.addr.clone(),
             Placeholder::Port => self.port.map(|port| port.to_string()).unwrap_or_default(),
+            Placeholder::Previous => self.previous.clone().unwrap_or_default(),
         }
     }
 }
@@ -197,6 +254,7 @@ impl PlaceholderValues {
             host: host.into(),
             addr: "10.0.0.1".into(),
             port: Some(8080),
+            previous: None,
         }
     }
 }
@@ -264,6 +322,7 @@ mod tests {
             host: "app1.internal".into(),
             addr: "10.0.0.1".into(),
             port: Some(8080),
+            previous: None,
         };
         assert_eq!(
             health_url(&template, &values),

@@ -1,6 +1,6 @@
 //! Checks every value of a decoded plan and builds the model, collecting every error.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,10 +14,29 @@ use super::node::Location;
 use super::raw::{
     Located, PlanDuration, RawBackends, RawCanary, RawCapacity, RawDrain, RawHaproxy, RawHealth,
     RawHook, RawHooks, RawMaxUnavailable, RawPlan, RawReady, RawRestart, RawServer, RawSsh,
+    RawVars,
 };
 use super::syntax::{MAX_UNIX_SOCKET_PATH, parse_host_port, parse_ssh_socket};
-use super::template::parse_template;
-use super::template::{Placeholder, Template};
+use super::template::{Placeholder, Scope, Template, parse_template, parse_template_in};
+
+/// Values for the plan's vars from outside the file (`--var NAME=VALUE`, a journal).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Given<'a> {
+    /// The last value of a name wins.
+    pub values: &'a [(String, String)],
+    /// A var without a value is left as `{name}` instead of being an error: for commands
+    /// that only read live state and run nothing (`status`).
+    pub partial: bool,
+}
+
+impl<'a> Given<'a> {
+    pub fn values(values: &'a [(String, String)]) -> Self {
+        Given {
+            values,
+            partial: false,
+        }
+    }
+}
 
 pub const DEFAULT_HEALTH_URL: &str = "http://{addr}:{port}/health";
 pub const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,11 +46,17 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Builds the model from a decoded plan, or returns every problem found.
-pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<PlanError>> {
+pub fn validate(
+    raw: RawPlan,
+    mut errors: Vec<PlanError>,
+    given: &Given,
+) -> Result<Plan, Vec<PlanError>> {
+    let document = Location { line: 1, column: 1 };
     let mut check = Checker {
         errors: &mut errors,
+        vars: BTreeMap::new(),
     };
-    let document = Location { line: 1, column: 1 };
+    check.vars = check.vars(raw.vars, given, document);
 
     if let Some(version) = &raw.version
         && version.value != 1
@@ -108,6 +133,11 @@ pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<Pl
     let built = (|| {
         raw.version?;
         Some(Plan {
+            vars: check
+                .vars
+                .iter()
+                .map(|(name, value)| Some((name.clone(), value.clone()?)))
+                .collect::<Option<_>>()?,
             haproxy: haproxy.into_values()?,
             backends: backends?,
             servers: servers.into_values()?,
@@ -136,6 +166,8 @@ pub fn validate(raw: RawPlan, mut errors: Vec<PlanError>) -> Result<Plan, Vec<Pl
 
 struct Checker<'e> {
     errors: &'e mut Vec<PlanError>,
+    /// The plan's vars and their values (`None`: no value, reported where declared).
+    vars: BTreeMap<String, Option<String>>,
 }
 
 /// The items of a list that passed their checks, and whether all did.
@@ -336,14 +368,23 @@ impl Checker<'_> {
     }
 
     fn template(&mut self, text: &Located<String>) -> Option<Template> {
-        match parse_template(&text.value) {
+        self.template_in(text, false)
+    }
+
+    /// A template; `previous`: `{previous}` is known in it.
+    fn template_in(&mut self, text: &Located<String>, previous: bool) -> Option<Template> {
+        let scope = Scope {
+            vars: Some(&self.vars),
+            previous,
+        };
+        match parse_template_in(&text.value, scope) {
             Ok(template) => Some(template),
             Err(problem) => {
-                self.fail(
-                    text,
-                    problem,
-                    "placeholders are {server}, {host}, {addr} and {port}; write {{ and }} for literal braces",
+                let help = format!(
+                    "placeholders here are {}; declare others under `vars:`; write {{{{ and }}}} for literal braces",
+                    scope.names()
                 );
+                self.fail(text, problem, help);
                 None
             }
         }
@@ -358,6 +399,7 @@ impl Checker<'_> {
                 Placeholder::Host => "app1.example".to_owned(),
                 Placeholder::Addr => "192.0.2.10".to_owned(),
                 Placeholder::Port => "8080".to_owned(),
+                Placeholder::Previous => "1.0".to_owned(),
             },
             str::to_owned,
         );

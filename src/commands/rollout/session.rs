@@ -267,6 +267,7 @@ impl Run<'_> {
                     .map(|server| server.name.to_string())
                     .collect(),
                 done_before: self.done_before.clone(),
+                vars: context.plan.vars.clone(),
             })?;
             Ok(journal)
         };

@@ -200,3 +200,52 @@ impl Decode for RawMaxUnavailable {
         }
     }
 }
+
+impl Decode for RawVars {
+    const EXPECTED: &'static str = "a mapping of names to default values (~ for none)";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        let Value::Mapping(entries) = &node.value else {
+            decoder.type_error(node, path, Self::EXPECTED);
+            return None;
+        };
+        let mut vars = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let path = format!("{path}.{}", key.name);
+            let default = match &value.value {
+                Value::Null => None,
+                Value::String(text) => Some(text.clone()),
+                Value::Integer(number) => Some(number.to_string()),
+                _ => {
+                    // A decimal would lose its digits (1.10 is 1.1): only text is exact.
+                    let mut error = PlanError::new(
+                        value.at,
+                        &path,
+                        format!("expected a string, found {}", value.value.kind()),
+                    )
+                    .with_help("write the value in quotes, or ~ for a value `--var` must give");
+                    if matches!(value.value, Value::Float(_) | Value::Bool(_)) {
+                        error = error.with_help(
+                            "write it in quotes to keep it exactly as written, e.g. \"1.10\"",
+                        );
+                    }
+                    decoder.push(error);
+                    continue;
+                }
+            };
+            vars.push((
+                Located {
+                    value: key.name.clone(),
+                    at: key.at,
+                    path: path.clone(),
+                },
+                default.map(|text| Located {
+                    value: text,
+                    at: value.at,
+                    path,
+                }),
+            ));
+        }
+        Some(RawVars(vars))
+    }
+}

@@ -1,9 +1,92 @@
-//! The plan's sections past the HAProxy instances and servers: SSH, restart, health,
+//! The plan's sections past the HAProxy instances and servers: vars, SSH, restart, health,
 //! drain, ready, canary, hooks and capacity, each checked with every default filled in.
 
 use super::*;
 
 impl Checker<'_> {
+    /// The plan's vars with their values: the command line's, else the plan's default.
+    /// A var without either (unless `given.partial`), and a `--var` the plan does not
+    /// declare, are errors.
+    pub(super) fn vars(
+        &mut self,
+        raw: Option<Located<RawVars>>,
+        given: &Given,
+        document: Location,
+    ) -> BTreeMap<String, Option<String>> {
+        let (partial, given) = (given.partial, given.values);
+        let at = raw.as_ref().map_or(document, |vars| vars.at);
+        let declared = raw.map(|vars| vars.value.0).unwrap_or_default();
+        let mut vars = BTreeMap::new();
+        for (name, default) in &declared {
+            let builtin = Placeholder::ALL
+                .into_iter()
+                .any(|placeholder| placeholder.name() == name.value);
+            let valid = name
+                .value
+                .chars()
+                .next()
+                .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+                && name
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if builtin {
+                self.fail(
+                    name,
+                    format!("`{}` is a built-in placeholder", name.value),
+                    "give the var another name; {server} {host} {addr} {port} {previous} are filled in by haproxy-rollout",
+                );
+                continue;
+            }
+            if !valid {
+                self.fail(
+                    name,
+                    format!("invalid var name `{}`", name.value.escape_debug()),
+                    "letters, digits and `_`, not starting with a digit",
+                );
+                continue;
+            }
+            let value = given
+                .iter()
+                .rev()
+                .find(|(given, _)| *given == name.value)
+                .map(|(_, value)| value.clone())
+                .or_else(|| default.as_ref().map(|default| default.value.clone()))
+                .or_else(|| partial.then(|| format!("{{{}}}", name.value)));
+            if value.is_none() {
+                self.fail(
+                    name,
+                    format!("var `{}` has no value", name.value),
+                    format!("give it on the command line: --var {}=VALUE", name.value),
+                );
+            }
+            vars.insert(name.value.clone(), value);
+        }
+        for (name, _) in given {
+            if declared.iter().any(|(declared, _)| declared.value == *name) {
+                continue;
+            }
+            let names: Vec<&str> = declared
+                .iter()
+                .map(|(name, _)| name.value.as_str())
+                .collect();
+            self.errors.push(
+                PlanError::new(
+                    at,
+                    "vars",
+                    format!("--var {name}: the plan declares no var `{name}`"),
+                )
+                .with_help(if names.is_empty() {
+                    "declare it under `vars:` (e.g. `vars: {version: ~}`), or leave --var out"
+                        .to_owned()
+                } else {
+                    format!("the plan's vars: {}", names.join(", "))
+                }),
+            );
+        }
+        vars
+    }
+
     pub(super) fn ssh(&mut self, raw: RawSsh) -> Option<Ssh> {
         let user = match raw.user {
             None => Some(None),
