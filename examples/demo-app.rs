@@ -2,6 +2,7 @@
 //! kills and starts again. Standard library only.
 //!
 //!     demo-app [--listen 127.0.0.1:0] [--port-file PATH] [--pid-file PATH] [--check-status N]
+//!              [--version V] [--error-every N]
 //!
 //! Prints `listening on ADDRESS` once it accepts connections (and writes the port to
 //! `--port-file`). Answers:
@@ -11,17 +12,32 @@
 //!   GET /fail         404 (for a health check that must fail)
 //!   GET /check        200, or the status given with --check-status (a load balancer's
 //!                     check that fails while /health passes)
-//!   GET /             200 "pid N"
+//!   GET /version      200, the version given with --version (default 1)
+//!   GET /             200 "pid N"; with --error-every N, every Nth such request (a bad
+//!                     release whose health check still passes) answers 500
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// What the application is and how it behaves.
+struct App {
+    check_status: u16,
+    version: String,
+    /// Every Nth ordinary request answers 500 (0: never).
+    error_every: u64,
+    requests: AtomicU64,
+}
 
 fn main() {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut port_file = None;
     let mut pid_file = None;
     let mut check_status: u16 = 200;
+    let mut version = "1".to_owned();
+    let mut error_every = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -36,6 +52,12 @@ fn main() {
                 check_status = value()
                     .parse()
                     .unwrap_or_else(|_| usage("--check-status takes an HTTP status"))
+            }
+            "--version" => version = value(),
+            "--error-every" => {
+                error_every = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--error-every takes a whole number"))
             }
             other => usage(&format!("unknown argument {other}")),
         }
@@ -53,16 +75,23 @@ fn main() {
     }
     println!("listening on {address}");
     let _ = std::io::stdout().flush();
+    let app = Arc::new(App {
+        check_status,
+        version,
+        error_every,
+        requests: AtomicU64::new(0),
+    });
     for stream in listener.incoming().flatten() {
+        let app = Arc::clone(&app);
         std::thread::spawn(move || {
-            let _ = serve(stream, check_status);
+            let _ = serve(stream, &app);
         });
     }
 }
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "demo-app: {problem}\nusage: demo-app [--listen ADDR] [--port-file PATH] [--pid-file PATH]"
+        "demo-app: {problem}\nusage: demo-app [--listen ADDR] [--port-file PATH] [--pid-file PATH] [--check-status N] [--version V] [--error-every N]"
     );
     std::process::exit(2)
 }
@@ -74,7 +103,7 @@ fn write_atomically(file: &str, text: &str) {
     std::fs::rename(&partial, file).expect("move the file into place");
 }
 
-fn serve(stream: TcpStream, check_status: u16) -> std::io::Result<()> {
+fn serve(stream: TcpStream, app: &App) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -98,7 +127,7 @@ fn serve(stream: TcpStream, check_status: u16) -> std::io::Result<()> {
             }
         }
         let target = request_line.split_whitespace().nth(1).unwrap_or("/");
-        let (status, body) = respond(target, check_status);
+        let (status, body) = respond(target, app);
         let reason = if status == 200 { "OK" } else { "Error" };
         write!(
             writer,
@@ -117,7 +146,8 @@ fn serve(stream: TcpStream, check_status: u16) -> std::io::Result<()> {
     }
 }
 
-fn respond(target: &str, check_status: u16) -> (u16, String) {
+fn respond(target: &str, app: &App) -> (u16, String) {
+    let check_status = app.check_status;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let path = if path.ends_with("/slow") {
         "/slow"
@@ -128,6 +158,7 @@ fn respond(target: &str, check_status: u16) -> (u16, String) {
         "/health" => (200, "ok\n".to_owned()),
         "/check" => (check_status, format!("check {check_status}\n")),
         "/fail" => (404, "not found\n".to_owned()),
+        "/version" => (200, format!("{}\n", app.version)),
         "/slow" => {
             let millis = query
                 .split('&')
@@ -140,6 +171,13 @@ fn respond(target: &str, check_status: u16) -> (u16, String) {
                 format!("slept {millis}ms in pid {}\n", std::process::id()),
             )
         }
-        _ => (200, format!("pid {}\n", std::process::id())),
+        _ => {
+            let count = app.requests.fetch_add(1, Ordering::Relaxed) + 1;
+            if app.error_every > 0 && count.is_multiple_of(app.error_every) {
+                (500, format!("bad release {} failed\n", app.version))
+            } else {
+                (200, format!("pid {}\n", std::process::id()))
+            }
+        }
     }
 }

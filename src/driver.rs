@@ -390,6 +390,7 @@ impl<E: Effects> Driver<'_, E> {
                 let url = health_url(server.health_url(self.plan), &self.targets[index]);
                 Event::Probed(self.effects.probe(&url).await)
             }
+            Effect::Verify(index) => Event::Verified(self.read_verify(index).await),
             Effect::Hook(point, index) => {
                 let result = self.hook(point, index).await;
                 if let Some(change) = hook_change(point) {

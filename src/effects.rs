@@ -51,6 +51,8 @@ pub trait Effects {
     ) -> impl Future<Output = Result<Tracked, String>>;
     /// Asks a health URL once.
     fn probe(&self, url: &str) -> impl Future<Output = Result<(), String>>;
+    /// The body of a URL that answers 2xx, within `timeout`.
+    fn fetch(&self, url: &str, timeout: Duration) -> impl Future<Output = Result<String, String>>;
     /// Appends a record to the journal (fsynced before it returns).
     fn record(&self, record: &Record) -> std::io::Result<()>;
 }
@@ -123,6 +125,10 @@ impl Effects for RealWorld<'_> {
 
     async fn probe(&self, url: &str) -> Result<(), String> {
         self.health.probe(url).await
+    }
+
+    async fn fetch(&self, url: &str, timeout: Duration) -> Result<String, String> {
+        self.health.fetch(url, timeout).await
     }
 
     fn record(&self, record: &Record) -> std::io::Result<()> {

@@ -21,6 +21,25 @@ impl HealthChecker {
         })
     }
 
+    /// The body of `url` when it answers 2xx within `timeout`; otherwise what it did.
+    pub async fn fetch(&self, url: &str, timeout: std::time::Duration) -> Result<String, String> {
+        let response = self
+            .client
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|error| format!("GET {url}: {}", crate::error::error_chain(&error)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("GET {url} answered {}", status.as_u16()));
+        }
+        response
+            .text()
+            .await
+            .map_err(|error| format!("GET {url}: {}", crate::error::error_chain(&error)))
+    }
+
     /// `Ok` when the URL answered the expected status; otherwise what it did instead.
     pub async fn probe(&self, url: &str) -> Result<(), String> {
         match self.client.get(url).send().await {

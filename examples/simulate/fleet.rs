@@ -281,7 +281,7 @@ impl Fleet {
                                 self.restarts[*index] += 1;
                                 self.servers[*index].restart
                             }
-                            Effect::Probe(_) => PROBE_LATENCY,
+                            Effect::Probe(_) | Effect::Verify(_) => PROBE_LATENCY,
                             Effect::Wait => POLL_INTERVAL,
                             Effect::CheckCommand(_) | Effect::Hook(..) => PROBE_LATENCY,
                         };
@@ -397,6 +397,10 @@ impl Fleet {
                 }
             }
             Effect::Wait => Event::Waited,
+            // The simulated plan has no `verify`: the engine never asks.
+            Effect::Verify(_) => {
+                Event::Verified(Err("the simulated servers have no verify".into()))
+            }
             Effect::Hook(..) => Event::HookDone(Ok(())),
             Effect::CheckCommand(_) => Event::CommandChecked(Ok(CommandState::Ended)),
             Effect::Poll => unreachable!("polls are shared, above"),

@@ -3,7 +3,7 @@
 //! runs.
 
 use super::*;
-use crate::plan::REMOTE_KILL_AFTER;
+use crate::plan::{REMOTE_KILL_AFTER, VerifyRead};
 
 impl<E: Effects> Driver<'_, E> {
     /// The outcome of a command: one whose outcome is unknown may still run.
@@ -97,6 +97,31 @@ impl<E: Effects> Driver<'_, E> {
     }
 
     /// Runs a hook of the server at `index`, over SSH on its host or here (`local`).
+    /// What `verify` reads on the server at `index`: the URL's body (2xx) or the command's
+    /// output (exit 0), whitespace trimmed. Reading changes nothing, so it is not journaled.
+    pub(super) async fn read_verify(&self, index: usize) -> Result<String, String> {
+        let Some(verify) = &self.plan.verify else {
+            return Err("the plan has no verify".to_owned());
+        };
+        let values = &self.targets[index];
+        let answer = match &verify.read {
+            VerifyRead::Url(url) => {
+                self.effects
+                    .fetch(&health_url(url, values), verify.timeout)
+                    .await
+            }
+            VerifyRead::Command(command) => {
+                let line = remote_command(command, values, verify.timeout);
+                let deadline = verify.timeout + REMOTE_KILL_AFTER + Duration::from_secs(5);
+                self.effects
+                    .run(Some(&values.host), &line, deadline)
+                    .await
+                    .map_err(|error| error.to_string())
+            }
+        };
+        answer.map(|text| text.trim().to_owned())
+    }
+
     pub(super) async fn hook(&self, point: HookPoint, index: usize) -> Result<(), CommandFailure> {
         let Some(hook) = self.plan.hooks.get(point) else {
             return Ok(());

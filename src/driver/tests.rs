@@ -114,6 +114,10 @@ impl Effects for Fake {
         Ok(())
     }
 
+    async fn fetch(&self, url: &str, _timeout: Duration) -> Result<String, String> {
+        Err(format!("GET {url}: the fake world serves no bodies"))
+    }
+
     fn record(&self, record: &Record) -> std::io::Result<()> {
         self.records.lock().unwrap().push(record.clone());
         Ok(())

@@ -52,6 +52,8 @@ struct Settings {
     /// How long after it was sent the restart, and each hook, may still run on its host.
     restart_bound: Duration,
     hook_bounds: Vec<(HookPoint, Duration)>,
+    /// With `verify`: per server, the answer it must give after its restart.
+    expected: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -195,6 +197,12 @@ impl Rollout {
             .into_iter()
             .filter_map(|point| Some((point, plan.remote_bound(plan.hooks.get(point)?.timeout))))
             .collect(),
+            expected: plan.verify.as_ref().map(|verify| {
+                plan.servers
+                    .iter()
+                    .map(|server| verify.expected(&server.name))
+                    .collect()
+            }),
         };
         let results = settings
             .servers

@@ -16,7 +16,9 @@ use crate::haproxy::{AdminTarget, RuntimeCommand};
 use crate::plan::duration::HumanDuration;
 use crate::plan::template::health_url;
 use crate::plan::template::{PlaceholderValues, remote_command};
-use crate::plan::{BackendName, HookPoint, InstanceName, OnDrainTimeout, Plan, Server, ServerName};
+use crate::plan::{
+    BackendName, HookPoint, InstanceName, OnDrainTimeout, Plan, Server, ServerName, VerifyRead,
+};
 
 use super::topology::Topology;
 
@@ -45,6 +47,12 @@ pub enum Step {
     WaitHealthy {
         url: String,
         expect_status: u16,
+        within: Duration,
+    },
+    /// `verify` answers what this rollout deploys: `read` is a URL or `ssh HOST: command`.
+    Verify {
+        read: String,
+        expect: String,
         within: Duration,
     },
     /// HAProxy's own checks pass after the restart: status exactly DRAIN, check OK.
@@ -121,6 +129,15 @@ impl fmt::Display for Step {
             } => write!(
                 formatter,
                 "wait until GET {url} answers {expect_status} (at most {})",
+                HumanDuration(*within)
+            ),
+            Step::Verify {
+                read,
+                expect,
+                within,
+            } => write!(
+                formatter,
+                "verify: {read} answers {expect:?} (read until it does, at most {} after the restart)",
                 HumanDuration(*within)
             ),
             Step::WaitChecksPassed { server, timeout } => write!(
@@ -266,6 +283,19 @@ pub fn server_steps(
         expect_status: plan.health.expect_status,
         within: plan.health.within,
     });
+    if let Some(verify) = &plan.verify {
+        steps.push(Step::Verify {
+            read: match &verify.read {
+                VerifyRead::Url(url) => format!("GET {}", health_url(url, values)),
+                VerifyRead::Command(command) => format!(
+                    "ssh {target}: {}",
+                    remote_command(command, values, verify.timeout)
+                ),
+            },
+            expect: verify.expected(&server.name),
+            within: plan.health.within,
+        });
+    }
     steps.extend(set(
         AdminTarget::Drain,
         "leaves maintenance, still no new traffic",

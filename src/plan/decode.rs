@@ -48,6 +48,7 @@ fn plan_fields(decoder: &mut Decoder, fields: &mut Fields) -> RawPlan {
         poll_interval: decoder.optional(fields, "poll_interval"),
         hooks: decoder.section(fields, "hooks"),
         canary: decoder.section(fields, "canary"),
+        verify: decoder.section(fields, "verify"),
     }
 }
 

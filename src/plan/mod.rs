@@ -150,7 +150,7 @@ mod tests {
         let schema = json_schema();
         assert_eq!(properties(&schema), sorted(&plan_keys()));
         let definitions = &schema["definitions"];
-        let sections: [(&str, Vec<&str>); 11] = [
+        let sections: [(&str, Vec<&str>); 12] = [
             ("Haproxy", item::<raw::RawHaproxy>()),
             ("Server", item::<raw::RawServer>()),
             ("Ssh", section::<raw::RawSsh>()),
@@ -162,6 +162,7 @@ mod tests {
             ("Hooks", section::<raw::RawHooks>()),
             ("Hook", item::<raw::RawHook>()),
             ("Canary", section::<raw::RawCanary>()),
+            ("Verify", section::<raw::RawVerify>()),
         ];
         for (name, keys) in sections {
             let section = if name == "Restart" {

@@ -185,6 +185,37 @@ pub struct Plan {
     pub poll_interval: Duration,
     pub hooks: Hooks,
     pub canary: Option<Canary>,
+    pub verify: Option<Verify>,
+}
+
+/// Reading what a server runs, and the answer this rollout must see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verify {
+    pub read: VerifyRead,
+    /// Uses only `{server}` and the plan's vars, so it is known before any server is read.
+    pub expect: Template,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VerifyRead {
+    /// GET, 2xx, the body.
+    Url(Template),
+    /// Over SSH on the server's host, exit 0, standard output.
+    Command(Template),
+}
+
+impl Verify {
+    /// The answer `server` must give.
+    pub fn expected(&self, server: &ServerName) -> String {
+        self.expect.render(
+            |placeholder| match placeholder {
+                super::Placeholder::Server => server.to_string(),
+                _ => String::new(),
+            },
+            str::to_owned,
+        )
+    }
 }
 
 /// The first `servers` of the plan are canaries; the rollout pauses after them.

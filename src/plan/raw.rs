@@ -94,6 +94,27 @@ pub struct RawPlan {
     pub hooks: Option<RawHooks>,
     /// Roll the first servers, then pause before the rest.
     pub canary: Option<RawCanary>,
+    /// What a server runs: read before it is touched, and after its restart, before it
+    /// goes back into traffic.
+    pub verify: Option<RawVerify>,
+}
+
+/// Reading what a server runs: an HTTP URL (its body) or a command over SSH on its host
+/// (its standard output), compared with `expect`, whitespace trimmed.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Verify")]
+pub struct RawVerify {
+    /// http(s) URL with placeholders; it must answer 2xx. Give `url` or `command`.
+    pub url: Option<Located<String>>,
+    /// Shell command run over SSH on the server's host; it must exit 0. Give `url` or `command`.
+    pub command: Option<Located<String>>,
+    /// The answer that means the server runs what this rollout deploys, e.g. "{version}";
+    /// placeholders: {server} and the plan's vars.
+    #[schemars(required)]
+    pub expect: Option<Located<String>>,
+    /// Deadline for one read. Default: 2s.
+    pub timeout: Option<Located<PlanDuration>>,
 }
 
 /// `vars:` as written: each name (located at its key) and its default, `None` for `~`.

@@ -8,13 +8,13 @@ use super::error::PlanError;
 use super::model::{
     BackendName, Backends, Canary, CanaryPause, Capacity, Drain, Haproxy, Health, Hook, Hooks,
     InstanceName, InvalidName, KnownHosts, MaxUnavailable, NAME_CHARSET, OnDrainTimeout, Plan,
-    Ready, Restart, Server, ServerName, SocketAddress, Ssh, SshTarget,
+    Ready, Restart, Server, ServerName, SocketAddress, Ssh, SshTarget, Verify, VerifyRead,
 };
 use super::node::Location;
 use super::raw::{
     Located, PlanDuration, RawBackends, RawCanary, RawCapacity, RawDrain, RawHaproxy, RawHealth,
     RawHook, RawHooks, RawMaxUnavailable, RawPlan, RawReady, RawRestart, RawServer, RawSsh,
-    RawVars,
+    RawVars, RawVerify,
 };
 use super::syntax::{MAX_UNIX_SOCKET_PATH, parse_host_port, parse_ssh_socket};
 use super::template::{Placeholder, Scope, Template, parse_template, parse_template_in};
@@ -116,6 +116,10 @@ pub fn validate(
         None => Some(None),
         Some(canary) => check.canary(canary, server_count).map(Some),
     };
+    let verify = match raw.verify {
+        None => Some(None),
+        Some(verify) => check.verify(verify).map(Some),
+    };
     let poll_interval = match raw.poll_interval {
         Some(interval) if interval.value.0 < MIN_POLL_INTERVAL => {
             check.fail(
@@ -150,6 +154,7 @@ pub fn validate(
             poll_interval: poll_interval?,
             hooks: hooks?,
             canary: canary?,
+            verify: verify?,
         })
     })();
     match built {

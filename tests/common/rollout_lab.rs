@@ -189,6 +189,9 @@ fn restart_script_text(dir: &std::path::Path, app: &std::path::Path) -> String {
         r#"#!/bin/sh
 set -eu
 port=$1
+# The version it deploys (`/version` answers it); a file bad-VERSION makes it a bad release
+# that answers 500 to every Nth request (N in the file) while its health check passes.
+version=${{2:-1}}
 pidfile={dir}/app-$port.pid
 if [ -f "$pidfile" ]; then
   pid=$(cat "$pidfile")
@@ -200,8 +203,9 @@ rm -f "$pidfile"
 # A test can ask for the new process to fail HAProxy's check (but not its own /health).
 extra=""
 if [ -f {dir}/break-checks ]; then extra="--check-status 404"; fi
-setsid {app} --listen 127.0.0.1:$port --pid-file "$pidfile" $extra </dev/null >/dev/null 2>&1 &
-echo "restarted the application on port $port"
+if [ -f "{dir}/bad-$version" ]; then extra="$extra --error-every $(cat "{dir}/bad-$version")"; fi
+setsid {app} --listen 127.0.0.1:$port --pid-file "$pidfile" --version "$version" $extra </dev/null >/dev/null 2>&1 &
+echo "restarted the application on port $port with version $version"
 "#,
         dir = dir.display(),
         app = app.display()

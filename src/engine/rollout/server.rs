@@ -117,6 +117,11 @@ enum Phase {
         deadline: Instant,
         last_error: Option<String>,
     },
+    /// Healthy: reading what it runs until it answers what is expected, by `deadline`
+    /// (its health deadline).
+    Verifying {
+        deadline: Instant,
+    },
     LeavingMaint,
     Checks {
         deadline: Instant,
@@ -280,7 +285,8 @@ impl ServerRun {
             | Phase::EnteringMaint
             | Phase::Restarting
             | Phase::AfterRestartHook
-            | Phase::Probing { .. } => AdminTarget::Maint,
+            | Phase::Probing { .. }
+            | Phase::Verifying { .. } => AdminTarget::Maint,
             Phase::Restoring {
                 target: AdminTarget::Maint,
                 ..
@@ -362,6 +368,7 @@ impl ServerRun {
                 phase @ (Phase::Restarting
                 | Phase::CommandMayRun { .. }
                 | Phase::Probing { .. }
+                | Phase::Verifying { .. }
                 | Phase::AfterRestartHook),
                 event,
             ) => self.while_restarting(phase, event, now),

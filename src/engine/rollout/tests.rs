@@ -12,6 +12,7 @@ mod recovery;
 mod sequence;
 mod stops;
 mod unknown;
+mod verify;
 
 const PLAN: &str = "version: 1\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n\
     backends: [be_app]\nservers:\n  - name: app1\n  - name: app2\n  - name: app3\n\
@@ -41,6 +42,15 @@ struct World {
     /// Effects that broke property 9 (docs/safety.md): the server left maintenance, or was probed, while
     /// its command could still run.
     violations: Vec<String>,
+    /// What each server runs, as `verify` reads it.
+    versions: Vec<String>,
+    /// What a restart installs (`None`: what it ran before).
+    deploys: Option<String>,
+    /// Servers whose restart leaves what they ran before.
+    stale_restarts: Vec<usize>,
+    /// Servers whose verify answers what they ran before this many more times after their
+    /// restart (an old process still answering).
+    old_answers: Vec<(usize, usize)>,
 }
 
 /// How `drive_with` stops the rollout.
@@ -77,6 +87,10 @@ impl World {
             running: None,
             checks_fail: false,
             violations: Vec::new(),
+            versions: vec!["1".to_owned(); servers],
+            deploys: None,
+            stale_restarts: Vec::new(),
+            old_answers: Vec::new(),
         }
     }
 
@@ -173,11 +187,30 @@ impl World {
             Effect::Restart(index) if self.failing_restarts.contains(index) => {
                 Event::Restarted(Err(CommandFailure::Failed("exit 1".into())))
             }
-            Effect::Restart(_) => Event::Restarted(
-                self.restart_fails
-                    .clone()
-                    .map_or(Ok(()), |error| Err(CommandFailure::Failed(error))),
-            ),
+            Effect::Restart(index) => {
+                if let Some(version) = &self.deploys
+                    && !self.stale_restarts.contains(index)
+                    && self.restart_fails.is_none()
+                {
+                    self.versions[*index] = version.clone();
+                }
+                Event::Restarted(
+                    self.restart_fails
+                        .clone()
+                        .map_or(Ok(()), |error| Err(CommandFailure::Failed(error))),
+                )
+            }
+            Effect::Verify(index) => {
+                if let Some((_, left)) = self
+                    .old_answers
+                    .iter_mut()
+                    .find(|(server, left)| server == index && *left > 0)
+                {
+                    *left -= 1;
+                    return Event::Verified(Ok("1".to_owned()));
+                }
+                Event::Verified(Ok(self.versions[*index].clone()))
+            }
             Effect::Probe(_) if self.health_fails => Event::Probed(Err("GET answered 503".into())),
             Effect::Probe(_) => Event::Probed(Ok(())),
             Effect::Hook(point, index) => {

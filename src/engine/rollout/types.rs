@@ -16,6 +16,8 @@ pub enum Event {
     Changed(Result<(), String>),
     Restarted(Result<(), CommandFailure>),
     Probed(Result<(), String>),
+    /// What `verify` read on a server (its answer, whitespace trimmed), or why it could not.
+    Verified(Result<String, String>),
     /// A hook finished: `Err` carries why it failed, with its output.
     HookDone(Result<(), CommandFailure>),
     /// Whether the last command started for a server still runs on its host, as a fresh
@@ -90,6 +92,8 @@ pub enum Effect {
     Restart(usize),
     /// Ask the health URL of the server at this plan index once.
     Probe(usize),
+    /// Read what the server at this plan index runs (`verify`) once.
+    Verify(usize),
     /// Ask the host of the server at this plan index, over a fresh connection, whether the
     /// last command started for it still runs.
     CheckCommand(usize),
@@ -141,6 +145,8 @@ pub enum Stage {
     WaitingForSessions,
     Restarting,
     WaitingForHealth,
+    /// Reading what it runs (`verify`) after its restart.
+    Verifying,
     WaitingForChecks,
     ReturningToTraffic,
     Hook(HookPoint),
@@ -154,6 +160,7 @@ impl Stage {
             Stage::WaitingForSessions => "waiting for 0 sessions",
             Stage::Restarting => "restarting",
             Stage::WaitingForHealth => "waiting for its health endpoint",
+            Stage::Verifying => "verifying what it runs",
             Stage::WaitingForChecks => "waiting for HAProxy's checks",
             Stage::ReturningToTraffic => "returning to traffic",
             Stage::Hook(HookPoint::BeforeDrain) => "running its before_drain hook",
@@ -263,6 +270,11 @@ pub enum Report {
     Reachable {
         haproxy: String,
         after: Duration,
+    },
+    /// After its restart, it answers what this rollout deploys.
+    Verified {
+        server: ServerName,
+        answer: String,
     },
     ServerDone {
         server: ServerName,

@@ -117,3 +117,14 @@ impl DecodeSection for RawCanary {
         }
     }
 }
+
+impl DecodeSection for RawVerify {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawVerify {
+            url: decoder.optional(fields, "url"),
+            command: decoder.optional(fields, "command"),
+            expect: decoder.required(fields, "expect", "e.g. \"{version}\""),
+            timeout: decoder.optional(fields, "timeout"),
+        }
+    }
+}

@@ -323,3 +323,62 @@ impl Checker<'_> {
         })
     }
 }
+
+impl Checker<'_> {
+    pub(super) fn verify(&mut self, raw: RawVerify) -> Option<Verify> {
+        let read = match (raw.url, raw.command) {
+            (Some(url), None) => self.url(&url).map(VerifyRead::Url),
+            (None, Some(command)) if command.value.trim().is_empty() => {
+                self.fail(
+                    &command,
+                    "the verify command is empty",
+                    "a command that prints what the server runs, e.g. cat /opt/app/VERSION",
+                );
+                None
+            }
+            (None, Some(command)) => self.template(&command).map(VerifyRead::Command),
+            (Some(_), Some(command)) => {
+                self.fail(
+                    &command,
+                    "verify has both `url` and `command`",
+                    "give one: `url` (its body is the answer) or `command` (its output is)",
+                );
+                None
+            }
+            (None, None) => {
+                let at = raw.expect.as_ref().map(|expect| expect.at);
+                self.errors.push(
+                    PlanError::new(
+                        at.unwrap_or(Location { line: 1, column: 1 }),
+                        "verify",
+                        "verify needs `url` or `command`",
+                    )
+                    .with_help("e.g. url: http://{addr}:{port}/version"),
+                );
+                None
+            }
+        };
+        let expect = raw.expect.and_then(|expect| {
+            let template = self.template(&expect)?;
+            let per_server = [Placeholder::Host, Placeholder::Addr, Placeholder::Port];
+            if per_server
+                .into_iter()
+                .any(|placeholder| template.uses(placeholder))
+            {
+                self.fail(
+                    &expect,
+                    "verify.expect may use only {server} and the plan's vars",
+                    "the expected answer is known before any server is read, e.g. \"{version}\"",
+                );
+                return None;
+            }
+            Some(template)
+        });
+        let timeout = self.positive(raw.timeout, Duration::from_secs(2));
+        Some(Verify {
+            read: read?,
+            expect: expect?,
+            timeout: timeout?,
+        })
+    }
+}

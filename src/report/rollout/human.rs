@@ -99,6 +99,9 @@ impl<'a> HumanRollout<'a> {
                     self.terminal.paint(WARNING, "warning:")
                 ));
             }
+            Report::Verified { server, answer } => {
+                self.say(&format!("{server}: verify answers {answer:?}, as expected"));
+            }
             Report::WaitingForCapacity { server, reason } => {
                 self.say(&format!(
                     "{server}: waits for a server in flight to come back ({reason})"

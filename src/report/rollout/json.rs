@@ -47,6 +47,10 @@ impl RolloutOutput for JsonRollout<'_> {
                 "sessions_cut",
                 json!({"server": server.as_str(), "sessions": sessions}),
             ),
+            Report::Verified { server, answer } => self.event(
+                "verified",
+                json!({"server": server.as_str(), "answer": answer}),
+            ),
             Report::WaitingForCapacity { server, reason } => self.event(
                 "waiting_for_capacity",
                 json!({"server": server.as_str(), "reason": reason}),

@@ -1,5 +1,6 @@
 //! The restart and what follows it: the command's result (or a check that it ended, when
-//! its outcome is unknown), the `after_restart` hook, the application's health URL.
+//! its outcome is unknown), the `after_restart` hook, the application's health URL, and
+//! `verify`: what it runs must be what this rollout deploys before it takes traffic.
 
 use super::*;
 
@@ -48,16 +49,22 @@ impl ServerRun {
                 },
                 event @ (Event::CommandChecked(_) | Event::Waited),
             ) => self.after_command_check(event, (what, until, next_check), now),
-            (Phase::Probing { .. }, Event::Probed(Ok(()))) => {
-                self.healthy = Some(now);
-                self.result.timings.health = self
-                    .restarted
-                    .map(|restarted| now.saturating_duration_since(restarted));
-                self.phase = Phase::LeavingMaint;
-                vec![
-                    self.stage(Stage::WaitingForChecks),
-                    RunStep::Run(Effect::SetState(self.server(), AdminTarget::Drain)),
-                ]
+            (Phase::Probing { deadline, .. }, Event::Probed(Ok(()))) => {
+                if self.settings.expected.is_some() {
+                    self.phase = Phase::Verifying { deadline };
+                    return vec![
+                        self.stage(Stage::Verifying),
+                        RunStep::Run(Effect::Verify(self.index)),
+                    ];
+                }
+                self.leave_maint(now)
+            }
+            (Phase::Verifying { deadline, .. }, Event::Verified(answer)) => {
+                self.after_verify(deadline, answer, now)
+            }
+            (phase @ Phase::Verifying { .. }, Event::Waited) => {
+                self.phase = phase;
+                Self::run(Effect::Verify(self.index))
             }
             (Phase::Probing { deadline, .. }, Event::Probed(Err(error))) => {
                 if now >= deadline {
@@ -94,5 +101,60 @@ impl ServerRun {
                 ),
             (phase, event) => self.unexpected(phase, event),
         }
+    }
+
+    /// Healthy, and what it runs checked (or nothing to check): out of maintenance, to
+    /// wait for HAProxy's checks.
+    fn leave_maint(&mut self, now: Instant) -> Vec<RunStep> {
+        self.healthy = Some(now);
+        self.result.timings.health = self
+            .restarted
+            .map(|restarted| now.saturating_duration_since(restarted));
+        self.phase = Phase::LeavingMaint;
+        vec![
+            self.stage(Stage::WaitingForChecks),
+            RunStep::Run(Effect::SetState(self.server(), AdminTarget::Drain)),
+        ]
+    }
+
+    /// A health answer cannot tell an old process from a new one: the server takes traffic
+    /// only once it answers what this rollout deploys. Anything else, read again until its
+    /// health deadline; then it fails, left out of rotation, with what it answered.
+    fn after_verify(
+        &mut self,
+        deadline: Instant,
+        answer: Result<String, String>,
+        now: Instant,
+    ) -> Vec<RunStep> {
+        let expected = self
+            .settings
+            .expected
+            .as_ref()
+            .map_or("", |expected| expected[self.index].as_str());
+        if let Ok(answer) = &answer
+            && answer == expected
+        {
+            let mut steps = vec![RunStep::Report(Report::Verified {
+                server: self.server(),
+                answer: answer.clone(),
+            })];
+            steps.extend(self.leave_maint(now));
+            return steps;
+        }
+        if now >= deadline {
+            let what = match &answer {
+                Ok(answer) => format!("it answers {answer:?}, not {expected:?}"),
+                Err(error) => format!("it could not be read: {error}"),
+            };
+            return self.fail(
+                Stage::Verifying,
+                format!(
+                    "verify: {what} within {}s of its restart; it stays out of rotation",
+                    self.settings.health_within.as_secs()
+                ),
+            );
+        }
+        self.phase = Phase::Verifying { deadline };
+        Self::run(Effect::Wait)
     }
 }

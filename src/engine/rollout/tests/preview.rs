@@ -30,6 +30,13 @@ fn plans() -> Vec<(String, Plan)> {
         "every hook, batches of two".into(),
         plan_of(5, &format!("capacity:\n  max_unavailable: 2\n{HOOKS}")),
     ));
+    plans.push((
+        "verify".into(),
+        plan_of(
+            3,
+            "verify:\n  command: cat /opt/app/VERSION\n  expect: \"{server}-2\"\n",
+        ),
+    ));
     assert!(plans.len() >= 4, "{plans:?}");
     plans
 }
@@ -129,6 +136,11 @@ fn what_the_engine_does(plan: &Plan, topology: Topology) -> Vec<Vec<String>> {
             Effect::ShutdownSessions(_) => Event::Changed(Ok(())),
             Effect::Restart(_) => Event::Restarted(Ok(())),
             Effect::Probe(_) => Event::Probed(Ok(())),
+            Effect::Verify(index) => Event::Verified(Ok(plan
+                .verify
+                .as_ref()
+                .expect("verify in the plan")
+                .expected(&plan.servers[*index].name))),
             Effect::Hook(..) => Event::HookDone(Ok(())),
             Effect::CheckCommand(_) => Event::CommandChecked(Ok(CommandState::Ended)),
             Effect::Wait => Event::Waited,
@@ -144,6 +156,7 @@ fn engine_label(effect: &Effect) -> Option<String> {
         Effect::Poll => "wait for HAProxy".to_owned(),
         Effect::Restart(_) => "restart".to_owned(),
         Effect::Probe(_) => "wait for health".to_owned(),
+        Effect::Verify(_) => "verify".to_owned(),
         Effect::Hook(point, _) => format!("{} hook", point.as_str()),
         Effect::ShutdownSessions(_) => "shutdown sessions".to_owned(),
         Effect::CheckCommand(_) => "check command".to_owned(),
@@ -166,6 +179,7 @@ fn preview_label(step: &PreviewStep) -> Option<String> {
         | PreviewStep::WaitUp { .. } => "wait for HAProxy".to_owned(),
         PreviewStep::Restart { .. } => "restart".to_owned(),
         PreviewStep::WaitHealthy { .. } => "wait for health".to_owned(),
+        PreviewStep::Verify { .. } => "verify".to_owned(),
         // Runs only if the rollout fails on this server.
         PreviewStep::Hook {
             point: HookPoint::OnFailure,
