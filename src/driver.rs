@@ -391,6 +391,22 @@ impl<E: Effects> Driver<'_, E> {
                 Event::Probed(self.effects.probe(&url).await)
             }
             Effect::Verify(index) => Event::Verified(self.read_verify(index).await),
+            Effect::ReadCurrent(servers) => {
+                let answers =
+                    futures::future::join_all(servers.iter().map(|index| self.read_verify(*index)))
+                        .await;
+                for (index, answer) in servers.iter().zip(&answers) {
+                    if let Ok(answer) = answer {
+                        // A fact for a later rollback; the rollout does not depend on it.
+                        let _ = self.write(Record::Read {
+                            time: now(),
+                            server: self.plan.servers[*index].name.to_string(),
+                            answer: answer.clone(),
+                        });
+                    }
+                }
+                Event::CurrentRead(answers)
+            }
             Effect::Hook(point, index) => {
                 let result = self.hook(point, index).await;
                 if let Some(change) = hook_change(point) {

@@ -149,6 +149,13 @@ pub enum Record {
     Paused {
         time: String,
     },
+    /// What `verify` read on a server before this rollout touched it: what a rollback puts
+    /// back (`{previous}`).
+    Read {
+        time: String,
+        server: String,
+        answer: String,
+    },
     /// HAProxy reloaded; `reapplied` is the state put back on the server in flight.
     Reload {
         time: String,
@@ -470,7 +477,7 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                 state.paused = true;
                 state.in_flight.clear();
             }
-            Record::Reload { .. } => {}
+            Record::Reload { .. } | Record::Read { .. } => {}
             Record::End { outcome, .. } if outcome == "success" => result = None,
             Record::End { outcome, .. } => {
                 let state = result.as_mut()?;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::lab::LabOptions;
-use common::rollout_lab::{RolloutLab, Traffic};
+use common::rollout_lab::{RolloutLab, Sampler, Traffic};
 use common::{events, rollout};
 
 /// `verify` reads each application's /version directly; the restart deploys `{version}`.
@@ -81,6 +81,84 @@ fn deploys_a_version_to_every_server_and_verifies_it_under_traffic() {
         .collect();
     assert_eq!(verified, [("app1", "2"), ("app2", "2"), ("app3", "2")]);
     eprintln!("deploy v2: exit 0, {ok} requests, 0 failed");
+}
+
+/// See: #12, test 2.
+#[test]
+fn a_second_apply_of_the_same_version_drains_and_restarts_nothing() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let restart = deploying(&lab, "{version}");
+    let plan = lab.plan("again.yaml", Some(&restart), VERSIONED);
+    let first = rollout(["apply", path(&plan), "--var", "version=2"]).run();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let pids = lab.pids();
+
+    // The preview says what apply would do, reading each server's verify URL.
+    let preview = rollout(["plan", path(&plan), "--var", "version=2"]).run();
+    assert_eq!(preview.code, 0, "{}", preview.stderr);
+    for server in ["app1", "app2", "app3"] {
+        assert!(
+            preview.stderr.contains(&format!(
+                "{server}: verify answers \"2\": already current, apply leaves it as it is"
+            )),
+            "{}",
+            preview.stderr
+        );
+    }
+    let preview3 = rollout(["plan", path(&plan), "--var", "version=3"]).run();
+    assert!(
+        preview3
+            .stderr
+            .contains("app1: verify answers \"2\", not \"3\": apply deploys it"),
+        "{}",
+        preview3.stderr
+    );
+
+    let sampler = Sampler::unix(lab.lab.admin_socket.clone());
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
+    let again = rollout([
+        "--output",
+        "json",
+        "apply",
+        path(&plan),
+        "--var",
+        "version=2",
+    ])
+    .run();
+    let (ok, failed, failures) = traffic.stop();
+    let seen = sampler.stop();
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert_eq!(failed, 0, "failed requests: {failures:?}");
+    assert_eq!(lab.pids(), pids, "no application was restarted");
+    assert_eq!(
+        seen.most_out, 0,
+        "no server left rotation: {:?}",
+        seen.most_out_were
+    );
+    let events = events(&again.stdout);
+    let current: Vec<&str> = events
+        .iter()
+        .filter(|event| event["event"] == "already_current")
+        .map(|event| event["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(current, ["app1", "app2", "app3"]);
+    assert!(
+        !events
+            .iter()
+            .any(|event| event["event"] == "stage" && event["stage"] == "draining"),
+        "nothing was drained"
+    );
+    let summary = events.last().unwrap();
+    assert_eq!(summary["outcome"], "success");
+    assert!(
+        summary["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|server| server["state"] == "already current, not touched"),
+        "{summary}"
+    );
+    eprintln!("second apply: exit 0, {ok} requests, 0 failed, 0 drained, 0 restarted");
 }
 
 /// See: #12, test 3.

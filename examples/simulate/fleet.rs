@@ -281,7 +281,9 @@ impl Fleet {
                                 self.restarts[*index] += 1;
                                 self.servers[*index].restart
                             }
-                            Effect::Probe(_) | Effect::Verify(_) => PROBE_LATENCY,
+                            Effect::Probe(_) | Effect::Verify(_) | Effect::ReadCurrent(_) => {
+                                PROBE_LATENCY
+                            }
                             Effect::Wait => POLL_INTERVAL,
                             Effect::CheckCommand(_) | Effect::Hook(..) => PROBE_LATENCY,
                         };
@@ -401,6 +403,12 @@ impl Fleet {
             Effect::Verify(_) => {
                 Event::Verified(Err("the simulated servers have no verify".into()))
             }
+            Effect::ReadCurrent(servers) => Event::CurrentRead(
+                servers
+                    .iter()
+                    .map(|_| Err("the simulated servers have no verify".into()))
+                    .collect(),
+            ),
             Effect::Hook(..) => Event::HookDone(Ok(())),
             Effect::CheckCommand(_) => Event::CommandChecked(Ok(CommandState::Ended)),
             Effect::Poll => unreachable!("polls are shared, above"),

@@ -1,11 +1,14 @@
 //! `plan PLAN`: the dry run. Reads live state, runs every pre-flight check that changes
-//! nothing, and prints every command `apply` would run. It only ever sends `show` commands.
+//! nothing, and prints every command `apply` would run. It only ever sends `show` commands,
+//! and, with `skip_current`, reads each server's `verify` URL to say which `apply` would
+//! leave as they are.
 
 use super::Stop;
 use crate::cli::PlanArgs;
 use crate::engine;
 use crate::exit::Exit;
-use crate::plan::Given;
+use crate::plan::template::health_url;
+use crate::plan::{Given, Plan, VerifyRead};
 use crate::report::Printer;
 
 pub fn run(args: &PlanArgs, printer: &Printer) -> Result<Exit, Stop> {
@@ -16,9 +19,78 @@ pub fn run(args: &PlanArgs, printer: &Printer) -> Result<Exit, Stop> {
     let preflight = engine::preflight::preflight(&plan, &observations, &[]);
     let steps = super::preview_steps(&plan, &preflight);
     printer.plan_preview(&args.plan, &plan, &preflight, &steps);
+    if plan.skip_current {
+        runtime.block_on(show_current(&plan, &preflight, printer))?;
+    }
     Ok(if preflight.blocked() {
         Exit::PreflightFailed
     } else {
         Exit::Success
     })
+}
+
+/// What each server answers to `verify` now, and so whether `apply` would deploy it or
+/// leave it as it is (`skip_current`).
+async fn show_current(
+    plan: &Plan,
+    preflight: &engine::Preflight,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let Some(verify) = &plan.verify else {
+        return Ok(());
+    };
+    let VerifyRead::Url(url) = &verify.read else {
+        printer.note(
+            "skip_current: verify runs a command over SSH, which `plan` does not connect; apply reads it before each server",
+        );
+        return Ok(());
+    };
+    let checker = crate::health::HealthChecker::new(verify.timeout, plan.health.expect_status)?;
+    let reads = plan
+        .servers
+        .iter()
+        .zip(&preflight.targets)
+        .map(|(server, target)| {
+            let checker = &checker;
+            async move {
+                let answer = match &target.values {
+                    Some(values) => {
+                        checker
+                            .fetch(&health_url(url, values), verify.timeout)
+                            .await
+                    }
+                    None => Err("its address is not known (see pre-flight)".to_owned()),
+                };
+                (server, answer.map(|text| text.trim().to_owned()))
+            }
+        });
+    for (server, answer) in futures::future::join_all(reads).await {
+        let expected = verify.expected(&server.name);
+        let current = answer.as_deref() == Ok(expected.as_str());
+        match &answer {
+            Ok(answer) if current => printer.note(&format!(
+                "{}: verify answers {answer:?}: already current, apply leaves it as it is",
+                server.name
+            )),
+            Ok(answer) => printer.note(&format!(
+                "{}: verify answers {answer:?}, not {expected:?}: apply deploys it",
+                server.name
+            )),
+            Err(error) => printer.note(&format!(
+                "{}: verify could not be read ({error}): apply deploys it",
+                server.name
+            )),
+        }
+        printer.event(
+            "current",
+            &serde_json::json!({
+                "server": server.name.as_str(),
+                "answer": answer.as_ref().ok(),
+                "error": answer.as_ref().err(),
+                "expected": expected,
+                "skipped": current,
+            }),
+        );
+    }
+    Ok(())
 }

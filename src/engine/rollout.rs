@@ -22,6 +22,7 @@ use crate::plan::{CanaryPause, HookPoint, OnDrainTimeout, Plan, ServerName};
 
 mod admission;
 mod canary;
+mod current;
 mod recovery;
 mod reload;
 mod server;
@@ -93,6 +94,8 @@ enum Task {
     },
     /// Reading every HAProxy to check the capacity for this server.
     Admitting(usize),
+    /// Reading what these servers run before they are touched (`skip_current`).
+    ReadingCurrent(Vec<usize>),
     /// The canaries are back: wait until `until`, then check them.
     CanaryWait {
         until: Instant,
@@ -153,6 +156,10 @@ pub struct Rollout {
     hooks_enabled: bool,
     /// The `on_failure` hook runs for this server as soon as the coordinator is free.
     failure_hook_due: Option<usize>,
+    /// `skip_current`: what each server runs is read before it is touched; `read` marks the
+    /// servers read.
+    skip_current: bool,
+    read: Vec<bool>,
 }
 
 impl Rollout {
@@ -239,6 +246,8 @@ impl Rollout {
             interruptions: Vec::new(),
             hooks_enabled: true,
             failure_hook_due: None,
+            skip_current: plan.skip_current && plan.verify.is_some(),
+            read: vec![false; plan.servers.len()],
         }
     }
 
@@ -463,6 +472,9 @@ impl Rollout {
                 vec![Action::Run(Lane::Rollout, Effect::Poll)]
             }
             (Task::Admitting(next), Event::Polled(views)) => self.admit(next, &views, now),
+            (Task::ReadingCurrent(servers), Event::CurrentRead(answers)) => {
+                self.after_current_read(&servers, answers, now)
+            }
             (Task::FailureHook, Event::HookDone(result)) => {
                 if let (Err(error), Some(last)) = (result, self.failures.last_mut()) {
                     last.push_str(&format!(

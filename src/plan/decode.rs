@@ -49,6 +49,7 @@ fn plan_fields(decoder: &mut Decoder, fields: &mut Fields) -> RawPlan {
         hooks: decoder.section(fields, "hooks"),
         canary: decoder.section(fields, "canary"),
         verify: decoder.section(fields, "verify"),
+        skip_current: decoder.optional(fields, "skip_current"),
     }
 }
 

@@ -186,6 +186,8 @@ pub struct Plan {
     pub hooks: Hooks,
     pub canary: Option<Canary>,
     pub verify: Option<Verify>,
+    /// A server whose `verify` already answers `expect` is not touched.
+    pub skip_current: bool,
 }
 
 /// Reading what a server runs, and the answer this rollout must see.

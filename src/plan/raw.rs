@@ -97,6 +97,9 @@ pub struct RawPlan {
     /// What a server runs: read before it is touched, and after its restart, before it
     /// goes back into traffic.
     pub verify: Option<RawVerify>,
+    /// A server whose `verify` already answers `expect` before it is touched is left as it
+    /// is (reported "already current"). Default: true when the plan has `verify`.
+    pub skip_current: Option<Located<bool>>,
 }
 
 /// Reading what a server runs: an HTTP URL (its body) or a command over SSH on its host

@@ -112,6 +112,7 @@ pub fn validate(
     let ready = check.ready(raw.ready.unwrap_or_default());
     let capacity = check.capacity(raw.capacity.unwrap_or_default());
     let hooks = check.hooks(raw.hooks.unwrap_or_default());
+    let verify_present = raw.verify.is_some();
     let canary = match raw.canary {
         None => Some(None),
         Some(canary) => check.canary(canary, server_count).map(Some),
@@ -119,6 +120,18 @@ pub fn validate(
     let verify = match raw.verify {
         None => Some(None),
         Some(verify) => check.verify(verify).map(Some),
+    };
+    let skip_current = match (raw.skip_current, verify_present) {
+        (Some(skip), false) if skip.value => {
+            check.fail(
+                &skip,
+                "skip_current needs `verify`",
+                "add `verify:` (url or command, and expect) to read what each server runs",
+            );
+            None
+        }
+        (Some(skip), _) => Some(skip.value),
+        (None, present) => Some(present),
     };
     let poll_interval = match raw.poll_interval {
         Some(interval) if interval.value.0 < MIN_POLL_INTERVAL => {
@@ -155,6 +168,7 @@ pub fn validate(
             hooks: hooks?,
             canary: canary?,
             verify: verify?,
+            skip_current: skip_current?,
         })
     })();
     match built {

@@ -119,6 +119,7 @@ fn timings_json(timings: &Timings) -> serde_json::Value {
 fn state_text(state: ServerState) -> &'static str {
     match state {
         ServerState::Untouched => "untouched",
+        ServerState::Current => "already current, not touched",
         ServerState::Done => "restarted, back in traffic (UP)",
         ServerState::DoneEarlier => "restarted earlier in this rollout",
         ServerState::BackRestartUnknown => {

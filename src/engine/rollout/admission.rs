@@ -62,6 +62,9 @@ impl Rollout {
                 }
             };
         }
+        if self.skip_current && !self.read[next] {
+            return self.read_current();
+        }
         // The next server's capacity check must see every server before it out, and it must
         // fit the limits; until then it waits for a server in flight to move on.
         if self.blocked
@@ -137,7 +140,12 @@ impl Rollout {
         while let Some(&after) = self.queue.front() {
             let canary_pause =
                 !self.canary_passed && self.canary.is_some_and(|(canaries, _)| after >= canaries);
-            if canary_pause || !self.fits(after) || self.shortfall(after, &in_rotation).is_some() {
+            let unread = self.skip_current && !self.read[after];
+            if canary_pause
+                || unread
+                || !self.fits(after)
+                || self.shortfall(after, &in_rotation).is_some()
+            {
                 // Checked again on a fresh read once the servers started here are drained.
                 break;
             }

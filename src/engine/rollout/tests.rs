@@ -200,6 +200,12 @@ impl World {
                         .map_or(Ok(()), |error| Err(CommandFailure::Failed(error))),
                 )
             }
+            Effect::ReadCurrent(servers) => Event::CurrentRead(
+                servers
+                    .iter()
+                    .map(|index| Ok(self.versions[*index].clone()))
+                    .collect(),
+            ),
             Effect::Verify(index) => {
                 if let Some((_, left)) = self
                     .old_answers

@@ -18,6 +18,8 @@ pub enum Event {
     Probed(Result<(), String>),
     /// What `verify` read on a server (its answer, whitespace trimmed), or why it could not.
     Verified(Result<String, String>),
+    /// What `verify` read on each server of a `ReadCurrent`, in its order.
+    CurrentRead(Vec<Result<String, String>>),
     /// A hook finished: `Err` carries why it failed, with its output.
     HookDone(Result<(), CommandFailure>),
     /// Whether the last command started for a server still runs on its host, as a fresh
@@ -94,6 +96,8 @@ pub enum Effect {
     Probe(usize),
     /// Read what the server at this plan index runs (`verify`) once.
     Verify(usize),
+    /// Read what each of these servers runs (`verify`) before it is touched, at once.
+    ReadCurrent(Vec<usize>),
     /// Ask the host of the server at this plan index, over a fresh connection, whether the
     /// last command started for it still runs.
     CheckCommand(usize),
@@ -176,6 +180,9 @@ impl Stage {
 pub enum ServerState {
     /// Never touched by this rollout.
     Untouched,
+    /// Left as it was: before it was touched, `verify` answered what this rollout deploys
+    /// (`skip_current`).
+    Current,
     /// Restarted and back in traffic, UP on every HAProxy.
     Done,
     /// Restarted by an earlier run of this rollout (before an interruption).
@@ -275,6 +282,18 @@ pub enum Report {
     Verified {
         server: ServerName,
         answer: String,
+    },
+    /// Before it was touched, it already answered what this rollout deploys: left as it is.
+    AlreadyCurrent {
+        server: ServerName,
+        answer: String,
+    },
+    /// Before it was touched, `verify` read this (`None`: it could not be read, why in
+    /// `error`); the server is deployed.
+    Running {
+        server: ServerName,
+        answer: Option<String>,
+        error: Option<String>,
     },
     ServerDone {
         server: ServerName,

@@ -102,6 +102,23 @@ impl<'a> HumanRollout<'a> {
             Report::Verified { server, answer } => {
                 self.say(&format!("{server}: verify answers {answer:?}, as expected"));
             }
+            Report::AlreadyCurrent { server, answer } => {
+                self.say(&format!(
+                    "{server}: already current (verify answers {answer:?}); not touched"
+                ));
+            }
+            Report::Running {
+                server,
+                answer,
+                error,
+            } => match (answer, error) {
+                (Some(answer), _) => self.say(&format!("{server}: runs {answer:?} now")),
+                (None, error) => self.say(&format!(
+                    "{} {server}: what it runs could not be read ({}); it is deployed, and a rollback has no previous version for it",
+                    self.terminal.paint(WARNING, "warning:"),
+                    error.as_deref().unwrap_or("no answer")
+                )),
+            },
             Report::WaitingForCapacity { server, reason } => {
                 self.say(&format!(
                     "{server}: waits for a server in flight to come back ({reason})"
@@ -236,7 +253,9 @@ impl<'a> HumanRollout<'a> {
         for result in &finish.servers {
             let state = state_text(result.state);
             let state = match result.state {
-                ServerState::Done | ServerState::DoneEarlier => printer.paint(OK, state),
+                ServerState::Done | ServerState::DoneEarlier | ServerState::Current => {
+                    printer.paint(OK, state)
+                }
                 ServerState::Untouched => state.to_owned(),
                 _ => printer.paint(ERROR, state),
             };

@@ -51,6 +51,18 @@ impl RolloutOutput for JsonRollout<'_> {
                 "verified",
                 json!({"server": server.as_str(), "answer": answer}),
             ),
+            Report::AlreadyCurrent { server, answer } => self.event(
+                "already_current",
+                json!({"server": server.as_str(), "answer": answer}),
+            ),
+            Report::Running {
+                server,
+                answer,
+                error,
+            } => self.event(
+                "running",
+                json!({"server": server.as_str(), "answer": answer, "error": error}),
+            ),
             Report::WaitingForCapacity { server, reason } => self.event(
                 "waiting_for_capacity",
                 json!({"server": server.as_str(), "reason": reason}),

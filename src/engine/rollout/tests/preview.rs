@@ -136,6 +136,10 @@ fn what_the_engine_does(plan: &Plan, topology: Topology) -> Vec<Vec<String>> {
             Effect::ShutdownSessions(_) => Event::Changed(Ok(())),
             Effect::Restart(_) => Event::Restarted(Ok(())),
             Effect::Probe(_) => Event::Probed(Ok(())),
+            // Every server runs something else before: every one is deployed.
+            Effect::ReadCurrent(servers) => {
+                Event::CurrentRead(servers.iter().map(|_| Ok("0".to_owned())).collect())
+            }
             Effect::Verify(index) => Event::Verified(Ok(plan
                 .verify
                 .as_ref()
@@ -157,6 +161,7 @@ fn engine_label(effect: &Effect) -> Option<String> {
         Effect::Restart(_) => "restart".to_owned(),
         Effect::Probe(_) => "wait for health".to_owned(),
         Effect::Verify(_) => "verify".to_owned(),
+        Effect::ReadCurrent(_) => return None,
         Effect::Hook(point, _) => format!("{} hook", point.as_str()),
         Effect::ShutdownSessions(_) => "shutdown sessions".to_owned(),
         Effect::CheckCommand(_) => "check command".to_owned(),

@@ -107,3 +107,173 @@ fn a_restart_that_leaves_the_old_version_fails_the_server_out_of_rotation() {
     )));
     assert_eq!(world.versions, ["1", "1", "1"], "nothing else restarted");
 }
+
+#[test]
+fn a_second_apply_of_the_same_version_changes_nothing() {
+    let plan = versioned();
+    let mut world = World::new();
+    world.deploys = Some("2".into());
+    world.versions = vec!["2".into(); 3];
+    let (finish, reports) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
+    assert_eq!(
+        world.changes(),
+        Vec::<String>::new(),
+        "nothing drained or restarted"
+    );
+    assert!(
+        finish
+            .servers
+            .iter()
+            .all(|server| server.state == ServerState::Current)
+    );
+    let current: Vec<&str> = reports
+        .iter()
+        .filter_map(|report| match report {
+            Report::AlreadyCurrent { server, answer } if answer == "2" => Some(server.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(current, ["app1", "app2", "app3"]);
+    // One read covered all three.
+    let reads = world
+        .effects
+        .iter()
+        .filter(|effect| matches!(effect, Effect::ReadCurrent(_)))
+        .count();
+    assert_eq!(reads, 1);
+}
+
+#[test]
+fn only_the_servers_that_do_not_answer_the_version_are_deployed() {
+    let plan = versioned();
+    let mut world = World::new();
+    world.deploys = Some("2".into());
+    world.versions[1] = "2".into();
+    let (finish, reports) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
+    assert_eq!(world.versions, ["2", "2", "2"]);
+    assert_eq!(finish.servers[1].state, ServerState::Current);
+    assert_eq!(finish.servers[0].state, ServerState::Done);
+    assert!(
+        world
+            .changes()
+            .iter()
+            .all(|change| !change.contains("app2") && change != "restart 1"),
+        "{:?}",
+        world.changes()
+    );
+    assert!(reports.iter().any(|report| matches!(
+        report,
+        Report::Running { server, answer: Some(answer), .. } if server.as_str() == "app1" && answer == "1"
+    )));
+}
+
+#[test]
+fn a_current_server_is_skipped_before_its_capacity_check() {
+    // app2 is DOWN: draining app1 would leave no server in rotation. app1 already runs the
+    // version, so it is never checked, and app2 (in no one's way) is deployed.
+    let plan = crate::plan::parse(&format!(
+        "version: 1\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n\
+         backends: [be_app]\nservers:\n  - name: app1\n  - name: app2\n\
+         restart:\n  command: /bin/true\n{VERIFY}"
+    ))
+    .unwrap();
+    let mut world = World::with(2);
+    world.deploys = Some("2".into());
+    world.versions[0] = "2".into();
+    world.views[1].status = "DOWN".into();
+    world.views[1].operational = OpState::Stopped;
+    let (finish, _) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
+    assert_eq!(finish.servers[0].state, ServerState::Current);
+    assert_eq!(world.versions, ["2", "2"]);
+}
+
+#[test]
+fn a_server_that_cannot_be_read_is_deployed_and_said_so() {
+    let plan = versioned();
+    let mut world = World::new();
+    world.deploys = Some("2".into());
+    let mut reports = Vec::new();
+    let finish = world.drive(
+        rollout(&plan),
+        &mut reports,
+        |world, effect, _| match effect {
+            Effect::ReadCurrent(servers) => Some(Event::CurrentRead(
+                servers
+                    .iter()
+                    .map(|index| {
+                        if *index == 2 {
+                            Err("GET http://10.0.0.3:8080/version: connection refused".to_owned())
+                        } else {
+                            Ok(world.versions[*index].clone())
+                        }
+                    })
+                    .collect(),
+            )),
+            _ => None,
+        },
+    );
+    assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
+    assert_eq!(world.versions, ["2", "2", "2"]);
+    assert!(reports.iter().any(|report| matches!(
+        report,
+        Report::Running { server, answer: None, error: Some(error) }
+            if server.as_str() == "app3" && error.contains("connection refused")
+    )));
+}
+
+#[test]
+fn without_skip_current_every_server_is_deployed() {
+    let plan = crate::plan::parse(&format!("{PLAN}{VERIFY}skip_current: false\n")).unwrap();
+    let mut world = World::new();
+    world.deploys = Some("2".into());
+    world.versions = vec!["2".into(); 3];
+    let (finish, _) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
+    assert!(
+        world
+            .effects
+            .iter()
+            .all(|effect| !matches!(effect, Effect::ReadCurrent(_)))
+    );
+    assert_eq!(
+        world
+            .changes()
+            .iter()
+            .filter(|change| change.starts_with("restart"))
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn in_batches_no_server_is_drained_before_what_it_runs_was_read() {
+    let names: String = (1..=20).map(|n| format!("  - name: app{n}\n")).collect();
+    let plan = crate::plan::parse(&format!(
+        "version: 1\nhaproxy:\n  - name: lb1\n    socket: /run/haproxy/admin.sock\n\
+         backends: [be_app]\nservers:\n{names}restart:\n  command: /bin/true\n\
+         capacity:\n  max_unavailable: 5\n{VERIFY}"
+    ))
+    .unwrap();
+    let mut world = World::with(20);
+    world.deploys = Some("2".into());
+    world.versions[17] = "2".into();
+    let (finish, _) = world.run(&plan);
+    assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
+    let mut read = [false; 20];
+    for effect in &world.effects {
+        match effect {
+            Effect::ReadCurrent(servers) => servers.iter().for_each(|index| read[*index] = true),
+            Effect::SetState(server, AdminTarget::Drain) => {
+                let index: usize = server.as_str()[3..].parse::<usize>().unwrap() - 1;
+                assert!(read[index], "{server} drained before it was read");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(finish.servers[17].state, ServerState::Current);
+    assert!(world.versions.iter().all(|version| version == "2"));
+    assert!(world.most_out <= 5, "{} out at once", world.most_out);
+}
