@@ -101,6 +101,16 @@ pub enum Command {
     #[command(after_help = "Example:\n  haproxy-rollout resume plans/single.yaml")]
     Resume(ResumeArgs),
 
+    /// Roll back the plan's last rollout, finished or stopped: every server it changed goes
+    /// back to what it ran before, newest first, through the same safe sequence.
+    #[command(
+        after_help = "Example:\n  haproxy-rollout rollback plans/versioned.yaml --yes\n\n\
+        Needs `rollback.command` in the plan; a server that already answers what it ran\n\
+        before is left as it is. Exit status 0 when every server is back, 1 when the\n\
+        rollback stopped on a failure."
+    )]
+    Rollback(RollbackArgs),
+
     /// Print the JSON Schema of the plan format, for editors (yaml-language-server).
     #[command(
         after_help = "Example:\n  haproxy-rollout schema > plan.schema.json\n\n\
@@ -192,6 +202,21 @@ pub struct AbortArgs {
     /// Stop without waiting for a safe point; the server in flight is left out of rotation.
     #[arg(long)]
     pub now: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The plan file (YAML) of the rollout to roll back.
+    pub plan: PathBuf,
+
+    /// Do not ask for confirmation on a terminal.
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// The rollback takes the values of vars the rollout started with; a `--var` given
+    /// here must equal them.
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 #[derive(Debug, Args)]

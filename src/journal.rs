@@ -156,6 +156,12 @@ pub enum Record {
         server: String,
         answer: String,
     },
+    /// From here on, the restarts of this journal roll the rollout's servers back (in this
+    /// order) to what they ran before it.
+    Rollback {
+        time: String,
+        servers: Vec<String>,
+    },
     /// HAProxy reloaded; `reapplied` is the state put back on the server in flight.
     Reload {
         time: String,
@@ -285,6 +291,8 @@ pub struct Interrupted {
     pub paused: bool,
     /// It ended, but not with success (it failed, or was aborted): `resume` continues it.
     pub stopped: Option<String>,
+    /// A rollback of it began: it is not to be resumed, only rolled back (again).
+    pub rolled_back: bool,
 }
 
 impl Interrupted {
@@ -358,6 +366,39 @@ pub fn started_with(records: &[Record]) -> Option<std::collections::BTreeMap<Str
     })
 }
 
+/// The servers the rollout of this journal changed (its restart was sent), newest first,
+/// each with what `verify` read on it before the rollout touched it (`None`: never read).
+/// Only the rollout counts: what a rollback of it did comes after its first `Rollback`.
+pub fn changed_servers(records: &[Record]) -> Vec<(String, Option<String>)> {
+    let mut changed: Vec<String> = Vec::new();
+    let mut read: Vec<(&str, &str)> = Vec::new();
+    for record in records {
+        match record {
+            Record::Rollback { .. } => break,
+            Record::Read { server, answer, .. } if !read.iter().any(|(of, _)| of == server) => {
+                read.push((server, answer));
+            }
+            Record::Intent {
+                server,
+                change: Change::Restart,
+                ..
+            } if !changed.contains(server) => changed.push(server.clone()),
+            _ => {}
+        }
+    }
+    changed
+        .into_iter()
+        .rev()
+        .map(|server| {
+            let previous = read
+                .iter()
+                .find(|(of, _)| *of == server)
+                .map(|(_, answer)| (*answer).to_owned());
+            (server, previous)
+        })
+        .collect()
+}
+
 pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
     let mut result: Option<Interrupted> = None;
     for record in records {
@@ -373,8 +414,9 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
             } => {
                 // A run that continues this rollout: servers the earlier runs left in flight
                 // are still in flight until this run says otherwise.
-                let in_flight = result
-                    .take()
+                let earlier = result.take();
+                let rolled_back = earlier.as_ref().is_some_and(|earlier| earlier.rolled_back);
+                let in_flight = earlier
                     .map(|earlier| earlier.in_flight)
                     .unwrap_or_default()
                     .into_iter()
@@ -390,6 +432,7 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                     in_flight,
                     paused: false,
                     stopped: None,
+                    rolled_back,
                 });
             }
             Record::Intent {
@@ -476,6 +519,11 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                 let state = result.as_mut()?;
                 state.paused = true;
                 state.in_flight.clear();
+            }
+            Record::Rollback { .. } => {
+                if let Some(state) = result.as_mut() {
+                    state.rolled_back = true;
+                }
             }
             Record::Reload { .. } | Record::Read { .. } => {}
             Record::End { outcome, .. } if outcome == "success" => result = None,

@@ -218,3 +218,185 @@ fn a_restart_that_leaves_the_old_version_fails_verify_and_stays_out() {
     );
     eprintln!("stale restart: exit 1, {ok} requests, 0 failed, app1 left in maintenance");
 }
+
+/// A versioned plan that rolls back with the restart script and `{previous}`.
+fn with_rollback(
+    lab: &RolloutLab,
+    name: &str,
+    restart: &str,
+    on_failure: &str,
+) -> std::path::PathBuf {
+    let rollback = format!(
+        "rollback:\n  command: {} {{port}} {{previous}}\n  on_failure: {on_failure}\n",
+        lab.restart_script.display()
+    );
+    lab.plan(name, Some(restart), &format!("{VERSIONED}{rollback}"))
+}
+
+/// See: #12, test 5.
+#[test]
+fn rollback_after_a_successful_deploy_puts_every_server_back_under_traffic() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = with_rollback(
+        &lab,
+        "rollback.yaml",
+        &deploying(&lab, "{version}"),
+        "manual",
+    );
+    let v2 = rollout(["apply", path(&plan), "--var", "version=2"]).run();
+    assert_eq!(v2.code, 0, "{}", v2.stderr);
+    let v3 = rollout(["apply", path(&plan), "--var", "version=3"]).run();
+    assert_eq!(v3.code, 0, "{}", v3.stderr);
+    assert_eq!(versions(&lab), ["3", "3", "3"]);
+
+    let sampler = Sampler::unix(lab.lab.admin_socket.clone());
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let outcome = rollout(["--output", "json", "rollback", path(&plan), "--yes"]).run();
+    let (ok, failed, failures) = traffic.stop();
+    let seen = sampler.stop();
+    assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert_eq!(failed, 0, "failed requests: {failures:?}");
+    assert!(ok > 30, "traffic ran: {ok} requests");
+    assert_eq!(versions(&lab), ["2", "2", "2"]);
+    assert!(
+        seen.most_out <= 1,
+        "one at a time: {:?}",
+        seen.most_out_were
+    );
+    assert!(
+        seen.fewest_in >= 2,
+        "min_up held: {} in rotation",
+        seen.fewest_in
+    );
+    let events = events(&outcome.stdout);
+    let restarted: Vec<&str> = events
+        .iter()
+        .filter(|event| event["event"] == "stage" && event["stage"] == "restarting")
+        .map(|event| event["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(restarted, ["app3", "app2", "app1"], "newest first");
+    let summary = events.last().unwrap();
+    assert_eq!(summary["outcome"], "success", "{summary}");
+    assert!(
+        summary["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|server| server["state"]
+                == "rolled back to what it ran before, back in traffic (UP)"),
+        "{summary}"
+    );
+    // Rolling back again finds every server already back: nothing changes.
+    let pids = lab.pids();
+    let again = rollout(["rollback", path(&plan), "--yes"]).run();
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(lab.pids(), pids);
+    eprintln!("rollback v3 -> v2: exit 0, {ok} requests, 0 failed, at most 1 out");
+}
+
+/// See: #12, test 6.
+#[test]
+fn a_rollback_command_that_fails_stops_safely_and_says_so() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan(
+        "broken-rollback.yaml",
+        Some(&deploying(&lab, "{version}")),
+        &format!("{VERSIONED}rollback:\n  command: exit 3\n"),
+    );
+    let v2 = rollout(["apply", path(&plan), "--var", "version=2"]).run();
+    assert_eq!(v2.code, 0, "{}", v2.stderr);
+    let before = lab.pids();
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let outcome = rollout(["--output", "json", "rollback", path(&plan), "--yes"]).run();
+    let (ok, failed, failures) = traffic.stop();
+    assert_eq!(outcome.code, 1, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert_eq!(failed, 0, "failed requests: {failures:?}");
+    let events = events(&outcome.stdout);
+    let failure = events
+        .iter()
+        .find(|event| event["event"] == "server_failed")
+        .expect("a server_failed event");
+    assert_eq!(failure["server"], "app3", "newest first");
+    let summary = events.last().unwrap();
+    assert_eq!(summary["outcome"], "failed");
+    let app3 = summary["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|server| server["server"] == "app3")
+        .unwrap();
+    assert_eq!(app3["state"], "OUT OF ROTATION (maintenance)");
+    assert!(!app3["restore"].as_array().unwrap().is_empty(), "{app3}");
+    // Nothing else was touched: app1 and app2 run as before, in traffic.
+    let after = lab.pids();
+    assert_eq!(before[..2], after[..2]);
+    let views = lab.lab.views();
+    assert!(
+        views
+            .iter()
+            .filter(|view| view.server != "app3")
+            .all(|view| view.admin.ready() && view.status == "UP"),
+        "{views:#?}"
+    );
+    eprintln!("failing rollback: exit 1, {ok} requests, 0 failed, app3 left in maintenance");
+}
+
+#[test]
+fn a_failed_deploy_rolls_back_every_server_it_changed_on_its_own() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let v2 = with_rollback(&lab, "auto.yaml", &deploying(&lab, "{version}"), "auto");
+    let first = rollout(["apply", path(&v2), "--var", "version=2"]).run();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // Version 3's deploy is broken on app2: it starts version 2 again.
+    let script = lab.restart_script.display().to_string();
+    let broken = format!(
+        "if [ {{port}} = {} ]; then {script} {{port}} 2; else {script} {{port}} {{version}}; fi",
+        lab.ports[1]
+    );
+    let plan = with_rollback(&lab, "auto.yaml", &broken, "auto");
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("within: 10s", "within: 3s");
+    std::fs::write(&plan, text).unwrap();
+    let before = lab.pids();
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let outcome = rollout([
+        "--output",
+        "json",
+        "apply",
+        path(&plan),
+        "--var",
+        "version=3",
+    ])
+    .run();
+    let (ok, failed, failures) = traffic.stop();
+    assert_eq!(outcome.code, 1, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert_eq!(failed, 0, "failed requests: {failures:?}");
+    assert_eq!(versions(&lab), ["2", "2", "2"]);
+    assert_eq!(lab.pids()[2], before[2], "app3 was never touched");
+    let events = events(&outcome.stdout);
+    let rollback = events
+        .iter()
+        .find(|event| event["event"] == "rollback")
+        .expect("a rollback event");
+    assert_eq!(rollback["servers"], serde_json::json!(["app2", "app1"]));
+    let summary = events.last().unwrap();
+    assert_eq!(summary["outcome"], "failed");
+    let reason = summary["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("verify: it answers \"2\", not \"3\"")
+            && reason.contains("rolled back app2, app1 (rollback.on_failure: auto)"),
+        "{reason}"
+    );
+    let views = lab.lab.views();
+    assert!(
+        views
+            .iter()
+            .all(|view| view.admin.ready() && view.status == "UP"),
+        "every server back in traffic: {views:#?}"
+    );
+    eprintln!("auto rollback after verify failed: exit 1, {ok} requests, 0 failed");
+}

@@ -7,6 +7,7 @@ mod live;
 mod man;
 mod plan;
 mod resume;
+mod rollback;
 mod rollout;
 mod schema;
 mod status;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Exit {
         Command::Status(args) => status::run(&args, printer, state_dir),
         Command::Abort(args) => abort::run(&args, printer, state_dir),
         Command::Resume(args) => resume::run(&args, printer, state_dir),
+        Command::Rollback(args) => rollback::run(&args, printer, state_dir),
         Command::Schema => schema::run(printer),
         Command::Completions { shell } => completions::run(shell, printer),
         Command::Man { out_dir } => man::run(out_dir.as_deref(), printer),

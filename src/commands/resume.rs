@@ -30,6 +30,14 @@ pub fn run(
             context.dir.display()
         )));
     };
+    if interrupted.rolled_back {
+        printer.failure(&anyhow::anyhow!(
+            "the rollout started {} was rolled back: `haproxy-rollout rollback {plan}` finishes the rollback, `haproxy-rollout apply {plan} --fresh` deploys again; nothing was changed",
+            interrupted.started,
+            plan = args.plan.display()
+        ));
+        return Ok(Exit::Usage);
+    }
     if interrupted.plan_hash != context.plan_hash && !args.force {
         printer.failure(&anyhow::anyhow!(
             "{} changed since the interrupted rollout started ({}); check it, then resume with --force; nothing was changed",

@@ -4,6 +4,7 @@
 
 mod facts;
 mod session;
+pub(crate) mod undo;
 
 pub(crate) use facts::{Facts, Start};
 pub(crate) use session::Run;

@@ -25,6 +25,7 @@ mod canary;
 mod current;
 mod recovery;
 mod reload;
+mod rollback;
 mod server;
 mod types;
 
@@ -53,8 +54,9 @@ struct Settings {
     /// How long after it was sent the restart, and each hook, may still run on its host.
     restart_bound: Duration,
     hook_bounds: Vec<(HookPoint, Duration)>,
-    /// With `verify`: per server, the answer it must give after its restart.
-    expected: Option<Vec<String>>,
+    /// With `verify`: per server, the answer it must give after its restart (`None`: not
+    /// known, as for a rollback of a server whose earlier answer was never read).
+    expected: Option<Vec<Option<String>>>,
 }
 
 impl Settings {
@@ -66,6 +68,11 @@ impl Settings {
                 .get(instance)
                 .map_or("(unknown)", String::as_str)
         )
+    }
+
+    /// The answer `verify` must give for the server at `index`, if there is one to check.
+    fn expected(&self, index: usize) -> Option<&str> {
+        self.expected.as_ref()?.get(index)?.as_deref()
     }
 
     fn bound(&self, what: CommandKind) -> Duration {
@@ -156,10 +163,13 @@ pub struct Rollout {
     hooks_enabled: bool,
     /// The `on_failure` hook runs for this server as soon as the coordinator is free.
     failure_hook_due: Option<usize>,
-    /// `skip_current`: what each server runs is read before it is touched; `read` marks the
-    /// servers read.
+    /// With `verify`, what each server runs is read before it is touched (`read` marks the
+    /// servers read): its `{previous}`, and with `skip_current`, whether it is left as it is.
+    read_first: bool,
     skip_current: bool,
     read: Vec<bool>,
+    /// A rollback (`Rollout::rollback`): servers it put back, or found back, are rolled back.
+    rolling_back: bool,
 }
 
 impl Rollout {
@@ -207,7 +217,7 @@ impl Rollout {
             expected: plan.verify.as_ref().map(|verify| {
                 plan.servers
                     .iter()
-                    .map(|server| verify.expected(&server.name))
+                    .map(|server| Some(verify.expected(&server.name)))
                     .collect()
             }),
         };
@@ -221,6 +231,7 @@ impl Rollout {
                 timings: Timings::default(),
                 sessions_cut: None,
                 may_run: None,
+                previous: None,
             })
             .collect();
         Rollout {
@@ -246,8 +257,10 @@ impl Rollout {
             interruptions: Vec::new(),
             hooks_enabled: true,
             failure_hook_due: None,
+            read_first: plan.verify.is_some(),
             skip_current: plan.skip_current && plan.verify.is_some(),
             read: vec![false; plan.servers.len()],
+            rolling_back: false,
         }
     }
 
@@ -438,7 +451,11 @@ impl Rollout {
                 RunStep::Report(report) => actions.push(Action::Report(report)),
                 RunStep::Done(done) => {
                     self.flights.remove(&index);
-                    self.results[index] = done.result;
+                    let previous = self.results[index].previous.take();
+                    self.results[index] = ServerResult {
+                        previous,
+                        ..done.result
+                    };
                     if done.requeue {
                         self.queue.push_front(index);
                     }
@@ -587,6 +604,14 @@ impl Rollout {
         // Every server left out of rotation, or in a state this rollout could not confirm,
         // is reported with the commands that return it; no other server needs any.
         for index in 0..self.results.len() {
+            if self.rolling_back
+                && matches!(
+                    self.results[index].state,
+                    ServerState::Done | ServerState::Current
+                )
+            {
+                self.results[index].state = ServerState::RolledBack;
+            }
             self.results[index].restore = match self.results[index].state {
                 ServerState::OutOfRotation
                 | ServerState::Unknown

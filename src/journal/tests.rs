@@ -169,3 +169,48 @@ fn the_values_of_vars_are_those_the_last_run_started_with() {
     let line = serde_json::to_string(&records[0]).unwrap();
     assert!(line.contains(r#""vars":{"version":"1"}"#), "{line}");
 }
+
+fn read(server: &str, answer: &str) -> Record {
+    Record::Read {
+        time: now(),
+        server: server.into(),
+        answer: answer.into(),
+    }
+}
+
+#[test]
+fn the_servers_a_rollout_changed_come_newest_first_with_what_they_ran_before() {
+    let records = vec![
+        begin(),
+        read("app1", "1"),
+        read("app2", "1"),
+        read("app3", "1"),
+        intent("app1", Change::Drain),
+        intent("app1", Change::Restart),
+        outcome("app1", Change::Restart),
+        intent("app2", Change::Restart),
+        // A resumed run reads again and restarts again: the first answer counts, once.
+        begin_after(&["app1"]),
+        read("app2", "2"),
+        intent("app2", Change::Restart),
+        intent("app3", Change::Drain),
+    ];
+    assert_eq!(
+        changed_servers(&records),
+        [
+            ("app2".to_owned(), Some("1".to_owned())),
+            ("app1".to_owned(), Some("1".to_owned()))
+        ],
+        "app3 was drained, never restarted: not changed"
+    );
+    let mut rolled = records.clone();
+    rolled.push(Record::Rollback {
+        time: now(),
+        servers: vec!["app2".into(), "app1".into()],
+    });
+    rolled.push(read("app2", "2"));
+    rolled.push(intent("app2", Change::Restart));
+    assert_eq!(changed_servers(&rolled), changed_servers(&records));
+    let interrupted = interrupted(&rolled).unwrap();
+    assert!(interrupted.rolled_back);
+}

@@ -4,7 +4,7 @@
 
 use super::duration::{DURATION_FORMS, parse_duration};
 use super::error::PlanError;
-use super::model::{KnownHosts, OnDrainTimeout};
+use super::model::{KnownHosts, OnDrainTimeout, OnFailure};
 use super::node::{Key, Location, Node, Value};
 use super::raw::*;
 
@@ -50,6 +50,7 @@ fn plan_fields(decoder: &mut Decoder, fields: &mut Fields) -> RawPlan {
         canary: decoder.section(fields, "canary"),
         verify: decoder.section(fields, "verify"),
         skip_current: decoder.optional(fields, "skip_current"),
+        rollback: decoder.section(fields, "rollback"),
     }
 }
 

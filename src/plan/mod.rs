@@ -150,7 +150,7 @@ mod tests {
         let schema = json_schema();
         assert_eq!(properties(&schema), sorted(&plan_keys()));
         let definitions = &schema["definitions"];
-        let sections: [(&str, Vec<&str>); 12] = [
+        let sections: [(&str, Vec<&str>); 13] = [
             ("Haproxy", item::<raw::RawHaproxy>()),
             ("Server", item::<raw::RawServer>()),
             ("Ssh", section::<raw::RawSsh>()),
@@ -163,6 +163,7 @@ mod tests {
             ("Hook", item::<raw::RawHook>()),
             ("Canary", section::<raw::RawCanary>()),
             ("Verify", section::<raw::RawVerify>()),
+            ("Rollback", section::<raw::RawRollback>()),
         ];
         for (name, keys) in sections {
             let section = if name == "Restart" {

@@ -150,6 +150,22 @@ impl KnownHosts {
     ];
 }
 
+/// What a failed rollout does with the servers it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Report; `haproxy-rollout rollback PLAN` rolls back.
+    #[default]
+    Manual,
+    /// Roll back every server this rollout changed, at once.
+    Auto,
+}
+
+impl OnFailure {
+    pub const VALUES: &[(&str, OnFailure)] =
+        &[("manual", OnFailure::Manual), ("auto", OnFailure::Auto)];
+}
+
 /// What to do when sessions remain on a server after `drain.timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -188,6 +204,16 @@ pub struct Plan {
     pub verify: Option<Verify>,
     /// A server whose `verify` already answers `expect` is not touched.
     pub skip_current: bool,
+    pub rollback: Option<Rollback>,
+}
+
+/// How a server this rollout changed is put back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollback {
+    /// May use `{previous}`.
+    pub command: Template,
+    pub timeout: Duration,
+    pub on_failure: OnFailure,
 }
 
 /// Reading what a server runs, and the answer this rollout must see.
@@ -340,6 +366,23 @@ pub struct Restart {
 }
 
 impl Plan {
+    /// The plan a rollback runs: the same servers, HAProxy and limits, with the rollback
+    /// command as the restart, no canary, and every server that already answers what it
+    /// ran before left as it is. `None` without `rollback`.
+    pub fn for_rollback(&self) -> Option<Plan> {
+        let rollback = self.rollback.as_ref()?;
+        Some(Plan {
+            restart: Restart {
+                command: rollback.command.clone(),
+                timeout: rollback.timeout,
+            },
+            canary: None,
+            skip_current: self.verify.is_some(),
+            rollback: None,
+            ..self.clone()
+        })
+    }
+
     /// How long after it was sent a remote command with this `timeout` may still run on its
     /// host, whatever happened to the connection or to this tool: the remote `timeout`
     /// stops it after `timeout` plus its kill grace, counted from when it started there,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 
 use super::duration::DURATION_PATTERN;
-use super::model::{KnownHosts, NAME_PATTERN, OnDrainTimeout};
+use super::model::{KnownHosts, NAME_PATTERN, OnDrainTimeout, OnFailure};
 use super::node::Location;
 
 /// A value from the plan file and where it was written.
@@ -100,6 +100,26 @@ pub struct RawPlan {
     /// A server whose `verify` already answers `expect` before it is touched is left as it
     /// is (reported "already current"). Default: true when the plan has `verify`.
     pub skip_current: Option<Located<bool>>,
+    /// Undoing this rollout on the servers it changed: the same safe sequence with
+    /// `rollback.command` instead of the restart, newest first.
+    pub rollback: Option<RawRollback>,
+}
+
+/// How a server is rolled back.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Rollback")]
+pub struct RawRollback {
+    /// Shell command run over SSH on the server's host instead of the restart; placeholders
+    /// as in restart.command, and {previous}: what `verify` read on the server before this
+    /// rollout (needs `verify`).
+    #[schemars(required)]
+    pub command: Option<Located<String>>,
+    /// Deadline for the command, enforced on the remote side too. Default: restart.timeout.
+    pub timeout: Option<Located<PlanDuration>>,
+    /// `manual` (default): report, and `haproxy-rollout rollback PLAN` rolls back. `auto`:
+    /// when any server fails, roll back every server this rollout changed at once.
+    pub on_failure: Option<Located<OnFailure>>,
 }
 
 /// Reading what a server runs: an HTTP URL (its body) or a command over SSH on its host

@@ -7,14 +7,15 @@ use std::time::Duration;
 use super::error::PlanError;
 use super::model::{
     BackendName, Backends, Canary, CanaryPause, Capacity, Drain, Haproxy, Health, Hook, Hooks,
-    InstanceName, InvalidName, KnownHosts, MaxUnavailable, NAME_CHARSET, OnDrainTimeout, Plan,
-    Ready, Restart, Server, ServerName, SocketAddress, Ssh, SshTarget, Verify, VerifyRead,
+    InstanceName, InvalidName, KnownHosts, MaxUnavailable, NAME_CHARSET, OnDrainTimeout, OnFailure,
+    Plan, Ready, Restart, Rollback, Server, ServerName, SocketAddress, Ssh, SshTarget, Verify,
+    VerifyRead,
 };
 use super::node::Location;
 use super::raw::{
     Located, PlanDuration, RawBackends, RawCanary, RawCapacity, RawDrain, RawHaproxy, RawHealth,
-    RawHook, RawHooks, RawMaxUnavailable, RawPlan, RawReady, RawRestart, RawServer, RawSsh,
-    RawVars, RawVerify,
+    RawHook, RawHooks, RawMaxUnavailable, RawPlan, RawReady, RawRestart, RawRollback, RawServer,
+    RawSsh, RawVars, RawVerify,
 };
 use super::syntax::{MAX_UNIX_SOCKET_PATH, parse_host_port, parse_ssh_socket};
 use super::template::{Placeholder, Scope, Template, parse_template, parse_template_in};
@@ -112,6 +113,10 @@ pub fn validate(
     let ready = check.ready(raw.ready.unwrap_or_default());
     let capacity = check.capacity(raw.capacity.unwrap_or_default());
     let hooks = check.hooks(raw.hooks.unwrap_or_default());
+    let restart_timeout = restart
+        .as_ref()
+        .and_then(|restart| restart.as_ref().map(|restart| restart.timeout))
+        .unwrap_or(Duration::from_secs(120));
     let verify_present = raw.verify.is_some();
     let canary = match raw.canary {
         None => Some(None),
@@ -132,6 +137,12 @@ pub fn validate(
         }
         (Some(skip), _) => Some(skip.value),
         (None, present) => Some(present),
+    };
+    let rollback = match raw.rollback {
+        None => Some(None),
+        Some(rollback) => check
+            .rollback(rollback, restart_timeout, verify_present)
+            .map(Some),
     };
     let poll_interval = match raw.poll_interval {
         Some(interval) if interval.value.0 < MIN_POLL_INTERVAL => {
@@ -169,6 +180,7 @@ pub fn validate(
             canary: canary?,
             verify: verify?,
             skip_current: skip_current?,
+            rollback: rollback?,
         })
     })();
     match built {

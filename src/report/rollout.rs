@@ -120,6 +120,7 @@ fn state_text(state: ServerState) -> &'static str {
     match state {
         ServerState::Untouched => "untouched",
         ServerState::Current => "already current, not touched",
+        ServerState::RolledBack => "rolled back to what it ran before, back in traffic (UP)",
         ServerState::Done => "restarted, back in traffic (UP)",
         ServerState::DoneEarlier => "restarted earlier in this rollout",
         ServerState::BackRestartUnknown => {

@@ -22,6 +22,11 @@ pub(crate) enum Start {
         /// Servers left out on the operator's word.
         skip: Vec<usize>,
     },
+    /// Roll these servers back (plan index, what `verify` read on it before the rollout),
+    /// newest first; the plan is the rollback's (`Plan::for_rollback`).
+    Rollback {
+        servers: Vec<(usize, Option<String>)>,
+    },
 }
 
 /// The journal's facts about the servers an earlier run was working on, for the engine.

@@ -110,7 +110,7 @@ impl Run<'_> {
             .iter()
             .map(|target| target.values.clone())
             .collect();
-        let targets = match targets {
+        let mut targets = match targets {
             Some(targets) if !preflight.blocked() || self.settling() => targets,
             _ => {
                 let steps = self.steps(&preflight);
@@ -120,6 +120,11 @@ impl Run<'_> {
         };
         for warning in preflight.with(Verdict::Warning) {
             printer.warning(&warning.text);
+        }
+        if let Start::Rollback { servers } = &self.start {
+            for (index, previous) in servers {
+                targets[*index].previous.clone_from(previous);
+            }
         }
         Ok(Checked {
             links,
@@ -269,6 +274,15 @@ impl Run<'_> {
                 done_before: self.done_before.clone(),
                 vars: context.plan.vars.clone(),
             })?;
+            if let Start::Rollback { servers } = &self.start {
+                journal.append(&Record::Rollback {
+                    time: journal::now(),
+                    servers: servers
+                        .iter()
+                        .map(|(index, _)| context.plan.servers[*index].name.to_string())
+                        .collect(),
+                })?;
+            }
             Ok(journal)
         };
         open().map_err(|error| {
@@ -309,6 +323,10 @@ impl Run<'_> {
                 )
                 .skip(skip),
                 facts.commands.clone(),
+            ),
+            Start::Rollback { servers } => (
+                Rollout::rollback(plan, topology.clone(), limits.clone(), servers),
+                Vec::new(),
             ),
         }
     }
@@ -393,11 +411,35 @@ impl Run<'_> {
                     })
                     .map(|(index, _)| index)
                     .collect();
-                let rest =
-                    Rollout::recover(plan, topology, limits, Mode::Resume, &done, Vec::new());
+                let rest = Rollout::recover(
+                    plan,
+                    topology.clone(),
+                    limits.clone(),
+                    Mode::Resume,
+                    &done,
+                    Vec::new(),
+                );
                 finish = driver.run(rest, |report| reporter.report(report)).await;
             }
         }
+        let rollback_plan = plan.for_rollback();
+        let (finish, effects) = match &rollback_plan {
+            Some(rollback_plan)
+                if super::undo::automatic(plan, &finish)
+                    && !matches!(self.start, Start::Rollback { .. }) =>
+            {
+                super::undo::after_failure(
+                    self.context,
+                    driver,
+                    rollback_plan,
+                    &mut reporter,
+                    finish,
+                    (&topology, &limits),
+                )
+                .await
+            }
+            _ => (finish, driver.effects),
+        };
         let elapsed = started.elapsed();
         if finish.outcome != Outcome::Paused {
             let end = Record::End {
@@ -405,7 +447,7 @@ impl Run<'_> {
                 outcome: outcome_text(finish.outcome).to_owned(),
                 summary: summary_json(plan, &hosts, &finish, elapsed),
             };
-            if let Err(error) = driver.effects.record(&end) {
+            if let Err(error) = effects.record(&end) {
                 printer.error(&format!("cannot write the end of the journal: {error}"));
             }
         }

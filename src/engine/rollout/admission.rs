@@ -62,7 +62,7 @@ impl Rollout {
                 }
             };
         }
-        if self.skip_current && !self.read[next] {
+        if self.read_first && !self.read[next] {
             return self.read_current();
         }
         // The next server's capacity check must see every server before it out, and it must
@@ -140,7 +140,7 @@ impl Rollout {
         while let Some(&after) = self.queue.front() {
             let canary_pause =
                 !self.canary_passed && self.canary.is_some_and(|(canaries, _)| after >= canaries);
-            let unread = self.skip_current && !self.read[after];
+            let unread = self.read_first && !self.read[after];
             if canary_pause
                 || unread
                 || !self.fits(after)

@@ -1,6 +1,7 @@
-//! `skip_current`: before the capacity check of each server, what it runs is read
-//! (`verify`); a server that already answers what this rollout deploys is left as it is, so
-//! a second `apply` of the same version changes nothing.
+//! Before the capacity check of each server, what it runs is read (`verify`): what a
+//! rollback puts back (`{previous}`), and, with `skip_current`, whether it already answers
+//! what this rollout deploys, so that it is left as it is and a second `apply` of the same
+//! version changes nothing.
 
 use super::*;
 
@@ -40,13 +41,12 @@ impl Rollout {
         for (&index, answer) in servers.iter().zip(answers) {
             self.read[index] = true;
             let server = self.settings.servers[index].clone();
-            let expected = self
-                .settings
-                .expected
-                .as_ref()
-                .map(|expected| expected[index].as_str());
+            let expected = self.settings.expected(index);
+            if let Ok(answer) = &answer {
+                self.results[index].previous = Some(answer.clone());
+            }
             actions.push(Action::Report(match answer {
-                Ok(answer) if Some(answer.as_str()) == expected => {
+                Ok(answer) if self.skip_current && Some(answer.as_str()) == expected => {
                     self.queue.retain(|queued| *queued != index);
                     self.results[index].state = ServerState::Current;
                     Report::AlreadyCurrent { server, answer }

@@ -197,6 +197,7 @@ impl ServerRun {
                 timings: super::Timings::default(),
                 sessions_cut: None,
                 may_run: None,
+                previous: None,
             },
             settings,
             index,

@@ -9,6 +9,7 @@ mod canary;
 mod hooks;
 mod preview;
 mod recovery;
+mod rollback;
 mod sequence;
 mod stops;
 mod unknown;

@@ -185,6 +185,8 @@ pub enum ServerState {
     Current,
     /// Restarted and back in traffic, UP on every HAProxy.
     Done,
+    /// Rolled back: back in traffic, UP, answering what it ran before the rollout.
+    RolledBack,
     /// Restarted by an earlier run of this rollout (before an interruption).
     DoneEarlier,
     /// Back in traffic and proven healthy, but whether the restart ran is unknown.
@@ -219,6 +221,8 @@ pub struct ServerResult {
     pub sessions_cut: Option<u64>,
     /// A command of this rollout may still run on its host until then.
     pub may_run: Option<MayRun>,
+    /// What `verify` read on it before this rollout touched it.
+    pub previous: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

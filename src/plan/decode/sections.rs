@@ -128,3 +128,13 @@ impl DecodeSection for RawVerify {
         }
     }
 }
+
+impl DecodeSection for RawRollback {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawRollback {
+            command: decoder.required(fields, "command", "e.g. sudo /opt/app/deploy {previous}"),
+            timeout: decoder.optional(fields, "timeout"),
+            on_failure: decoder.optional(fields, "on_failure"),
+        }
+    }
+}

@@ -128,6 +128,14 @@ impl Decode for OnDrainTimeout {
     }
 }
 
+impl Decode for OnFailure {
+    const EXPECTED: &'static str = "manual or auto";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        decode_word(node, path, decoder, OnFailure::VALUES)
+    }
+}
+
 impl<T: Decode> Decode for Vec<T> {
     const EXPECTED: &'static str = "a list";
 

@@ -382,3 +382,41 @@ impl Checker<'_> {
         })
     }
 }
+
+impl Checker<'_> {
+    pub(super) fn rollback(
+        &mut self,
+        raw: RawRollback,
+        restart_timeout: Duration,
+        verify: bool,
+    ) -> Option<Rollback> {
+        let command = raw.command.and_then(|command| {
+            if command.value.trim().is_empty() {
+                self.fail(
+                    &command,
+                    "the rollback command is empty",
+                    "e.g. sudo /opt/app/deploy {previous}",
+                );
+                return None;
+            }
+            let template = self.template_in(&command, true)?;
+            if template.uses(Placeholder::Previous) && !verify {
+                self.fail(
+                    &command,
+                    "`{previous}` needs `verify`",
+                    "{previous} is what verify read on a server before this rollout: add `verify:` (url or command, and expect)",
+                );
+                return None;
+            }
+            Some(template)
+        });
+        let timeout = self.positive(raw.timeout, restart_timeout);
+        Some(Rollback {
+            command: command?,
+            timeout: timeout?,
+            on_failure: raw
+                .on_failure
+                .map_or(OnFailure::default(), |value| value.value),
+        })
+    }
+}

@@ -253,9 +253,10 @@ impl<'a> HumanRollout<'a> {
         for result in &finish.servers {
             let state = state_text(result.state);
             let state = match result.state {
-                ServerState::Done | ServerState::DoneEarlier | ServerState::Current => {
-                    printer.paint(OK, state)
-                }
+                ServerState::Done
+                | ServerState::DoneEarlier
+                | ServerState::Current
+                | ServerState::RolledBack => printer.paint(OK, state),
                 ServerState::Untouched => state.to_owned(),
                 _ => printer.paint(ERROR, state),
             };

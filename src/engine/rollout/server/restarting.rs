@@ -50,7 +50,7 @@ impl ServerRun {
                 event @ (Event::CommandChecked(_) | Event::Waited),
             ) => self.after_command_check(event, (what, until, next_check), now),
             (Phase::Probing { deadline, .. }, Event::Probed(Ok(()))) => {
-                if self.settings.expected.is_some() {
+                if self.settings.expected(self.index).is_some() {
                     self.phase = Phase::Verifying { deadline };
                     return vec![
                         self.stage(Stage::Verifying),
@@ -126,11 +126,7 @@ impl ServerRun {
         answer: Result<String, String>,
         now: Instant,
     ) -> Vec<RunStep> {
-        let expected = self
-            .settings
-            .expected
-            .as_ref()
-            .map_or("", |expected| expected[self.index].as_str());
+        let expected = self.settings.expected(self.index).unwrap_or_default();
         if let Ok(answer) = &answer
             && answer == expected
         {

@@ -225,7 +225,7 @@ fn a_server_that_cannot_be_read_is_deployed_and_said_so() {
 }
 
 #[test]
-fn without_skip_current_every_server_is_deployed() {
+fn without_skip_current_every_server_is_deployed_and_its_previous_still_read() {
     let plan = crate::plan::parse(&format!("{PLAN}{VERIFY}skip_current: false\n")).unwrap();
     let mut world = World::new();
     world.deploys = Some("2".into());
@@ -233,10 +233,12 @@ fn without_skip_current_every_server_is_deployed() {
     let (finish, _) = world.run(&plan);
     assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
     assert!(
-        world
-            .effects
+        finish
+            .servers
             .iter()
-            .all(|effect| !matches!(effect, Effect::ReadCurrent(_)))
+            .all(|server| server.state == ServerState::Done
+                && server.previous.as_deref() == Some("2")),
+        "{finish:?}"
     );
     assert_eq!(
         world

@@ -1,0 +1,50 @@
+//! Rolling back: the servers a rollout changed go back to what they ran before, newest first,
+//! through the same safe sequence as a restart (capacity check, drain, zero sessions,
+//! maintenance, the rollback command, health, `verify` answering what it ran before,
+//! HAProxy's checks, UP), under the same limits.
+
+use super::*;
+
+impl Rollout {
+    /// A rollback with `plan`, the plan's rollback form (`Plan::for_rollback`: its restart
+    /// is the rollback command). `servers`: each server to roll back by plan index, newest
+    /// first, with what `verify` read on it before the rollout (`None`: not known, so not
+    /// verified). Each is decided from what every HAProxy shows now, like a server an
+    /// earlier run left: in traffic, it starts like any server (read first: one that already
+    /// answers what it ran before is left as it is); out of rotation, its rollback runs once
+    /// no session is left on it.
+    pub fn rollback(
+        plan: &Plan,
+        topology: Topology,
+        limits: Limits,
+        servers: &[(usize, Option<String>)],
+    ) -> Self {
+        let mut rollout = Rollout::new(plan, topology, limits);
+        let mut expected = vec![None; rollout.settings.servers.len()];
+        for (index, previous) in servers {
+            expected[*index].clone_from(previous);
+        }
+        Arc::get_mut(&mut rollout.settings)
+            .expect("the settings are not shared before the rollout starts")
+            .expected = Some(expected);
+        rollout.rolling_back = true;
+        rollout.queue.clear();
+        rollout.canary = None;
+        rollout.canary_passed = true;
+        // Its earlier answer is what a rollback must see; no read can replace it.
+        rollout.read = vec![true; rollout.settings.servers.len()];
+        for (index, _) in servers {
+            rollout.read[*index] = !rollout.skip_current;
+            rollout.results[*index].state = ServerState::Unknown;
+        }
+        rollout.recovering = servers
+            .iter()
+            .map(|(index, _)| Recovered {
+                index: *index,
+                restart: RestartFact::MayHaveRun,
+                may_run: None,
+            })
+            .collect();
+        rollout
+    }
+}
