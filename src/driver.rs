@@ -198,6 +198,14 @@ impl<E: Effects> Driver<'_, E> {
                                     server: server.to_string(),
                                 });
                             }
+                            Report::AnalysisVerdict { verdict, tallied } => {
+                                let _ = self.write(Record::Analysis {
+                                    time: now(),
+                                    verdict: verdict.as_str().to_owned(),
+                                    requests: tallied.requests,
+                                    errors: tallied.errors,
+                                });
+                            }
                             Report::CommandEnded { server, proven, .. } => {
                                 let _ = self.write(Record::CommandEnded {
                                     time: now(),

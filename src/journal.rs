@@ -162,6 +162,13 @@ pub enum Record {
         time: String,
         servers: Vec<String>,
     },
+    /// The canaries' analysis ended: `passed`, `failed` or `inconclusive`.
+    Analysis {
+        time: String,
+        verdict: String,
+        requests: u64,
+        errors: u64,
+    },
     /// HAProxy reloaded; `reapplied` is the state put back on the server in flight.
     Reload {
         time: String,
@@ -293,6 +300,8 @@ pub struct Interrupted {
     pub stopped: Option<String>,
     /// A rollback of it began: it is not to be resumed, only rolled back (again).
     pub rolled_back: bool,
+    /// The canaries' analysis passed: a resumed rollout does not judge them again.
+    pub analysis_passed: bool,
 }
 
 impl Interrupted {
@@ -416,6 +425,9 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                 // are still in flight until this run says otherwise.
                 let earlier = result.take();
                 let rolled_back = earlier.as_ref().is_some_and(|earlier| earlier.rolled_back);
+                let analysis_passed = earlier
+                    .as_ref()
+                    .is_some_and(|earlier| earlier.analysis_passed);
                 let in_flight = earlier
                     .map(|earlier| earlier.in_flight)
                     .unwrap_or_default()
@@ -433,6 +445,7 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                     paused: false,
                     stopped: None,
                     rolled_back,
+                    analysis_passed,
                 });
             }
             Record::Intent {
@@ -523,6 +536,11 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
             Record::Rollback { .. } => {
                 if let Some(state) = result.as_mut() {
                     state.rolled_back = true;
+                }
+            }
+            Record::Analysis { verdict, .. } => {
+                if let Some(state) = result.as_mut() {
+                    state.analysis_passed = verdict == "passed";
                 }
             }
             Record::Reload { .. } | Record::Read { .. } => {}

@@ -400,3 +400,82 @@ fn a_failed_deploy_rolls_back_every_server_it_changed_on_its_own() {
     );
     eprintln!("auto rollback after verify failed: exit 1, {ok} requests, 0 failed");
 }
+
+/// See: #12, test 4.
+#[test]
+fn a_bad_release_is_caught_by_the_canary_analysis_and_rolled_back_on_its_own() {
+    let lab = RolloutLab::start(LabOptions::default());
+    // Version 2 is a bad release: one in five of its answers is a 500, while its health
+    // check passes.
+    std::fs::write(lab.lab.dir.path().join("bad-2"), "5").unwrap();
+    let analysis = "canary:\n  servers: 1\n  analysis:\n    window: 30s\n    max_error_ratio: 0.05\n    min_requests: 20\n";
+    let plan = with_rollback(&lab, "canary.yaml", &deploying(&lab, "{version}"), "auto");
+    let text = std::fs::read_to_string(&plan).unwrap() + analysis;
+    std::fs::write(&plan, text).unwrap();
+    let before = lab.pids();
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 0);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let outcome = rollout([
+        "--output",
+        "json",
+        "apply",
+        path(&plan),
+        "--var",
+        "version=2",
+    ])
+    .run();
+    let (ok, failed, failures) = traffic.stop();
+    assert_eq!(outcome.code, 1, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert_eq!(
+        versions(&lab),
+        ["1", "1", "1"],
+        "the canary is back on version 1"
+    );
+    assert_eq!(
+        before[1..],
+        lab.pids()[1..],
+        "app2 and app3 were never touched"
+    );
+    let events = events(&outcome.stdout);
+    let verdict = events
+        .iter()
+        .find(|event| event["event"] == "analysis_verdict")
+        .expect("a verdict");
+    assert_eq!(verdict["verdict"], "failed", "{verdict}");
+    let caught_ms = verdict["elapsed_ms"].as_u64().unwrap();
+    assert!(caught_ms < 30_000, "caught within the window: {verdict}");
+    let rollback = events
+        .iter()
+        .find(|event| event["event"] == "rollback")
+        .expect("a rollback");
+    assert_eq!(rollback["servers"], serde_json::json!(["app1"]));
+    let summary = events.last().unwrap();
+    let reason = summary["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("canary check failed: analysis: ")
+            && reason.contains("rolled back app1 (rollback.on_failure: auto)"),
+        "{reason}"
+    );
+    // The only failed requests are the bad release's own answers, on the canary.
+    assert!(failed > 0, "the bad release answered 500s");
+    assert!(
+        failures
+            .iter()
+            .all(|failure| failure.contains("HTTP/1.1 500")),
+        "{failures:?}"
+    );
+    let views = lab.lab.views();
+    assert!(
+        views
+            .iter()
+            .all(|view| view.admin.ready() && view.status == "UP"),
+        "{views:#?}"
+    );
+    eprintln!(
+        "bad release: exit 1, caught in {caught_ms} ms ({} of {} canary requests failed by HAProxy's count), {failed} of {} client requests failed, all 500s of the canary",
+        verdict["errors"],
+        verdict["requests"],
+        ok + failed
+    );
+}

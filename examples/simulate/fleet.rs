@@ -108,6 +108,8 @@ impl Server {
             weight: 1,
             address: "10.0.0.1".into(),
             port: Some(8080),
+            // The simulation judges no canary.
+            counters: Default::default(),
         }
     }
 }

@@ -103,6 +103,7 @@ pub fn run(
             done,
             facts,
             skip: Vec::new(),
+            analysis_passed: interrupted.analysis_passed,
         },
         confirm: false,
         ours: flights.iter().map(|flight| flight.server.clone()).collect(),

@@ -119,6 +119,7 @@ pub fn run(
             done,
             facts,
             skip,
+            analysis_passed: interrupted.analysis_passed,
         },
         confirm: false,
         ours: in_flight

@@ -21,6 +21,7 @@ use crate::haproxy::AdminTarget;
 use crate::plan::{CanaryPause, HookPoint, OnDrainTimeout, Plan, ServerName};
 
 mod admission;
+mod analysis;
 mod canary;
 mod current;
 mod recovery;
@@ -103,6 +104,10 @@ enum Task {
     Admitting(usize),
     /// Reading what these servers run before they are touched (`skip_current`).
     ReadingCurrent(Vec<usize>),
+    /// Reading the canaries' counters (their analysis).
+    Analyzing,
+    /// Between two reads of the analysis.
+    AnalysisWait,
     /// The canaries are back: wait until `until`, then check them.
     CanaryWait {
         until: Instant,
@@ -140,6 +145,10 @@ pub struct Rollout {
     canary: Option<(usize, CanaryPause)>,
     /// The canary pause is behind us (or there is none).
     canary_passed: bool,
+    /// The canaries' analysis, if the plan has one, and whether it passed.
+    canary_analysis: Option<crate::plan::Analysis>,
+    analysis: Option<analysis::Analysis>,
+    analysis_passed: bool,
     results: Vec<ServerResult>,
     /// Servers still to start, in plan order.
     queue: VecDeque<usize>,
@@ -244,6 +253,9 @@ impl Rollout {
                 .as_ref()
                 .map(|canary| (canary.servers, canary.pause)),
             canary_passed: plan.canary.is_none(),
+            canary_analysis: plan.canary.as_ref().and_then(|canary| canary.analysis),
+            analysis: None,
+            analysis_passed: false,
             results,
             flights: BTreeMap::new(),
             recovering: Vec::new(),
@@ -298,6 +310,18 @@ impl Rollout {
             rollout.settling = true;
         }
         rollout
+    }
+
+    /// Whether the canaries' analysis passed in an earlier run. If it did not, canaries done
+    /// before are judged again before any other server starts (and paused for again).
+    pub fn canaries_judged(mut self, passed: bool) -> Self {
+        if self.canary_analysis.is_some() {
+            self.analysis_passed = passed;
+            if !passed {
+                self.canary_passed = false;
+            }
+        }
+        self
     }
 
     /// Leaves `skipped` out: not touched, reported as skipped. One an earlier run was
@@ -518,6 +542,11 @@ impl Rollout {
                 vec![Action::Run(Lane::Rollout, Effect::Poll)]
             }
             (Task::CanaryCheck, Event::Polled(views)) => self.after_canary_poll(&views, now),
+            (Task::Analyzing, Event::Polled(views)) => self.after_analysis_poll(&views, now),
+            (Task::AnalysisWait, Event::Waited) => {
+                self.task = Task::Analyzing;
+                vec![Action::Run(Lane::Rollout, Effect::Poll)]
+            }
             (Task::CanaryProbe { next }, Event::Probed(Ok(()))) => {
                 let canaries = self.canary.map_or(0, |(count, _)| count);
                 if next + 1 < canaries {

@@ -6,5 +6,5 @@ pub mod proto;
 pub mod view;
 
 pub use client::{Client, ClientError};
-pub use proto::{AdminState, AdminTarget, Info, Level, OpState, RuntimeCommand};
+pub use proto::{AdminState, AdminTarget, Counters, Info, Level, OpState, RuntimeCommand};
 pub use view::{ServerView, Snapshot};

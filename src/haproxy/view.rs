@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::proto::{AdminState, Info, Level, OpState, ServerStateRow, StatRow};
+use super::proto::{AdminState, Counters, Info, Level, OpState, ServerStateRow, StatRow};
 
 /// A server in one backend of one HAProxy instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct ServerView {
     /// Where HAProxy sends this server's traffic.
     pub address: String,
     pub port: Option<u16>,
+    /// What it answered since its HAProxy process started.
+    pub counters: Counters,
 }
 
 impl ServerView {
@@ -51,6 +53,7 @@ impl ServerView {
                     weight: stat.weight,
                     address: state.address.clone(),
                     port: state.port,
+                    counters: stat.counters,
                 })
             })
             .collect()
@@ -166,6 +169,7 @@ impl ServerView {
             weight: 1,
             address: "10.0.0.1".into(),
             port: Some(8080),
+            counters: Counters::default(),
         }
     }
 
@@ -248,6 +252,7 @@ mod tests {
             weight: 1,
             address: "127.0.0.1".into(),
             port: Some(8080),
+            counters: Counters::default(),
         }
     }
 

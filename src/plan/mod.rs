@@ -150,7 +150,7 @@ mod tests {
         let schema = json_schema();
         assert_eq!(properties(&schema), sorted(&plan_keys()));
         let definitions = &schema["definitions"];
-        let sections: [(&str, Vec<&str>); 13] = [
+        let sections: [(&str, Vec<&str>); 14] = [
             ("Haproxy", item::<raw::RawHaproxy>()),
             ("Server", item::<raw::RawServer>()),
             ("Ssh", section::<raw::RawSsh>()),
@@ -164,6 +164,7 @@ mod tests {
             ("Canary", section::<raw::RawCanary>()),
             ("Verify", section::<raw::RawVerify>()),
             ("Rollback", section::<raw::RawRollback>()),
+            ("Analysis", section::<raw::RawAnalysis>()),
         ];
         for (name, keys) in sections {
             let section = if name == "Restart" {

@@ -251,6 +251,17 @@ impl Verify {
 pub struct Canary {
     pub servers: usize,
     pub pause: CanaryPause,
+    /// Judged by what HAProxy counted of their answers, before the pause.
+    pub analysis: Option<Analysis>,
+}
+
+/// The canaries serve traffic for `window`; the share of their requests that failed must
+/// stay within `max_error_ratio`, over at least `min_requests`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Analysis {
+    pub window: Duration,
+    pub max_error_ratio: f64,
+    pub min_requests: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -332,9 +332,28 @@ pub struct RawCanary {
     #[schemars(required, range(min = 1))]
     pub servers: Option<Located<u64>>,
     /// `manual`: stop until `haproxy-rollout resume PLAN` (or a yes on a terminal); or a
-    /// duration: wait, check the canaries are still UP and healthy, then go on.
-    #[schemars(required)]
+    /// duration: wait, check the canaries are still UP and healthy, then go on. Required
+    /// without `analysis`; with it, the default is to go on once the analysis passed.
     pub pause: Option<Located<String>>,
+    /// Judge the canaries by what HAProxy counted of their answers, before the pause.
+    pub analysis: Option<RawAnalysis>,
+}
+
+/// The canaries serve traffic for `window`; the rollout goes on only if the share of their
+/// requests that failed stays within `max_error_ratio`.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Analysis")]
+pub struct RawAnalysis {
+    /// How long the canaries serve traffic before the verdict, e.g. 2m.
+    #[schemars(required)]
+    pub window: Option<Located<PlanDuration>>,
+    /// The most (hrsp_5xx + eresp + econ) / requests of the canaries, on every HAProxy,
+    /// that passes, from 0 to 1, e.g. 0.01.
+    #[schemars(required, range(min = 0, max = 1))]
+    pub max_error_ratio: Option<Located<f64>>,
+    /// Fewer requests in the window is inconclusive, and the rollout stops. Default: 100.
+    pub min_requests: Option<Located<u64>>,
 }
 
 /// Commands run at points of each server's rollout; a failing hook stops the rollout like a

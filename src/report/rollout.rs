@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 
 use super::Printer;
-use crate::engine::rollout::{Finish, MayRun, Outcome, Report, ServerState, Timings};
+use crate::engine::rollout::{
+    CanaryVerdict, Finish, MayRun, Outcome, Report, ServerState, Tallied, Timings,
+};
 use crate::plan::Plan;
 
 /// One running rollout's reporter, in one format.

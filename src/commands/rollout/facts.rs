@@ -21,6 +21,8 @@ pub(crate) enum Start {
         facts: Facts,
         /// Servers left out on the operator's word.
         skip: Vec<usize>,
+        /// The canaries' analysis passed in an earlier run.
+        analysis_passed: bool,
     },
     /// Roll these servers back (plan index, what `verify` read on it before the rollout),
     /// newest first; the plan is the rollback's (`Plan::for_rollback`).

@@ -312,6 +312,7 @@ impl Run<'_> {
                 done,
                 facts,
                 skip,
+                analysis_passed,
             } => (
                 Rollout::recover(
                     plan,
@@ -321,7 +322,8 @@ impl Run<'_> {
                     done,
                     facts.recovered.clone(),
                 )
-                .skip(skip),
+                .skip(skip)
+                .canaries_judged(*analysis_passed),
                 facts.commands.clone(),
             ),
             Start::Rollback { servers } => (
@@ -411,6 +413,7 @@ impl Run<'_> {
                     })
                     .map(|(index, _)| index)
                     .collect();
+                // The pause comes after the analysis passed.
                 let rest = Rollout::recover(
                     plan,
                     topology.clone(),
@@ -418,7 +421,8 @@ impl Run<'_> {
                     Mode::Resume,
                     &done,
                     Vec::new(),
-                );
+                )
+                .canaries_judged(true);
                 finish = driver.run(rest, |report| reporter.report(report)).await;
             }
         }

@@ -39,9 +39,12 @@ impl Rollout {
         if let (false, Some((canaries, pause))) = (self.canary_passed, self.canary)
             && next >= canaries
         {
-            // Every canary is back before the pause begins.
+            // Every canary is back before the analysis and the pause begin.
             if !self.flights.is_empty() {
                 return Vec::new();
+            }
+            if let (Some(rules), false) = (self.canary_analysis, self.analysis_passed) {
+                return self.start_analysis(rules, canaries, now);
             }
             return match pause {
                 CanaryPause::Manual => {

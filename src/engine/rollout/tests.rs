@@ -4,6 +4,7 @@ use super::*;
 use crate::haproxy::{AdminState, OpState, ServerView};
 use crate::plan::BackendName;
 
+mod analysis;
 mod batches;
 mod canary;
 mod hooks;
@@ -52,6 +53,11 @@ struct World {
     /// Servers whose verify answers what they ran before this many more times after their
     /// restart (an old process still answering).
     old_answers: Vec<(usize, usize)>,
+    /// Traffic: per poll, each of these servers in rotation answers (ok, failed) requests.
+    traffic: Vec<(usize, u64, u64)>,
+    /// At this poll, HAProxy reloads: every counter starts again from zero.
+    reload_at_poll: Option<usize>,
+    polls: usize,
 }
 
 /// How `drive_with` stops the rollout.
@@ -92,6 +98,9 @@ impl World {
             deploys: None,
             stale_restarts: Vec::new(),
             old_answers: Vec::new(),
+            traffic: Vec::new(),
+            reload_at_poll: None,
+            polls: 0,
         }
     }
 
@@ -161,6 +170,19 @@ impl World {
         }
         match effect {
             Effect::Poll => {
+                self.polls += 1;
+                if self.reload_at_poll == Some(self.polls) {
+                    for view in &mut self.views {
+                        view.counters = crate::haproxy::Counters::default();
+                    }
+                }
+                for (index, ok, failed) in &self.traffic {
+                    let view = &mut self.views[*index];
+                    if view.in_rotation() {
+                        view.counters.responses[1] += ok;
+                        view.counters.responses[4] += failed;
+                    }
+                }
                 for (server, sessions, polls) in &mut self.sessions {
                     let view = self
                         .views

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 pub use super::super::observation::Polled;
+pub use super::analysis::{CanaryVerdict, Tallied};
 use crate::haproxy::AdminTarget;
 use crate::plan::{HookPoint, ServerName};
 
@@ -307,6 +308,15 @@ pub enum Report {
         server: ServerName,
         stage: Stage,
         reason: String,
+    },
+    /// The canaries' analysis so far (at most once a second).
+    Analysis {
+        tallied: Tallied,
+    },
+    /// The canaries' analysis ended.
+    AnalysisVerdict {
+        verdict: CanaryVerdict,
+        tallied: Tallied,
     },
     /// HAProxy reloaded (the driver saw its process change) and the state each server in
     /// flight must have was put back.

@@ -98,6 +98,40 @@ fn show_stat_columns_in_any_order_with_quotes_and_extra_columns() {
 }
 
 #[test]
+fn reads_what_each_server_answered_and_counts_across_a_reset() {
+    let reply = "# pxname,svname,econ,eresp,status,scur,weight,type,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,\n\
+                 be_app,app1,2,1,UP,0,1,2,0,90,3,4,5,0,\n\
+                 be_tcp,db1,0,0,UP,0,1,2,,,,,,,\n";
+    let rows = parse_show_stat(reply).unwrap();
+    let app1 = rows[0].counters;
+    assert_eq!(app1.responses, [0, 90, 3, 4, 5, 0]);
+    assert_eq!((app1.eresp, app1.econ), (1, 2));
+    assert_eq!(app1.requests(), 105);
+    assert_eq!(
+        app1.errors(),
+        8,
+        "5xx, failed responses and failed connections"
+    );
+    assert_eq!(
+        rows[1].counters,
+        Counters::default(),
+        "TCP mode keeps no HTTP counters"
+    );
+    let earlier = Counters {
+        responses: [0, 80, 3, 4, 1, 0],
+        eresp: 1,
+        econ: 0,
+    };
+    assert!(!app1.reset_since(&earlier));
+    assert_eq!(app1.since(&earlier).requests(), 16);
+    assert_eq!(app1.since(&earlier).errors(), 6);
+    assert!(
+        earlier.reset_since(&app1),
+        "a counter that went down: a new process"
+    );
+}
+
+#[test]
 fn show_stat_errors_say_what_is_wrong() {
     assert!(matches!(
         parse_show_stat("No such proxy.\n"),

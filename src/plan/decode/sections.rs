@@ -111,9 +111,22 @@ impl DecodeSection for RawCapacity {
 
 impl DecodeSection for RawCanary {
     fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        let servers = decoder.required(fields, "servers", "e.g. 1");
+        let analysis: Option<RawAnalysis> = decoder.section(fields, "analysis");
+        // With an analysis, the canaries may go on as soon as it passed.
+        let pause = if analysis.is_some() {
+            decoder.optional(fields, "pause")
+        } else {
+            decoder.required(
+                fields,
+                "pause",
+                "manual, or a duration such as 5m (or give `analysis`)",
+            )
+        };
         RawCanary {
-            servers: decoder.required(fields, "servers", "e.g. 1"),
-            pause: decoder.required(fields, "pause", "manual, or a duration such as 5m"),
+            servers,
+            pause,
+            analysis,
         }
     }
 }
@@ -135,6 +148,16 @@ impl DecodeSection for RawRollback {
             command: decoder.required(fields, "command", "e.g. sudo /opt/app/deploy {previous}"),
             timeout: decoder.optional(fields, "timeout"),
             on_failure: decoder.optional(fields, "on_failure"),
+        }
+    }
+}
+
+impl DecodeSection for RawAnalysis {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawAnalysis {
+            window: decoder.required(fields, "window", "e.g. 2m"),
+            max_error_ratio: decoder.required(fields, "max_error_ratio", "e.g. 0.01"),
+            min_requests: decoder.optional(fields, "min_requests"),
         }
     }
 }

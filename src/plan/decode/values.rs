@@ -55,6 +55,22 @@ impl Decode for u64 {
     }
 }
 
+impl Decode for f64 {
+    const EXPECTED: &'static str = "a number";
+
+    fn decode(node: &Node, path: &str, decoder: &mut Decoder) -> Option<Self> {
+        match node.value {
+            Value::Float(number) => Some(number),
+            // Exact for any count a plan would hold.
+            Value::Integer(number) => Some(number as f64),
+            _ => {
+                decoder.type_error(node, path, Self::EXPECTED);
+                None
+            }
+        }
+    }
+}
+
 impl Decode for PlanDuration {
     const EXPECTED: &'static str = "a duration";
 

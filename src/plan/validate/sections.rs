@@ -2,6 +2,8 @@
 //! drain, ready, canary, hooks and capacity, each checked with every default filled in.
 
 use super::*;
+use crate::plan::Analysis;
+use crate::plan::raw::RawAnalysis;
 
 impl Checker<'_> {
     /// The plan's vars with their values: the command line's, else the plan's default.
@@ -213,7 +215,60 @@ impl Checker<'_> {
                 None
             }
         });
-        let pause = raw.pause.and_then(|pause| {
+        let analysis = raw.analysis.map(|analysis| self.analysis(analysis));
+        let pause = match (raw.pause, &analysis) {
+            (Some(pause), _) => self.pause(pause),
+            // After an analysis that passed, a check that the canaries are still UP and
+            // healthy, and on.
+            (None, Some(_)) => Some(CanaryPause::For(Duration::ZERO)),
+            // Reported while decoding.
+            (None, None) => None,
+        };
+        Some(Canary {
+            servers: servers?,
+            pause: pause?,
+            analysis: match analysis {
+                None => None,
+                Some(analysis) => Some(analysis?),
+            },
+        })
+    }
+
+    fn analysis(&mut self, raw: RawAnalysis) -> Option<Analysis> {
+        let window = self.positive(raw.window, Duration::from_secs(120));
+        let max_error_ratio = raw.max_error_ratio.and_then(|ratio| {
+            if (0.0..=1.0).contains(&ratio.value) {
+                Some(ratio.value)
+            } else {
+                self.fail(
+                    &ratio,
+                    format!("max_error_ratio {} is out of range", ratio.value),
+                    "a share from 0 to 1: 0.01 lets 1 request in 100 fail",
+                );
+                None
+            }
+        });
+        let min_requests = match raw.min_requests {
+            None => Some(100),
+            Some(count) if count.value >= 1 => Some(count.value),
+            Some(count) => {
+                self.fail(
+                    &count,
+                    "min_requests must be at least 1",
+                    "the fewest requests the canaries must serve in the window for a verdict, e.g. 100",
+                );
+                None
+            }
+        };
+        Some(Analysis {
+            window: window?,
+            max_error_ratio: max_error_ratio?,
+            min_requests: min_requests?,
+        })
+    }
+
+    fn pause(&mut self, pause: Located<String>) -> Option<CanaryPause> {
+        {
             if pause.value == "manual" {
                 return Some(CanaryPause::Manual);
             }
@@ -228,11 +283,7 @@ impl Checker<'_> {
                     None
                 }
             }
-        });
-        Some(Canary {
-            servers: servers?,
-            pause: pause?,
-        })
+        }
     }
 
     pub(super) fn hooks(&mut self, raw: RawHooks) -> Option<Hooks> {

@@ -102,6 +102,21 @@ impl<'a> HumanRollout<'a> {
             Report::Verified { server, answer } => {
                 self.say(&format!("{server}: verify answers {answer:?}, as expected"));
             }
+            Report::Analysis { tallied } => {
+                self.say(&format!("canary analysis: {}", tallied_text(tallied)));
+            }
+            Report::AnalysisVerdict { verdict, tallied } => {
+                let verdict = match verdict {
+                    CanaryVerdict::Passed => self.terminal.paint(OK, "passed"),
+                    CanaryVerdict::Failed | CanaryVerdict::Inconclusive => {
+                        self.terminal.paint(ERROR, verdict.as_str())
+                    }
+                };
+                self.say(&format!(
+                    "canary analysis {verdict}: {}",
+                    tallied_text(tallied)
+                ));
+            }
             Report::AlreadyCurrent { server, answer } => {
                 self.say(&format!(
                     "{server}: already current (verify answers {answer:?}); not touched"
@@ -329,4 +344,16 @@ impl RolloutOutput for HumanRollout<'_> {
     fn finish(&mut self, finish: &Finish, elapsed: Duration) {
         self.finish_with(finish, elapsed);
     }
+}
+
+/// `180 request(s), 3 failed (1.67%), 12s of the 120s window`.
+fn tallied_text(tallied: &Tallied) -> String {
+    format!(
+        "{} request(s), {} failed ({:.2}%), {}s of the {}s window",
+        tallied.requests,
+        tallied.errors,
+        tallied.ratio() * 100.0,
+        tallied.elapsed.as_secs(),
+        tallied.window.as_secs()
+    )
 }

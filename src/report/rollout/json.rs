@@ -51,6 +51,12 @@ impl RolloutOutput for JsonRollout<'_> {
                 "verified",
                 json!({"server": server.as_str(), "answer": answer}),
             ),
+            Report::Analysis { tallied } => self.event("analysis", tallied_json(tallied)),
+            Report::AnalysisVerdict { verdict, tallied } => {
+                let mut fields = tallied_json(tallied);
+                fields["verdict"] = verdict.as_str().into();
+                self.event("analysis_verdict", fields);
+            }
             Report::AlreadyCurrent { server, answer } => self.event(
                 "already_current",
                 json!({"server": server.as_str(), "answer": answer}),
@@ -139,4 +145,14 @@ impl RolloutOutput for JsonRollout<'_> {
             summary_json(self.plan, &self.hosts, finish, elapsed),
         );
     }
+}
+
+fn tallied_json(tallied: &Tallied) -> serde_json::Value {
+    json!({
+        "requests": tallied.requests,
+        "errors": tallied.errors,
+        "ratio": tallied.ratio(),
+        "elapsed_ms": tallied.elapsed.as_millis(),
+        "window_ms": tallied.window.as_millis(),
+    })
 }
