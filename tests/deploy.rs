@@ -216,6 +216,22 @@ fn a_restart_that_leaves_the_old_version_fails_verify_and_stays_out() {
             .all(|view| view.admin.ready() && view.status == "UP"),
         "{views:#?}"
     );
+    // Resume goes on with the values the rollout started with, and refuses others.
+    let other = rollout(["resume", path(&plan), "--var", "version=3"]).run();
+    assert_eq!(other.code, 2, "{}", other.stderr);
+    assert!(
+        other
+            .stderr
+            .contains("--var version=3: the rollout started with version=2 and goes on with it"),
+        "{}",
+        other.stderr
+    );
+    assert!(
+        lab.lab
+            .views()
+            .iter()
+            .any(|view| view.admin.in_maintenance())
+    );
     eprintln!("stale restart: exit 1, {ok} requests, 0 failed, app1 left in maintenance");
 }
 

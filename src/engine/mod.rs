@@ -11,5 +11,5 @@ pub mod topology;
 pub use capacity::Limits;
 pub use observation::{Observation, Polled};
 pub use preflight::{Preflight, Target, Verdict};
-pub use steps::{Step, server_steps};
+pub use steps::{Step, around_the_steps, server_steps};
 pub use topology::Topology;

@@ -323,6 +323,50 @@ pub fn server_steps(
     steps
 }
 
+/// What happens around the servers' steps: the canary pause and analysis, and what a
+/// failure does (a rollback), in words, for `plan` to print after the steps.
+pub fn around_the_steps(plan: &Plan) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(canary) = &plan.canary {
+        let names: Vec<&str> = plan.servers[..canary.servers]
+            .iter()
+            .map(|server| server.name.as_str())
+            .collect();
+        if let Some(analysis) = &canary.analysis {
+            notes.push(format!(
+                "after the canaries ({}): judge them for {} by HAProxy's counters of their answers; at most {}% of at least {} request(s) may fail (5xx, failed responses and connections), else stop",
+                names.join(", "),
+                HumanDuration(analysis.window),
+                analysis.max_error_ratio * 100.0,
+                analysis.min_requests
+            ));
+        }
+        notes.push(match canary.pause {
+            crate::plan::CanaryPause::Manual => {
+                "then pause until `haproxy-rollout resume` (or a yes on a terminal)".to_owned()
+            }
+            crate::plan::CanaryPause::For(pause) if pause.is_zero() => {
+                "then check the canaries are still UP and healthy, and go on".to_owned()
+            }
+            crate::plan::CanaryPause::For(pause) => format!(
+                "then wait {}, check the canaries are still UP and healthy, and go on",
+                HumanDuration(pause)
+            ),
+        });
+    }
+    if let Some(rollback) = &plan.rollback {
+        let when = match rollback.on_failure {
+            crate::plan::OnFailure::Auto => "if a server fails, at once",
+            crate::plan::OnFailure::Manual => "on `haproxy-rollout rollback`",
+        };
+        notes.push(format!(
+            "{when}: every server this rollout changed goes back, newest first, through the same steps with `{}`",
+            rollback.command.as_str()
+        ));
+    }
+    notes
+}
+
 /// One command per HAProxy instance and backend, in plan order.
 fn runtime_commands(
     plan: &Plan,
@@ -393,5 +437,26 @@ mod tests {
             within: Duration::from_secs(60),
         }));
         assert!(matches!(steps.last(), Some(Step::WaitUp { .. })));
+    }
+
+    #[test]
+    fn the_canary_analysis_and_the_rollback_are_said_around_the_steps() {
+        assert_eq!(
+            around_the_steps(&crate::plan::parse(PLAN).unwrap()),
+            Vec::<String>::new()
+        );
+        let text = PLAN.replace("  - name: app1\n", "  - name: app1\n  - name: app2\n")
+            + "vars:\n  version: \"2\"\nverify:\n  url: http://{addr}:{port}/version\n  expect: \"{version}\"\n\
+               rollback:\n  command: deploy {previous}\n  on_failure: auto\n\
+               canary:\n  servers: 1\n  analysis:\n    window: 2m\n    max_error_ratio: 0.01\n";
+        let notes = around_the_steps(&crate::plan::parse(&text).unwrap());
+        assert_eq!(
+            notes,
+            [
+                "after the canaries (app1): judge them for 2m by HAProxy's counters of their answers; at most 1% of at least 100 request(s) may fail (5xx, failed responses and connections), else stop",
+                "then check the canaries are still UP and healthy, and go on",
+                "if a server fails, at once: every server this rollout changed goes back, newest first, through the same steps with `deploy {previous}`",
+            ]
+        );
     }
 }

@@ -167,6 +167,9 @@ impl Reporter for HumanReporter {
                 self.out(&format!("    {:>2}. {step}", number + 1));
             }
         }
+        for note in crate::engine::around_the_steps(plan) {
+            self.out(&format!("  {note}"));
+        }
         self.out("");
         if would_run {
             self.out(&self.paint(OK, "pre-flight passed: apply could start now"));

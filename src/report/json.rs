@@ -74,7 +74,7 @@ impl Reporter for JsonReporter {
     fn plan_preview(
         &self,
         file: &Path,
-        _plan: &Plan,
+        plan: &Plan,
         preflight: &Preflight,
         steps: &[(&Server, Vec<Step>)],
     ) {
@@ -106,6 +106,7 @@ impl Reporter for JsonReporter {
             "would_run": would_run,
             "checks": checks,
             "servers": servers,
+            "around": crate::engine::around_the_steps(plan),
         }));
     }
 

@@ -305,13 +305,7 @@ impl<'a> HumanRollout<'a> {
         }
         let total = format!("{:.1}s", elapsed.as_secs_f64());
         match finish.outcome {
-            Outcome::Success => printer.line(&printer.paint(
-                OK,
-                &format!(
-                    "rollout complete: {} server(s) restarted in {total}",
-                    finish.servers.len()
-                ),
-            )),
+            Outcome::Success => printer.line(&printer.paint(OK, &complete_text(finish, &total))),
             Outcome::Failed | Outcome::Interrupted => printer.line(&format!(
                 "{} rollout {outcome} after {total}: {}; no further server was touched",
                 printer.paint(ERROR, "error:"),
@@ -356,4 +350,29 @@ fn tallied_text(tallied: &Tallied) -> String {
         tallied.elapsed.as_secs(),
         tallied.window.as_secs()
     )
+}
+
+/// `rollout complete: 2 server(s) restarted, 1 already current in 4.1s`.
+fn complete_text(finish: &Finish, total: &str) -> String {
+    let count = |states: &[ServerState]| {
+        finish
+            .servers
+            .iter()
+            .filter(|result| states.contains(&result.state))
+            .count()
+    };
+    let rolled_back = count(&[ServerState::RolledBack]);
+    if rolled_back > 0 {
+        return format!(
+            "rollback complete: {rolled_back} server(s) back on what they ran before in {total}"
+        );
+    }
+    let restarted = count(&[ServerState::Done, ServerState::DoneEarlier]);
+    let current = count(&[ServerState::Current]);
+    let current = if current > 0 {
+        format!(", {current} already current")
+    } else {
+        String::new()
+    };
+    format!("rollout complete: {restarted} server(s) restarted{current} in {total}")
 }

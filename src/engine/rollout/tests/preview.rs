@@ -22,7 +22,17 @@ fn plans() -> Vec<(String, Plan)> {
             .collect();
         files.sort();
         for file in files {
-            let plan = crate::plan::load(&file).unwrap();
+            // A required var keeps its placeholder: the steps are the same.
+            let partial = crate::plan::Given {
+                values: &[],
+                partial: true,
+            };
+            let mut plan = crate::plan::load_with(&file, partial).unwrap();
+            // The canaries' analysis is the coordinator's, between servers, not a step of
+            // one (its own tests are in analysis.rs).
+            if let Some(canary) = &mut plan.canary {
+                canary.analysis = None;
+            }
             plans.push((file.display().to_string(), plan));
         }
     }
