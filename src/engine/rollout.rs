@@ -18,7 +18,7 @@ use super::topology::Topology;
 
 pub use super::capacity::Limits;
 use crate::haproxy::AdminTarget;
-use crate::plan::{CanaryPause, HookPoint, OnDrainTimeout, Plan, ServerName};
+use crate::plan::{CanaryPause, HookPoint, Plan, ServerName};
 
 mod admission;
 mod analysis;
@@ -28,6 +28,7 @@ mod recovery;
 mod reload;
 mod rollback;
 mod server;
+mod settings;
 mod types;
 
 use types::OldSessions;
@@ -35,58 +36,7 @@ pub use types::*;
 
 pub use recovery::{LiveState, Mode, Recovered, RestartFact};
 use server::{EntryPoint, RunStep, ServerRun};
-
-/// The settings each server's run decides with, taken from the plan.
-#[derive(Debug, Clone)]
-struct Settings {
-    servers: Vec<ServerName>,
-    /// Which backends each server is in, on each HAProxy.
-    topology: Topology,
-    drain_timeout: Duration,
-    on_drain_timeout: OnDrainTimeout,
-    health_within: Duration,
-    ready_timeout: Duration,
-    /// Per HAProxy instance: how long it may stay unreadable before the rollout stops.
-    unreachable_timeouts: Vec<Duration>,
-    /// Per HAProxy instance: its name in the plan, for reports.
-    instances: Vec<String>,
-    /// The hook points the plan has a command for.
-    hooks: Vec<HookPoint>,
-    /// How long after it was sent the restart, and each hook, may still run on its host.
-    restart_bound: Duration,
-    hook_bounds: Vec<(HookPoint, Duration)>,
-    /// With `verify`: per server, the answer it must give after its restart (`None`: not
-    /// known, as for a rollback of a server whose earlier answer was never read).
-    expected: Option<Vec<Option<String>>>,
-}
-
-impl Settings {
-    /// `HAProxy lb1`: an instance as the plan names it.
-    fn haproxy(&self, instance: usize) -> String {
-        format!(
-            "HAProxy {}",
-            self.instances
-                .get(instance)
-                .map_or("(unknown)", String::as_str)
-        )
-    }
-
-    /// The answer `verify` must give for the server at `index`, if there is one to check.
-    fn expected(&self, index: usize) -> Option<&str> {
-        self.expected.as_ref()?.get(index)?.as_deref()
-    }
-
-    fn bound(&self, what: CommandKind) -> Duration {
-        match what {
-            CommandKind::Restart => self.restart_bound,
-            CommandKind::Hook(point) => self
-                .hook_bounds
-                .iter()
-                .find(|(candidate, _)| *candidate == point)
-                .map_or(self.restart_bound, |(_, bound)| *bound),
-        }
-    }
-}
+use settings::Settings;
 
 /// The coordinator's own effect in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,53 +133,7 @@ pub struct Rollout {
 
 impl Rollout {
     pub fn new(plan: &Plan, topology: Topology, limits: Limits) -> Self {
-        let settings = Settings {
-            servers: plan
-                .servers
-                .iter()
-                .map(|server| server.name.clone())
-                .collect(),
-            topology,
-            drain_timeout: plan.drain.timeout,
-            on_drain_timeout: plan.drain.on_timeout,
-            health_within: plan.health.within,
-            ready_timeout: plan.ready.timeout,
-            unreachable_timeouts: plan
-                .haproxy
-                .iter()
-                .map(|instance| instance.unreachable_timeout)
-                .collect(),
-            instances: plan
-                .haproxy
-                .iter()
-                .map(|instance| instance.name.to_string())
-                .collect(),
-            hooks: [
-                HookPoint::BeforeDrain,
-                HookPoint::AfterRestart,
-                HookPoint::AfterReady,
-                HookPoint::OnFailure,
-            ]
-            .into_iter()
-            .filter(|point| plan.hooks.get(*point).is_some())
-            .collect(),
-            restart_bound: plan.remote_bound(plan.restart.timeout),
-            hook_bounds: [
-                HookPoint::BeforeDrain,
-                HookPoint::AfterRestart,
-                HookPoint::AfterReady,
-                HookPoint::OnFailure,
-            ]
-            .into_iter()
-            .filter_map(|point| Some((point, plan.remote_bound(plan.hooks.get(point)?.timeout))))
-            .collect(),
-            expected: plan.verify.as_ref().map(|verify| {
-                plan.servers
-                    .iter()
-                    .map(|server| Some(verify.expected(&server.name)))
-                    .collect()
-            }),
-        };
+        let settings = Settings::of(plan, topology);
         let results = settings
             .servers
             .iter()
