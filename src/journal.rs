@@ -318,6 +318,12 @@ impl Interrupted {
     /// Besides `resume PLAN`, what may follow it: `apply --fresh` after a stop (its
     /// servers were left in a reported state), `abort` otherwise.
     pub fn other_way(&self, plan: &Path) -> String {
+        if self.rolled_back {
+            return format!(
+                "it was rolled back: `haproxy-rollout rollback {plan}` finishes the rollback, `haproxy-rollout apply --fresh {plan}` deploys again",
+                plan = plan.display()
+            );
+        }
         match self.stopped {
             Some(_) => format!(
                 "or start over (restarting the servers it finished) with `haproxy-rollout apply --fresh {}`",

@@ -34,14 +34,21 @@ pub fn run(
                 .join(", ")
         };
         let (what, other) = (interrupted.standing(), interrupted.other_way(&args.plan));
+        let resume = if interrupted.rolled_back {
+            String::new()
+        } else {
+            format!(
+                "continue it with `haproxy-rollout resume {}` ",
+                args.plan.display()
+            )
+        };
         printer.failure(&anyhow::anyhow!(
             "a rollout of this plan was {what} (started {} by pid {} on {}; {} server(s) done; {in_flight} in flight): \
-             continue it with `haproxy-rollout resume {plan}` {other}; nothing was changed",
+             {resume}{other}; nothing was changed",
             interrupted.started,
             interrupted.pid,
             interrupted.host,
             interrupted.done.len(),
-            plan = args.plan.display()
         ));
         return Ok(Exit::Locked);
     }
