@@ -417,11 +417,17 @@ fn a_failed_deploy_rolls_back_every_server_it_changed_on_its_own() {
     // The rollout was rolled back: it is not resumed, and a new apply says how to go on.
     let resume = rollout(["resume", path(&plan)]).run();
     assert_eq!(resume.code, 2, "{}", resume.stderr);
-    assert!(resume.stderr.contains("was rolled back"), "{}", resume.stderr);
+    assert!(
+        resume.stderr.contains("was rolled back"),
+        "{}",
+        resume.stderr
+    );
     let again = rollout(["apply", path(&plan), "--var", "version=3"]).run();
     assert_eq!(again.code, 5, "{}", again.stderr);
     assert!(
-        again.stderr.contains("it was rolled back: `haproxy-rollout rollback")
+        again
+            .stderr
+            .contains("it was rolled back: `haproxy-rollout rollback")
             && !again.stderr.contains("continue it with"),
         "{}",
         again.stderr

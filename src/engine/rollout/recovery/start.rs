@@ -49,10 +49,20 @@ impl Rollout {
             } else {
                 recovery::decide(mode, live, server.restart, server.may_run)
             };
+            let decision_text = match decision {
+                // A rollback runs the rollback command where a resume would restart.
+                Decision::Queue if self.rolling_back => {
+                    "it is rolled back like any server: capacity check, drain, 0 sessions, the rollback command"
+                }
+                Decision::Start(EntryPoint::RestartAfterSessions) if self.rolling_back => {
+                    "its rollback command runs once no session is left on it"
+                }
+                _ => decision.text(),
+            };
             actions.push(Action::Report(Report::Found {
                 server: name,
                 live: live.text(),
-                decision: decision.text().to_owned(),
+                decision: decision_text.to_owned(),
             }));
             match decision {
                 Decision::Queue => queued.push(server.index),

@@ -80,10 +80,33 @@ fn a_server_left_in_maintenance_is_rolled_back_without_returning_to_traffic_firs
     world.deploys = Some("1".into());
     // app2 failed its verify and was left in maintenance.
     world.set(&ServerName::new("app2").unwrap(), AdminTarget::Maint);
+    let mut reports = Vec::new();
     let finish = world.drive(
         rollback(&plan, &[(1, "1"), (0, "1")]),
-        &mut Vec::new(),
+        &mut reports,
         |_, _, _| None,
+    );
+    let found: Vec<(&str, &str)> = reports
+        .iter()
+        .filter_map(|report| match report {
+            Report::Found {
+                server, decision, ..
+            } => Some((server.as_str(), decision.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "app2",
+                "its rollback command runs once no session is left on it"
+            ),
+            (
+                "app1",
+                "it is rolled back like any server: capacity check, drain, 0 sessions, the rollback command"
+            )
+        ]
     );
     assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
     assert_eq!(restarted(&world), [1, 0]);
