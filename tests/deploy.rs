@@ -1,20 +1,22 @@
-//! Deploying a version: `vars`, `verify` after each restart, and `skip_current`, with real
-//! haproxy, a real sshd, application processes that a restart really replaces with the
-//! version it was given, and live traffic.
+//! Deploying a version: `vars`, `verify` after each restart, `skip_current`, rollback and
+//! canary analysis, with real haproxy, a real sshd, application processes that a restart
+//! really replaces with the version it was given, and live traffic.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::lab::LabOptions;
 use common::rollout_lab::{RolloutLab, Sampler, Traffic};
-use common::{events, rollout};
+use common::{Outcome, events, rollout};
+use serde_json::Value;
 
 /// `verify` reads each application's /version directly; the restart deploys `{version}`.
 const VERSIONED: &str = "vars:\n  version: ~\n\
     verify:\n  url: http://{addr}:{port}/version\n  expect: \"{version}\"\n  timeout: 1s\n";
 
-fn path(file: &std::path::Path) -> &str {
+fn path(file: &Path) -> &str {
     file.to_str().unwrap()
 }
 
@@ -39,9 +41,94 @@ fn versions(lab: &RolloutLab) -> Vec<String> {
     lab.ports.iter().map(|port| version_of(*port)).collect()
 }
 
-/// The restart script deploying the version of the plan's var.
+/// The restart script deploying `version` (a placeholder, or a fixed one).
 fn deploying(lab: &RolloutLab, version: &str) -> String {
     format!("{} {{port}} {version}", lab.restart_script.display())
+}
+
+/// A versioned plan that rolls back with the restart script and `{previous}`.
+fn with_rollback(lab: &RolloutLab, name: &str, restart: &str, on_failure: &str) -> PathBuf {
+    let rollback = format!(
+        "rollback:\n  command: {} {{port}} {{previous}}\n  on_failure: {on_failure}\n",
+        lab.restart_script.display()
+    );
+    lab.plan(name, Some(restart), &format!("{VERSIONED}{rollback}"))
+}
+
+/// A plan whose servers must answer healthy (and verify) within 3 s of their restart.
+fn impatient(plan: &Path) {
+    let text = std::fs::read_to_string(plan)
+        .unwrap()
+        .replace("within: 10s", "within: 3s");
+    std::fs::write(plan, text).unwrap();
+}
+
+/// What a command did while live traffic ran through HAProxy.
+struct UnderTraffic {
+    outcome: Outcome,
+    events: Vec<Value>,
+    ok: u64,
+    failed: u64,
+    failures: Vec<String>,
+}
+
+impl UnderTraffic {
+    /// The first event of this name.
+    fn event(&self, name: &str) -> &Value {
+        self.events
+            .iter()
+            .find(|event| event["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} event in {}", self.outcome.stdout))
+    }
+
+    fn summary(&self) -> &Value {
+        self.events.last().expect("a summary last")
+    }
+
+    /// Exit status `code`, and not one request lost.
+    fn expect(&self, code: i32) {
+        let outcome = &self.outcome;
+        assert_eq!(outcome.code, code, "{}\n{}", outcome.stdout, outcome.stderr);
+        assert_eq!(self.failed, 0, "failed requests: {:?}", self.failures);
+        assert!(self.ok > 10, "traffic ran: {} requests", self.ok);
+    }
+}
+
+/// Runs haproxy-rollout with `--output json` and `args` while 4 clients (and
+/// `slow_clients` asking for 1.5 s requests) send traffic through HAProxy.
+fn under_traffic(lab: &RolloutLab, slow_clients: usize, args: &[&str]) -> UnderTraffic {
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, slow_clients);
+    std::thread::sleep(Duration::from_millis(300));
+    let outcome = rollout(["--output", "json"].iter().chain(args)).run();
+    let (ok, failed, failures) = traffic.stop();
+    UnderTraffic {
+        events: events(&outcome.stdout),
+        outcome,
+        ok,
+        failed,
+        failures,
+    }
+}
+
+/// Every server but `except` is in traffic and exactly UP.
+fn up_except(lab: &RolloutLab, except: &[&str]) {
+    let views = lab.lab.views();
+    assert!(
+        views
+            .iter()
+            .filter(|view| !except.contains(&view.server.as_str()))
+            .all(|view| view.admin.ready() && view.status == "UP"),
+        "{views:#?}"
+    );
+}
+
+fn states(summary: &Value) -> Vec<&str> {
+    summary["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|server| server["state"].as_str().unwrap())
+        .collect()
 }
 
 /// See: #12, test 1.
@@ -49,27 +136,16 @@ fn deploying(lab: &RolloutLab, version: &str) -> String {
 fn deploys_a_version_to_every_server_and_verifies_it_under_traffic() {
     let lab = RolloutLab::start(LabOptions::default());
     assert_eq!(versions(&lab), ["1", "1", "1"]);
-    let restart = deploying(&lab, "{version}");
-    let plan = lab.plan("deploy.yaml", Some(&restart), VERSIONED);
-    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
-    std::thread::sleep(Duration::from_millis(300));
-
-    let outcome = rollout([
-        "--output",
-        "json",
-        "apply",
-        path(&plan),
-        "--var",
-        "version=2",
-    ])
-    .run();
-    let (ok, failed, failures) = traffic.stop();
-    assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
-    assert_eq!(failed, 0, "failed requests: {failures:?}");
-    assert!(ok > 30, "traffic ran: {ok} requests");
+    let plan = lab.plan(
+        "deploy.yaml",
+        Some(&deploying(&lab, "{version}")),
+        VERSIONED,
+    );
+    let run = under_traffic(&lab, 2, &["apply", path(&plan), "--var", "version=2"]);
+    run.expect(0);
     assert_eq!(versions(&lab), ["2", "2", "2"]);
-    let events = events(&outcome.stdout);
-    let verified: Vec<(&str, &str)> = events
+    let verified: Vec<(&str, &str)> = run
+        .events
         .iter()
         .filter(|event| event["event"] == "verified")
         .map(|event| {
@@ -80,15 +156,14 @@ fn deploys_a_version_to_every_server_and_verifies_it_under_traffic() {
         })
         .collect();
     assert_eq!(verified, [("app1", "2"), ("app2", "2"), ("app3", "2")]);
-    eprintln!("deploy v2: exit 0, {ok} requests, 0 failed");
+    eprintln!("deploy v2: exit 0, {} requests, 0 failed", run.ok);
 }
 
 /// See: #12, test 2.
 #[test]
 fn a_second_apply_of_the_same_version_drains_and_restarts_nothing() {
     let lab = RolloutLab::start(LabOptions::default());
-    let restart = deploying(&lab, "{version}");
-    let plan = lab.plan("again.yaml", Some(&restart), VERSIONED);
+    let plan = lab.plan("again.yaml", Some(&deploying(&lab, "{version}")), VERSIONED);
     let first = rollout(["apply", path(&plan), "--var", "version=2"]).run();
     assert_eq!(first.code, 0, "{}", first.stderr);
     let pids = lab.pids();
@@ -115,50 +190,34 @@ fn a_second_apply_of_the_same_version_drains_and_restarts_nothing() {
     );
 
     let sampler = Sampler::unix(lab.lab.admin_socket.clone());
-    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
-    let again = rollout([
-        "--output",
-        "json",
-        "apply",
-        path(&plan),
-        "--var",
-        "version=2",
-    ])
-    .run();
-    let (ok, failed, failures) = traffic.stop();
+    let run = under_traffic(&lab, 2, &["apply", path(&plan), "--var", "version=2"]);
     let seen = sampler.stop();
-    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
-    assert_eq!(failed, 0, "failed requests: {failures:?}");
+    run.expect(0);
     assert_eq!(lab.pids(), pids, "no application was restarted");
     assert_eq!(
         seen.most_out, 0,
         "no server left rotation: {:?}",
         seen.most_out_were
     );
-    let events = events(&again.stdout);
-    let current: Vec<&str> = events
+    let current: Vec<&str> = run
+        .events
         .iter()
         .filter(|event| event["event"] == "already_current")
         .map(|event| event["server"].as_str().unwrap())
         .collect();
     assert_eq!(current, ["app1", "app2", "app3"]);
     assert!(
-        !events
+        !run.events
             .iter()
             .any(|event| event["event"] == "stage" && event["stage"] == "draining"),
         "nothing was drained"
     );
-    let summary = events.last().unwrap();
-    assert_eq!(summary["outcome"], "success");
-    assert!(
-        summary["servers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|server| server["state"] == "already current, not touched"),
-        "{summary}"
+    assert_eq!(run.summary()["outcome"], "success");
+    assert_eq!(states(run.summary()), ["already current, not touched"; 3]);
+    eprintln!(
+        "second apply: exit 0, {} requests, 0 failed, 0 drained, 0 restarted",
+        run.ok
     );
-    eprintln!("second apply: exit 0, {ok} requests, 0 failed, 0 drained, 0 restarted");
 }
 
 /// See: #12, test 3.
@@ -166,34 +225,12 @@ fn a_second_apply_of_the_same_version_drains_and_restarts_nothing() {
 fn a_restart_that_leaves_the_old_version_fails_verify_and_stays_out() {
     let lab = RolloutLab::start(LabOptions::default());
     // The deploy script is broken: it starts version 1 whatever it is asked for.
-    let restart = deploying(&lab, "1");
-    let plan = lab.plan("stale.yaml", Some(&restart), VERSIONED);
-    let plan_text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("within: 10s", "within: 3s");
-    std::fs::write(&plan, plan_text).unwrap();
+    let plan = lab.plan("stale.yaml", Some(&deploying(&lab, "1")), VERSIONED);
+    impatient(&plan);
     let before = lab.pids();
-    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
-    std::thread::sleep(Duration::from_millis(300));
-
-    let outcome = rollout([
-        "--output",
-        "json",
-        "apply",
-        path(&plan),
-        "--var",
-        "version=2",
-    ])
-    .run();
-    let (ok, failed, failures) = traffic.stop();
-    assert_eq!(outcome.code, 1, "{}\n{}", outcome.stdout, outcome.stderr);
-    assert_eq!(failed, 0, "failed requests: {failures:?}");
-    assert!(ok > 10, "traffic ran: {ok} requests");
-    let events = events(&outcome.stdout);
-    let failure = events
-        .iter()
-        .find(|event| event["event"] == "server_failed")
-        .expect("a server_failed event");
+    let run = under_traffic(&lab, 2, &["apply", path(&plan), "--var", "version=2"]);
+    run.expect(1);
+    let failure = run.event("server_failed");
     assert_eq!(failure["server"], "app1");
     let reason = failure["reason"].as_str().unwrap();
     assert!(
@@ -209,13 +246,8 @@ fn a_restart_that_leaves_the_old_version_fails_verify_and_stays_out() {
         app1.admin.in_maintenance(),
         "app1 stays out of rotation: {app1:?}"
     );
-    assert!(
-        views
-            .iter()
-            .filter(|view| view.server != "app1")
-            .all(|view| view.admin.ready() && view.status == "UP"),
-        "{views:#?}"
-    );
+    up_except(&lab, &["app1"]);
+
     // Resume goes on with the values the rollout started with, and refuses others.
     let other = rollout(["resume", path(&plan), "--var", "version=3"]).run();
     assert_eq!(other.code, 2, "{}", other.stderr);
@@ -232,21 +264,10 @@ fn a_restart_that_leaves_the_old_version_fails_verify_and_stays_out() {
             .iter()
             .any(|view| view.admin.in_maintenance())
     );
-    eprintln!("stale restart: exit 1, {ok} requests, 0 failed, app1 left in maintenance");
-}
-
-/// A versioned plan that rolls back with the restart script and `{previous}`.
-fn with_rollback(
-    lab: &RolloutLab,
-    name: &str,
-    restart: &str,
-    on_failure: &str,
-) -> std::path::PathBuf {
-    let rollback = format!(
-        "rollback:\n  command: {} {{port}} {{previous}}\n  on_failure: {on_failure}\n",
-        lab.restart_script.display()
+    eprintln!(
+        "stale restart: exit 1, {} requests, 0 failed, app1 left in maintenance",
+        run.ok
     );
-    lab.plan(name, Some(restart), &format!("{VERSIONED}{rollback}"))
 }
 
 /// See: #12, test 5.
@@ -259,21 +280,16 @@ fn rollback_after_a_successful_deploy_puts_every_server_back_under_traffic() {
         &deploying(&lab, "{version}"),
         "manual",
     );
-    let v2 = rollout(["apply", path(&plan), "--var", "version=2"]).run();
-    assert_eq!(v2.code, 0, "{}", v2.stderr);
-    let v3 = rollout(["apply", path(&plan), "--var", "version=3"]).run();
-    assert_eq!(v3.code, 0, "{}", v3.stderr);
+    for version in ["version=2", "version=3"] {
+        let deploy = rollout(["apply", path(&plan), "--var", version]).run();
+        assert_eq!(deploy.code, 0, "{}", deploy.stderr);
+    }
     assert_eq!(versions(&lab), ["3", "3", "3"]);
 
     let sampler = Sampler::unix(lab.lab.admin_socket.clone());
-    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
-    std::thread::sleep(Duration::from_millis(300));
-    let outcome = rollout(["--output", "json", "rollback", path(&plan), "--yes"]).run();
-    let (ok, failed, failures) = traffic.stop();
+    let run = under_traffic(&lab, 2, &["rollback", path(&plan), "--yes"]);
     let seen = sampler.stop();
-    assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
-    assert_eq!(failed, 0, "failed requests: {failures:?}");
-    assert!(ok > 30, "traffic ran: {ok} requests");
+    run.expect(0);
     assert_eq!(versions(&lab), ["2", "2", "2"]);
     assert!(
         seen.most_out <= 1,
@@ -285,30 +301,27 @@ fn rollback_after_a_successful_deploy_puts_every_server_back_under_traffic() {
         "min_up held: {} in rotation",
         seen.fewest_in
     );
-    let events = events(&outcome.stdout);
-    let restarted: Vec<&str> = events
+    let restarted: Vec<&str> = run
+        .events
         .iter()
         .filter(|event| event["event"] == "stage" && event["stage"] == "restarting")
         .map(|event| event["server"].as_str().unwrap())
         .collect();
     assert_eq!(restarted, ["app3", "app2", "app1"], "newest first");
-    let summary = events.last().unwrap();
-    assert_eq!(summary["outcome"], "success", "{summary}");
-    assert!(
-        summary["servers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|server| server["state"]
-                == "rolled back to what it ran before, back in traffic (UP)"),
-        "{summary}"
+    assert_eq!(run.summary()["outcome"], "success");
+    assert_eq!(
+        states(run.summary()),
+        ["rolled back to what it ran before, back in traffic (UP)"; 3]
     );
     // Rolling back again finds every server already back: nothing changes.
     let pids = lab.pids();
     let again = rollout(["rollback", path(&plan), "--yes"]).run();
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(lab.pids(), pids);
-    eprintln!("rollback v3 -> v2: exit 0, {ok} requests, 0 failed, at most 1 out");
+    eprintln!(
+        "rollback v3 -> v2: exit 0, {} requests, 0 failed, at most 1 out",
+        run.ok
+    );
 }
 
 /// See: #12, test 6.
@@ -323,40 +336,22 @@ fn a_rollback_command_that_fails_stops_safely_and_says_so() {
     let v2 = rollout(["apply", path(&plan), "--var", "version=2"]).run();
     assert_eq!(v2.code, 0, "{}", v2.stderr);
     let before = lab.pids();
-    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
-    std::thread::sleep(Duration::from_millis(300));
-    let outcome = rollout(["--output", "json", "rollback", path(&plan), "--yes"]).run();
-    let (ok, failed, failures) = traffic.stop();
-    assert_eq!(outcome.code, 1, "{}\n{}", outcome.stdout, outcome.stderr);
-    assert_eq!(failed, 0, "failed requests: {failures:?}");
-    let events = events(&outcome.stdout);
-    let failure = events
-        .iter()
-        .find(|event| event["event"] == "server_failed")
-        .expect("a server_failed event");
-    assert_eq!(failure["server"], "app3", "newest first");
-    let summary = events.last().unwrap();
+    let run = under_traffic(&lab, 2, &["rollback", path(&plan), "--yes"]);
+    run.expect(1);
+    assert_eq!(run.event("server_failed")["server"], "app3", "newest first");
+    let summary = run.summary();
     assert_eq!(summary["outcome"], "failed");
-    let app3 = summary["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|server| server["server"] == "app3")
-        .unwrap();
+    let app3 = &summary["servers"][2];
+    assert_eq!(app3["server"], "app3");
     assert_eq!(app3["state"], "OUT OF ROTATION (maintenance)");
     assert!(!app3["restore"].as_array().unwrap().is_empty(), "{app3}");
     // Nothing else was touched: app1 and app2 run as before, in traffic.
-    let after = lab.pids();
-    assert_eq!(before[..2], after[..2]);
-    let views = lab.lab.views();
-    assert!(
-        views
-            .iter()
-            .filter(|view| view.server != "app3")
-            .all(|view| view.admin.ready() && view.status == "UP"),
-        "{views:#?}"
+    assert_eq!(before[..2], lab.pids()[..2]);
+    up_except(&lab, &["app3"]);
+    eprintln!(
+        "failing rollback: exit 1, {} requests, 0 failed, app3 left in maintenance",
+        run.ok
     );
-    eprintln!("failing rollback: exit 1, {ok} requests, 0 failed, app3 left in maintenance");
 }
 
 #[test]
@@ -372,34 +367,17 @@ fn a_failed_deploy_rolls_back_every_server_it_changed_on_its_own() {
         lab.ports[1]
     );
     let plan = with_rollback(&lab, "auto.yaml", &broken, "auto");
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("within: 10s", "within: 3s");
-    std::fs::write(&plan, text).unwrap();
+    impatient(&plan);
     let before = lab.pids();
-    let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
-    std::thread::sleep(Duration::from_millis(300));
-    let outcome = rollout([
-        "--output",
-        "json",
-        "apply",
-        path(&plan),
-        "--var",
-        "version=3",
-    ])
-    .run();
-    let (ok, failed, failures) = traffic.stop();
-    assert_eq!(outcome.code, 1, "{}\n{}", outcome.stdout, outcome.stderr);
-    assert_eq!(failed, 0, "failed requests: {failures:?}");
+    let run = under_traffic(&lab, 2, &["apply", path(&plan), "--var", "version=3"]);
+    run.expect(1);
     assert_eq!(versions(&lab), ["2", "2", "2"]);
     assert_eq!(lab.pids()[2], before[2], "app3 was never touched");
-    let events = events(&outcome.stdout);
-    let rollback = events
-        .iter()
-        .find(|event| event["event"] == "rollback")
-        .expect("a rollback event");
-    assert_eq!(rollback["servers"], serde_json::json!(["app2", "app1"]));
-    let summary = events.last().unwrap();
+    assert_eq!(
+        run.event("rollback")["servers"],
+        serde_json::json!(["app2", "app1"])
+    );
+    let summary = run.summary();
     assert_eq!(summary["outcome"], "failed");
     let reason = summary["reason"].as_str().unwrap();
     assert!(
@@ -407,13 +385,7 @@ fn a_failed_deploy_rolls_back_every_server_it_changed_on_its_own() {
             && reason.contains("rolled back app2, app1 (rollback.on_failure: auto)"),
         "{reason}"
     );
-    let views = lab.lab.views();
-    assert!(
-        views
-            .iter()
-            .all(|view| view.admin.ready() && view.status == "UP"),
-        "every server back in traffic: {views:#?}"
-    );
+    up_except(&lab, &[]);
     // The rollout was rolled back: it is not resumed, and a new apply says how to go on.
     let resume = rollout(["resume", path(&plan)]).run();
     assert_eq!(resume.code, 2, "{}", resume.stderr);
@@ -432,7 +404,10 @@ fn a_failed_deploy_rolls_back_every_server_it_changed_on_its_own() {
         "{}",
         again.stderr
     );
-    eprintln!("auto rollback after verify failed: exit 1, {ok} requests, 0 failed");
+    eprintln!(
+        "auto rollback after verify failed: exit 1, {} requests, 0 failed",
+        run.ok
+    );
 }
 
 /// See: #12, test 4.
@@ -447,20 +422,8 @@ fn a_bad_release_is_caught_by_the_canary_analysis_and_rolled_back_on_its_own() {
     let text = std::fs::read_to_string(&plan).unwrap() + analysis;
     std::fs::write(&plan, text).unwrap();
     let before = lab.pids();
-    let traffic = Traffic::start(lab.lab.frontend_port, 4, 0);
-    std::thread::sleep(Duration::from_millis(300));
-
-    let outcome = rollout([
-        "--output",
-        "json",
-        "apply",
-        path(&plan),
-        "--var",
-        "version=2",
-    ])
-    .run();
-    let (ok, failed, failures) = traffic.stop();
-    assert_eq!(outcome.code, 1, "{}\n{}", outcome.stdout, outcome.stderr);
+    let run = under_traffic(&lab, 0, &["apply", path(&plan), "--var", "version=2"]);
+    assert_eq!(run.outcome.code, 1, "{}", run.outcome.stderr);
     assert_eq!(
         versions(&lab),
         ["1", "1", "1"],
@@ -471,45 +434,35 @@ fn a_bad_release_is_caught_by_the_canary_analysis_and_rolled_back_on_its_own() {
         lab.pids()[1..],
         "app2 and app3 were never touched"
     );
-    let events = events(&outcome.stdout);
-    let verdict = events
-        .iter()
-        .find(|event| event["event"] == "analysis_verdict")
-        .expect("a verdict");
+    let verdict = run.event("analysis_verdict");
     assert_eq!(verdict["verdict"], "failed", "{verdict}");
     let caught_ms = verdict["elapsed_ms"].as_u64().unwrap();
     assert!(caught_ms < 30_000, "caught within the window: {verdict}");
-    let rollback = events
-        .iter()
-        .find(|event| event["event"] == "rollback")
-        .expect("a rollback");
-    assert_eq!(rollback["servers"], serde_json::json!(["app1"]));
-    let summary = events.last().unwrap();
-    let reason = summary["reason"].as_str().unwrap();
+    assert_eq!(
+        run.event("rollback")["servers"],
+        serde_json::json!(["app1"])
+    );
+    let reason = run.summary()["reason"].as_str().unwrap();
     assert!(
         reason.contains("canary check failed: analysis: ")
             && reason.contains("rolled back app1 (rollback.on_failure: auto)"),
         "{reason}"
     );
     // The only failed requests are the bad release's own answers, on the canary.
-    assert!(failed > 0, "the bad release answered 500s");
+    assert!(run.failed > 0, "the bad release answered 500s");
     assert!(
-        failures
+        run.failures
             .iter()
             .all(|failure| failure.contains("HTTP/1.1 500")),
-        "{failures:?}"
+        "{:?}",
+        run.failures
     );
-    let views = lab.lab.views();
-    assert!(
-        views
-            .iter()
-            .all(|view| view.admin.ready() && view.status == "UP"),
-        "{views:#?}"
-    );
+    up_except(&lab, &[]);
     eprintln!(
-        "bad release: exit 1, caught in {caught_ms} ms ({} of {} canary requests failed by HAProxy's count), {failed} of {} client requests failed, all 500s of the canary",
+        "bad release: exit 1, caught in {caught_ms} ms ({} of {} canary requests failed by HAProxy's count), {} of {} client requests failed, all 500s of the canary",
         verdict["errors"],
         verdict["requests"],
-        ok + failed
+        run.failed,
+        run.ok + run.failed
     );
 }

@@ -21,6 +21,26 @@ fn rollback(plan: &Plan, servers: &[(usize, &str)]) -> Rollout {
     Rollout::rollback(plan, topology(plan), limits(plan), &servers)
 }
 
+/// Rolls app3, app2 and app1 back to "1", newest first, in a world where they run
+/// `versions`, once `prepare` set the world up.
+fn roll_back_all(
+    plan: &Plan,
+    versions: [&str; 3],
+    prepare: impl FnOnce(&mut World),
+) -> (World, Finish, Vec<Report>) {
+    let mut world = World::new();
+    world.versions = versions.map(str::to_owned).to_vec();
+    world.deploys = Some("1".into());
+    prepare(&mut world);
+    let mut reports = Vec::new();
+    let finish = world.drive(
+        rollback(plan, &[(2, "1"), (1, "1"), (0, "1")]),
+        &mut reports,
+        |_, _, _| None,
+    );
+    (world, finish, reports)
+}
+
 /// The order in which servers were restarted (their rollback command run).
 fn restarted(world: &World) -> Vec<usize> {
     world
@@ -37,15 +57,7 @@ fn restarted(world: &World) -> Vec<usize> {
 fn every_server_goes_back_newest_first_one_at_a_time() {
     let plan = rollback_plan("");
     assert_eq!(plan.restart.command.as_str(), "deploy {previous}");
-    let mut world = World::new();
-    world.versions = vec!["2".into(); 3];
-    world.deploys = Some("1".into());
-    let mut reports = Vec::new();
-    let finish = world.drive(
-        rollback(&plan, &[(2, "1"), (1, "1"), (0, "1")]),
-        &mut reports,
-        |_, _, _| None,
-    );
+    let (world, finish, reports) = roll_back_all(&plan, ["2"; 3], |_| {});
     assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
     assert_eq!(restarted(&world), [2, 1, 0]);
     assert_eq!(world.versions, ["1", "1", "1"]);
@@ -128,14 +140,7 @@ fn a_server_left_in_maintenance_is_rolled_back_without_returning_to_traffic_firs
 #[test]
 fn a_server_already_back_on_its_previous_version_is_left_alone() {
     let plan = rollback_plan("");
-    let mut world = World::new();
-    world.versions = vec!["2".into(), "1".into(), "2".into()];
-    world.deploys = Some("1".into());
-    let finish = world.drive(
-        rollback(&plan, &[(2, "1"), (1, "1"), (0, "1")]),
-        &mut Vec::new(),
-        |_, _, _| None,
-    );
+    let (world, finish, _) = roll_back_all(&plan, ["2", "1", "2"], |_| {});
     assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
     assert_eq!(restarted(&world), [2, 0]);
     assert_eq!(finish.servers[1].state, ServerState::RolledBack);
@@ -145,15 +150,8 @@ fn a_server_already_back_on_its_previous_version_is_left_alone() {
 #[test]
 fn a_failing_rollback_command_stops_safely_and_touches_nothing_else() {
     let plan = rollback_plan("");
-    let mut world = World::new();
-    world.versions = vec!["2".into(); 3];
-    world.deploys = Some("1".into());
-    world.failing_restarts = vec![2];
-    let finish = world.drive(
-        rollback(&plan, &[(2, "1"), (1, "1"), (0, "1")]),
-        &mut Vec::new(),
-        |_, _, _| None,
-    );
+    let (world, finish, _) =
+        roll_back_all(&plan, ["2"; 3], |world| world.failing_restarts = vec![2]);
     assert_eq!(finish.outcome, Outcome::Failed);
     assert_eq!(restarted(&world), [2]);
     assert_eq!(finish.servers[2].state, ServerState::OutOfRotation);
@@ -171,14 +169,7 @@ fn a_failing_rollback_command_stops_safely_and_touches_nothing_else() {
 #[test]
 fn rollbacks_keep_max_unavailable_and_min_up() {
     let plan = rollback_plan("capacity:\n  max_unavailable: 2\n  min_up: 1\n");
-    let mut world = World::new();
-    world.versions = vec!["2".into(); 3];
-    world.deploys = Some("1".into());
-    let finish = world.drive(
-        rollback(&plan, &[(2, "1"), (1, "1"), (0, "1")]),
-        &mut Vec::new(),
-        |_, _, _| None,
-    );
+    let (world, finish, _) = roll_back_all(&plan, ["2"; 3], |_| {});
     assert_eq!(finish.outcome, Outcome::Success, "{finish:?}");
     assert!(world.most_out <= 2, "{}", world.most_out);
     assert!(world.fewest_up >= 1, "{}", world.fewest_up);
