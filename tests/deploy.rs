@@ -466,3 +466,65 @@ fn a_bad_release_is_caught_by_the_canary_analysis_and_rolled_back_on_its_own() {
         run.ok + run.failed
     );
 }
+
+/// A reload of HAProxy restarts its counters: the analysis counts across it.
+#[test]
+fn a_reload_during_the_canary_analysis_is_counted_across() {
+    let mut lab = RolloutLab::start(LabOptions::default());
+    std::fs::write(lab.lab.dir.path().join("bad-2"), "5").unwrap();
+    // One in five failing against 15% allowed: the budget of an 8 s window is spent after
+    // about 6 s, well after the reload.
+    let analysis = "canary:\n  servers: 1\n  analysis:\n    window: 8s\n    max_error_ratio: 0.15\n    min_requests: 20\n";
+    // Rolled back at once, the canary stops answering 500s right after the verdict.
+    let plan = with_rollback(&lab, "reload.yaml", &deploying(&lab, "{version}"), "auto");
+    let text = std::fs::read_to_string(&plan).unwrap() + analysis;
+    std::fs::write(&plan, text).unwrap();
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 0);
+    let running = rollout([
+        "--output",
+        "json",
+        "apply",
+        path(&plan),
+        "--var",
+        "version=2",
+    ])
+    .spawn();
+    running.wait_for("two seconds of analysis", |event| {
+        event["event"] == "analysis" && event["elapsed_ms"].as_u64().unwrap_or(0) >= 2000
+    });
+    lab.lab.reload();
+    let outcome = running.finish();
+    let (ok, failed, failures) = traffic.stop();
+    assert_eq!(outcome.code, 1, "{}\n{}", outcome.stdout, outcome.stderr);
+    let events = events(&outcome.stdout);
+    let position = |name: &str| {
+        events
+            .iter()
+            .position(|event| event["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {events:?}"))
+    };
+    assert!(
+        position("reloaded") < position("analysis_verdict"),
+        "the reload came during the analysis"
+    );
+    let verdict = &events[position("analysis_verdict")];
+    assert_eq!(verdict["verdict"], "failed", "{verdict}");
+    // Every failed request was a 500 of the canary, and the analysis counted them all but
+    // the few the old process answered between its last read and the reload.
+    assert!(
+        failures
+            .iter()
+            .all(|failure| failure.contains("HTTP/1.1 500")),
+        "{failures:?}"
+    );
+    let counted = verdict["errors"].as_u64().unwrap();
+    assert!(
+        counted + 5 >= failed && counted <= failed,
+        "the analysis counted {counted} of the canary's {failed} failed answers: {verdict}"
+    );
+    eprintln!(
+        "reload during the analysis: {counted} of {failed} canary 500s counted across it, {} of {} requests",
+        verdict["requests"],
+        ok + failed
+    );
+}
