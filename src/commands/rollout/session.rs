@@ -101,16 +101,24 @@ impl Run<'_> {
         let links = crate::commands::live::connect(plan).await;
         let observations = crate::commands::live::observe(plan, &links).await;
         let ours: Vec<&str> = self.ours.iter().map(String::as_str).collect();
-        let preflight = crate::engine::preflight::preflight(plan, &observations, &ours);
+        let mut preflight = crate::engine::preflight::preflight(plan, &observations, &ours);
         let locks = self
             .context
             .lock_backends(&preflight.topology, &observations, self.command)?;
+        // A rollback's command names what each server ran before: the preview shows it too.
+        if let Start::Rollback { servers } = &self.start {
+            for (index, previous) in servers {
+                if let Some(values) = &mut preflight.targets[*index].values {
+                    values.previous.clone_from(previous);
+                }
+            }
+        }
         let targets: Option<Vec<_>> = preflight
             .targets
             .iter()
             .map(|target| target.values.clone())
             .collect();
-        let mut targets = match targets {
+        let targets = match targets {
             Some(targets) if !preflight.blocked() || self.settling() => targets,
             _ => {
                 let steps = self.steps(&preflight);
@@ -120,11 +128,6 @@ impl Run<'_> {
         };
         for warning in preflight.with(Verdict::Warning) {
             printer.warning(&warning.text);
-        }
-        if let Start::Rollback { servers } = &self.start {
-            for (index, previous) in servers {
-                targets[*index].previous.clone_from(previous);
-            }
         }
         Ok(Checked {
             links,

@@ -85,10 +85,18 @@ pub(crate) async fn after_failure<E: Effects>(
         rollout_id,
         ..
     } = driver;
-    let _ = effects.record(&Record::Rollback {
+    // Nothing changes without its record: a journal that cannot say a rollback began
+    // would let `resume` deploy again what was rolled back.
+    if let Err(error) = effects.record(&Record::Rollback {
         time: journal::now(),
         servers: names.clone(),
-    });
+    }) {
+        context.printer.error(&format!(
+            "cannot write the journal ({error}): nothing is rolled back; roll back with `haproxy-rollout rollback {}` once it can be written",
+            context.file.display()
+        ));
+        return (finish, effects);
+    }
     for (index, previous) in &servers {
         targets[*index].previous.clone_from(previous);
     }
