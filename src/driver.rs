@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use crate::effects::Effects;
 use crate::engine::rollout::{
     Action, CommandFailure, CommandState, Effect, Event, Finish, Lane, OldProcess, Polled, Report,
-    Rollout,
+    Rollout, Stage,
 };
 use crate::haproxy::{AdminTarget, ClientError, Info};
 use crate::journal::{Change, Record, SentCommand, now};
@@ -196,6 +196,20 @@ impl<E: Effects> Driver<'_, E> {
                                 let _ = self.write(Record::ServerDone {
                                     time: now(),
                                     server: server.to_string(),
+                                });
+                            }
+                            Report::ServerFailed {
+                                server,
+                                stage: Stage::Verifying,
+                                reason,
+                            } => {
+                                let _ = self.write(Record::Outcome {
+                                    time: now(),
+                                    server: server.to_string(),
+                                    change: Change::Verify,
+                                    ok: false,
+                                    error: Some(reason.clone()),
+                                    may_still_run: false,
                                 });
                             }
                             Report::AnalysisVerdict { verdict, tallied } => {

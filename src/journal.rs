@@ -68,6 +68,9 @@ pub enum Change {
     BeforeDrainHook,
     AfterRestartHook,
     AfterReadyHook,
+    /// `verify` read what the server runs after its restart (an outcome only: reading
+    /// changes nothing). Failed, the restart did not deploy what it should have.
+    Verify,
 }
 
 impl Change {
@@ -520,6 +523,11 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
                     }
                     if *ok && *change == Change::Restart {
                         in_flight.restart_succeeded = true;
+                    }
+                    if !*ok && *change == Change::Verify {
+                        // It exited 0 but left the wrong version: a resume redoes it.
+                        in_flight.restart_succeeded = false;
+                        continue;
                     }
                     if *ok {
                         in_flight.applied.push(*change);

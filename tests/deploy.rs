@@ -264,9 +264,19 @@ fn a_restart_that_leaves_the_old_version_fails_verify_and_stays_out() {
             .iter()
             .any(|view| view.admin.in_maintenance())
     );
+
+    // The deploy script fixed, resume redeploys app1 (its restart left the wrong version),
+    // then the others.
+    let fixed = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace(&deploying(&lab, "1"), &deploying(&lab, "{version}"));
+    std::fs::write(&plan, fixed).unwrap();
+    let resumed = under_traffic(&lab, 2, &["resume", path(&plan), "--force"]);
+    resumed.expect(0);
+    assert_eq!(versions(&lab), ["2", "2", "2"]);
     eprintln!(
-        "stale restart: exit 1, {} requests, 0 failed, app1 left in maintenance",
-        run.ok
+        "stale restart: exit 1, {} requests, 0 failed, app1 left in maintenance; resumed after the fix: exit 0, {} requests, 0 failed",
+        run.ok, resumed.ok
     );
 }
 

@@ -214,3 +214,26 @@ fn the_servers_a_rollout_changed_come_newest_first_with_what_they_ran_before() {
     let interrupted = interrupted(&rolled).unwrap();
     assert!(interrupted.rolled_back);
 }
+
+#[test]
+fn a_restart_whose_version_failed_verify_is_not_a_successful_restart() {
+    let mut failed_verify = outcome("app1", Change::Verify);
+    if let Record::Outcome { ok, .. } = &mut failed_verify {
+        *ok = false;
+    }
+    let records = vec![
+        begin(),
+        intent("app1", Change::Drain),
+        outcome("app1", Change::Drain),
+        intent("app1", Change::Maint),
+        outcome("app1", Change::Maint),
+        intent("app1", Change::Restart),
+        outcome("app1", Change::Restart),
+        failed_verify,
+    ];
+    let interrupted = interrupted(&records).unwrap();
+    let app1 = &interrupted.in_flight[0];
+    assert!(!app1.restart_succeeded, "resume redoes it");
+    assert!(app1.restart_attempted());
+    assert_eq!(app1.last_state(), Some(Change::Maint));
+}
