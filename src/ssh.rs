@@ -126,6 +126,51 @@ pub enum CommandError {
     },
 }
 
+impl CommandError {
+    /// The same error, naming the command as the plan wrote it (rendered) rather than the
+    /// line sent, with its `timeout` and tracking wrappers.
+    pub fn shown_as(self, shown: &str) -> Self {
+        match self {
+            CommandError::Exit {
+                host,
+                status,
+                stdout,
+                stderr,
+                ..
+            } => CommandError::Exit {
+                host,
+                command: shown.to_owned(),
+                status,
+                stdout,
+                stderr,
+            },
+            CommandError::Timeout { host, timeout, .. } => CommandError::Timeout {
+                host,
+                command: shown.to_owned(),
+                timeout,
+            },
+            CommandError::Lost { host, detail, .. } => CommandError::Lost {
+                host,
+                command: shown.to_owned(),
+                detail,
+            },
+            connect @ CommandError::Connect { .. } => connect,
+        }
+    }
+}
+
+/// What the remote shell prints last on stderr, and exits 1 with, when the command exited
+/// 127 (not found): ssh's status 127 reaches the openssh crate as an error without the
+/// command's output, so `run` sends every command through `keeping_127` and turns this back.
+const EXIT_127: &str = "haproxy-rollout: exit status 127";
+
+fn keeping_127(command: &str) -> String {
+    let script = format!(
+        "{command}\ns=$?; if [ \"$s\" -eq 127 ]; then echo '{EXIT_127}' >&2; exit 1; fi; exit \"$s\""
+    );
+    format!("sh -c {}", shell_quote(&script))
+}
+
 /// The last lines of what a failed command printed, for the report.
 fn output_tail(stderr: &str, stdout: &str) -> String {
     let text = if stderr.trim().is_empty() {
@@ -223,17 +268,25 @@ impl SshPool {
             .sessions
             .get(host)
             .ok_or_else(|| lost("no connection was opened to this host".to_owned()))?;
-        let output = tokio::time::timeout(deadline, session.raw_command(command).output())
-            .await
-            .map_err(|_| CommandError::Timeout {
-                host: host.to_owned(),
-                command: command.to_owned(),
-                timeout: deadline,
-            })?
-            .map_err(|error| lost(crate::error::error_chain(&error)))?;
+        let output =
+            tokio::time::timeout(deadline, session.raw_command(keeping_127(command)).output())
+                .await
+                .map_err(|_| CommandError::Timeout {
+                    host: host.to_owned(),
+                    command: command.to_owned(),
+                    timeout: deadline,
+                })?
+                .map_err(|error| lost(crate::error::error_chain(&error)))?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        match output.status.code() {
+        let mut stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let mut status = output.status.code();
+        if status == Some(1)
+            && let Some(before) = stderr.trim_end().strip_suffix(EXIT_127)
+        {
+            stderr = before.to_owned();
+            status = Some(127);
+        }
+        match status {
             Some(0) => Ok(stdout),
             // coreutils `timeout` exits 124 when it had to stop the command.
             Some(124) => Err(CommandError::Timeout {
@@ -430,5 +483,26 @@ mod tests {
         assert!(Marker::recorded("/tmp/haproxy-rollout.abc.app1.123").is_some());
         assert!(Marker::recorded("/tmp/haproxy-rollout.x; rm -rf /").is_none());
         assert!(Marker::recorded("/etc/passwd").is_none());
+    }
+
+    #[test]
+    fn exit_127_comes_back_as_1_with_a_last_line_and_other_statuses_unchanged() {
+        let run = |line: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(keeping_127(line))
+                .output()
+                .unwrap()
+        };
+        let missing = run("/no/such/command --flag");
+        assert_eq!(missing.status.code(), Some(1));
+        let stderr = String::from_utf8(missing.stderr).unwrap();
+        assert!(stderr.trim_end().ends_with(EXIT_127), "{stderr}");
+        assert!(stderr.contains("/no/such/command"), "{stderr}");
+        for status in [0, 1, 3, 124, 126] {
+            assert_eq!(run(&format!("exit {status}")).status.code(), Some(status));
+        }
+        let quoted = run("printf '%s' \"it's\"");
+        assert_eq!(String::from_utf8(quoted.stdout).unwrap(), "it's");
     }
 }

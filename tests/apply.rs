@@ -464,3 +464,31 @@ fn capacity_is_checked_again_at_each_drain_when_a_server_dies_mid_rollout() {
         "app2 was not restarted"
     );
 }
+
+/// See: #13, a restart command that does not exist.
+#[test]
+fn a_restart_command_that_does_not_exist_is_a_failed_restart_with_what_the_host_said() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("missing.yaml", Some("/opt/app/no-such-deploy {port}"), "");
+    let before = lab.pids();
+    let outcome = rollout(["--output", "json", "apply", path(&plan)]).run();
+    eprintln!("{}\n{}", outcome.stdout, outcome.stderr);
+    assert_eq!(outcome.code, 1);
+    let events = events(&outcome.stdout);
+    let summary = summary(&events);
+    let reason = summary["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the restart failed")
+            && reason.contains("exited with status 127")
+            && reason.contains("no-such-deploy"),
+        "{reason}"
+    );
+    let app1 = server(summary, "app1");
+    assert_eq!(app1["state"], "OUT OF ROTATION (maintenance)");
+    assert!(app1["may_still_run"].is_null(), "{app1}");
+    assert!(
+        !events.iter().any(|event| event["event"] == "server_done"),
+        "no server is reported back"
+    );
+    assert_eq!(before, lab.pids());
+}

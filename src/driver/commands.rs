@@ -3,6 +3,7 @@
 //! runs.
 
 use super::*;
+use crate::plan::template::command_line;
 use crate::plan::{REMOTE_KILL_AFTER, VerifyRead};
 
 impl<E: Effects> Driver<'_, E> {
@@ -78,7 +79,10 @@ impl<E: Effects> Driver<'_, E> {
         if let Ok(output) = &result {
             tracing::debug!(output = %output.trim_end(), "restart output");
         }
-        result.map(drop).map_err(command_failure)
+        let shown = command_line(&restart.command, values);
+        result
+            .map(drop)
+            .map_err(|error| command_failure(error.shown_as(&shown)))
     }
 
     /// Whether a command started earlier still runs, as its host shows it now.
@@ -116,7 +120,7 @@ impl<E: Effects> Driver<'_, E> {
                 self.effects
                     .run(Some(&values.host), &line, deadline)
                     .await
-                    .map_err(|error| error.to_string())
+                    .map_err(|error| error.shown_as(&command_line(command, values)).to_string())
             }
         };
         answer.map(|text| text.trim().to_owned())
@@ -139,6 +143,9 @@ impl<E: Effects> Driver<'_, E> {
         if let Ok(output) = &result {
             tracing::debug!(output = %output.trim_end(), "hook output");
         }
-        result.map(drop).map_err(command_failure)
+        let shown = command_line(&hook.command, values);
+        result
+            .map(drop)
+            .map_err(|error| command_failure(error.shown_as(&shown)))
     }
 }

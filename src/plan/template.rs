@@ -218,9 +218,15 @@ impl PlaceholderValues {
     }
 }
 
+/// The command as the plan wrote it, filled in for one server (values shell-quoted): what
+/// reports name.
+pub fn command_line(command: &Template, values: &PlaceholderValues) -> String {
+    command.render(|placeholder| values.get(placeholder), shell_quote)
+}
+
 /// The command as the remote shell receives it: `timeout -k 10s 120s sh -c '...'`.
 pub fn remote_command(command: &Template, values: &PlaceholderValues, timeout: Duration) -> String {
-    let script = command.render(|placeholder| values.get(placeholder), shell_quote);
+    let script = command_line(command, values);
     format!(
         "timeout -k {}s {}s sh -c {}",
         REMOTE_KILL_AFTER.as_secs(),
