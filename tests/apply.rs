@@ -30,7 +30,7 @@ fn rolls_three_servers_under_traffic_with_zero_failed_requests() {
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
     std::thread::sleep(Duration::from_millis(500));
 
-    let outcome = rollout(["--output", "json", "apply", path(&plan)]).run();
+    let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)]).run();
     let (ok, failed, failures) = traffic.stop();
     let common::rollout_lab::Seen {
         fewest_in: fewest_up,
@@ -112,7 +112,7 @@ fn a_request_in_flight_when_the_drain_starts_completes() {
     let lab = RolloutLab::start(LabOptions::default());
     let plan = lab.plan("inflight.yaml", None, "");
     let requests = concurrent_requests(lab.lab.frontend_port, "/slow?ms=3000", 3);
-    let outcome = rollout(["--output", "json", "apply", path(&plan)]).run();
+    let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)]).run();
     for request in requests {
         assert_eq!(
             request.join().unwrap(),
@@ -146,7 +146,7 @@ fn a_failed_restart_stops_the_rollout_and_leaves_the_server_out_of_rotation() {
     );
     let plan = lab.plan("failing.yaml", Some(&command), "");
     let before = lab.pids();
-    let outcome = rollout(["--output", "json", "apply", path(&plan)])
+    let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)])
         .run()
         .code(1);
     let after = lab.pids();
@@ -206,7 +206,7 @@ fn an_application_that_never_becomes_healthy_fails_after_health_within() {
     );
     std::fs::write(&plan, text).unwrap();
     let before = lab.pids();
-    let outcome = rollout(["--output", "json", "apply", path(&plan)])
+    let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)])
         .run()
         .code(1);
     let after = lab.pids();
@@ -246,7 +246,7 @@ fn haproxy_checks_that_fail_after_the_restart_keep_the_server_out() {
     std::fs::write(&plan, text).unwrap();
     std::fs::write(lab.lab.dir.path().join("break-checks"), "").unwrap();
     let before = lab.pids();
-    let outcome = rollout(["--output", "json", "apply", path(&plan)])
+    let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)])
         .run()
         .code(1);
     let after = lab.pids();
@@ -290,7 +290,7 @@ fn another_server_down_before_the_start_blocks_the_rollout_and_nothing_is_draine
     std::fs::write(&plan, text).unwrap();
     let before = lab.lab.servers_state();
     let pids = lab.pids();
-    let outcome = rollout(["--color", "never", "apply", path(&plan)])
+    let outcome = rollout(["--color", "never", "apply", "--yes", path(&plan)])
         .run()
         .code(3);
     assert_eq!(lab.lab.servers_state(), before, "nothing was drained");
@@ -313,7 +313,7 @@ fn a_session_outliving_the_drain_timeout_returns_the_server_unrestarted() {
     );
     let requests = concurrent_requests(lab.lab.frontend_port, "/slow?ms=6000", 3);
     let before = lab.pids();
-    let outcome = rollout(["--output", "json", "apply", path(&plan)])
+    let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)])
         .run()
         .code(1);
     assert_eq!(lab.pids(), before, "nothing was restarted");
@@ -344,7 +344,7 @@ fn force_shuts_sessions_down_at_the_drain_timeout_reports_them_and_goes_on() {
     );
     let requests = concurrent_requests(lab.lab.frontend_port, "/slow?ms=20000", 3);
     let before = lab.pids();
-    let outcome = rollout(["--output", "json", "apply", path(&plan)])
+    let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)])
         .run()
         .code(0);
     let after = lab.pids();
@@ -400,7 +400,7 @@ fn a_host_key_that_does_not_match_fails_preflight_and_touches_nothing() {
     let plan = lab.plan("hostkey.yaml", None, "");
     let before = lab.lab.servers_state();
     let pids = lab.pids();
-    let outcome = rollout(["--color", "never", "apply", path(&plan)])
+    let outcome = rollout(["--color", "never", "apply", "--yes", path(&plan)])
         .run()
         .code(3);
     assert_eq!(lab.lab.servers_state(), before, "nothing was touched");
@@ -438,7 +438,7 @@ fn capacity_is_checked_again_at_each_drain_when_a_server_dies_mid_rollout() {
     );
     let before = lab.pids();
     rollout(["plan", path(&plan)]).run().code(0);
-    let outcome = rollout(["--output", "json", "apply", path(&plan)])
+    let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)])
         .run()
         .code(1);
     let events = events(&outcome.stdout);
@@ -471,7 +471,7 @@ fn a_restart_command_that_does_not_exist_is_a_failed_restart_with_what_the_host_
     let lab = RolloutLab::start(LabOptions::default());
     let plan = lab.plan("missing.yaml", Some("/opt/app/no-such-deploy {port}"), "");
     let before = lab.pids();
-    let outcome = rollout(["--output", "json", "apply", path(&plan)]).run();
+    let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)]).run();
     eprintln!("{}\n{}", outcome.stdout, outcome.stderr);
     assert_eq!(outcome.code, 1);
     let events = events(&outcome.stdout);
@@ -491,4 +491,93 @@ fn a_restart_command_that_does_not_exist_is_a_failed_restart_with_what_the_host_
         "no server is reported back"
     );
     assert_eq!(before, lab.pids());
+}
+
+/// See: #13, apply without a terminal to ask on.
+#[test]
+fn apply_without_yes_and_without_a_terminal_refuses_and_touches_nothing() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("unasked.yaml", None, "");
+    let (state, pids) = (lab.lab.servers_state(), lab.pids());
+    // The test harness gives the binary no stdin: like cron, a pipe or `ssh host cmd`.
+    let outcome = rollout(["apply", path(&plan)]).run();
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .contains("add --yes to run it without asking")
+            && outcome.stderr.contains("nothing was changed"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(lab.lab.servers_state(), state);
+    assert_eq!(lab.pids(), pids);
+}
+
+/// See: #13, Ctrl-C at the question.
+#[test]
+fn ctrl_c_at_the_question_declines_with_exit_4_and_leaves_no_lock() {
+    use std::io::{Read, Write};
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("asked.yaml", None, "");
+    let state_dir = lab.lab.dir.path().join("state");
+    // `script` runs it on a terminal of its own; what is written to script's stdin is
+    // typed on that terminal, so \x03 is a real Ctrl-C.
+    let command = format!(
+        "{} apply {}",
+        common::rollout_binary().display(),
+        plan.display()
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("HAPROXY_ROLLOUT_STATE_DIR", &state_dir)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdout = script.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            while let Ok(read) = stdout.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buffer[..read]);
+            }
+        })
+    };
+    let shown = || String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    // The question comes once pre-flight passed; then Ctrl-C.
+    let start = std::time::Instant::now();
+    while !shown().contains("[y/N]") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no question: {}",
+            shown()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdin = script.stdin.take().unwrap();
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let status = script.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let shown = shown();
+    assert!(shown.contains("Restart 3 server(s) now? [y/N]"), "{shown}");
+    assert!(
+        shown.contains("not confirmed; nothing was changed"),
+        "{shown}"
+    );
+    assert_eq!(status.code(), Some(4), "{shown}");
+    // No lock was left behind: the next apply starts without a word about one.
+    let next = rollout(["apply", "--yes", path(&plan)])
+        .env("HAPROXY_ROLLOUT_STATE_DIR", state_dir.to_str().unwrap())
+        .run();
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    assert!(!next.stderr.contains("stale lock"), "{}", next.stderr);
 }

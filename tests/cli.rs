@@ -13,6 +13,7 @@ fn every_subcommand_help_has_an_example() {
         "status",
         "abort",
         "resume",
+        "rollback",
         "schema",
         "completions",
         "man",

@@ -141,7 +141,11 @@ fn deploys_a_version_to_every_server_and_verifies_it_under_traffic() {
         Some(&deploying(&lab, "{version}")),
         VERSIONED,
     );
-    let run = under_traffic(&lab, 2, &["apply", path(&plan), "--var", "version=2"]);
+    let run = under_traffic(
+        &lab,
+        2,
+        &["apply", "--yes", path(&plan), "--var", "version=2"],
+    );
     run.expect(0);
     assert_eq!(versions(&lab), ["2", "2", "2"]);
     let verified: Vec<(&str, &str)> = run
@@ -164,7 +168,7 @@ fn deploys_a_version_to_every_server_and_verifies_it_under_traffic() {
 fn a_second_apply_of_the_same_version_drains_and_restarts_nothing() {
     let lab = RolloutLab::start(LabOptions::default());
     let plan = lab.plan("again.yaml", Some(&deploying(&lab, "{version}")), VERSIONED);
-    let first = rollout(["apply", path(&plan), "--var", "version=2"]).run();
+    let first = rollout(["apply", "--yes", path(&plan), "--var", "version=2"]).run();
     assert_eq!(first.code, 0, "{}", first.stderr);
     let pids = lab.pids();
 
@@ -190,7 +194,11 @@ fn a_second_apply_of_the_same_version_drains_and_restarts_nothing() {
     );
 
     let sampler = Sampler::unix(lab.lab.admin_socket.clone());
-    let run = under_traffic(&lab, 2, &["apply", path(&plan), "--var", "version=2"]);
+    let run = under_traffic(
+        &lab,
+        2,
+        &["apply", "--yes", path(&plan), "--var", "version=2"],
+    );
     let seen = sampler.stop();
     run.expect(0);
     assert_eq!(lab.pids(), pids, "no application was restarted");
@@ -228,7 +236,11 @@ fn a_restart_that_leaves_the_old_version_fails_verify_and_stays_out() {
     let plan = lab.plan("stale.yaml", Some(&deploying(&lab, "1")), VERSIONED);
     impatient(&plan);
     let before = lab.pids();
-    let run = under_traffic(&lab, 2, &["apply", path(&plan), "--var", "version=2"]);
+    let run = under_traffic(
+        &lab,
+        2,
+        &["apply", "--yes", path(&plan), "--var", "version=2"],
+    );
     run.expect(1);
     let failure = run.event("server_failed");
     assert_eq!(failure["server"], "app1");
@@ -291,7 +303,7 @@ fn rollback_after_a_successful_deploy_puts_every_server_back_under_traffic() {
         "manual",
     );
     for version in ["version=2", "version=3"] {
-        let deploy = rollout(["apply", path(&plan), "--var", version]).run();
+        let deploy = rollout(["apply", "--yes", path(&plan), "--var", version]).run();
         assert_eq!(deploy.code, 0, "{}", deploy.stderr);
     }
     assert_eq!(versions(&lab), ["3", "3", "3"]);
@@ -343,7 +355,7 @@ fn a_rollback_command_that_fails_stops_safely_and_says_so() {
         Some(&deploying(&lab, "{version}")),
         &format!("{VERSIONED}rollback:\n  command: exit 3\n"),
     );
-    let v2 = rollout(["apply", path(&plan), "--var", "version=2"]).run();
+    let v2 = rollout(["apply", "--yes", path(&plan), "--var", "version=2"]).run();
     assert_eq!(v2.code, 0, "{}", v2.stderr);
     let before = lab.pids();
     let run = under_traffic(&lab, 2, &["rollback", path(&plan), "--yes"]);
@@ -368,7 +380,7 @@ fn a_rollback_command_that_fails_stops_safely_and_says_so() {
 fn a_failed_deploy_rolls_back_every_server_it_changed_on_its_own() {
     let lab = RolloutLab::start(LabOptions::default());
     let v2 = with_rollback(&lab, "auto.yaml", &deploying(&lab, "{version}"), "auto");
-    let first = rollout(["apply", path(&v2), "--var", "version=2"]).run();
+    let first = rollout(["apply", "--yes", path(&v2), "--var", "version=2"]).run();
     assert_eq!(first.code, 0, "{}", first.stderr);
     // Version 3's deploy is broken on app2: it starts version 2 again.
     let script = lab.restart_script.display().to_string();
@@ -379,7 +391,11 @@ fn a_failed_deploy_rolls_back_every_server_it_changed_on_its_own() {
     let plan = with_rollback(&lab, "auto.yaml", &broken, "auto");
     impatient(&plan);
     let before = lab.pids();
-    let run = under_traffic(&lab, 2, &["apply", path(&plan), "--var", "version=3"]);
+    let run = under_traffic(
+        &lab,
+        2,
+        &["apply", "--yes", path(&plan), "--var", "version=3"],
+    );
     run.expect(1);
     assert_eq!(versions(&lab), ["2", "2", "2"]);
     assert_eq!(lab.pids()[2], before[2], "app3 was never touched");
@@ -404,7 +420,7 @@ fn a_failed_deploy_rolls_back_every_server_it_changed_on_its_own() {
         "{}",
         resume.stderr
     );
-    let again = rollout(["apply", path(&plan), "--var", "version=3"]).run();
+    let again = rollout(["apply", "--yes", path(&plan), "--var", "version=3"]).run();
     assert_eq!(again.code, 5, "{}", again.stderr);
     assert!(
         again
@@ -432,7 +448,11 @@ fn a_bad_release_is_caught_by_the_canary_analysis_and_rolled_back_on_its_own() {
     let text = std::fs::read_to_string(&plan).unwrap() + analysis;
     std::fs::write(&plan, text).unwrap();
     let before = lab.pids();
-    let run = under_traffic(&lab, 0, &["apply", path(&plan), "--var", "version=2"]);
+    let run = under_traffic(
+        &lab,
+        0,
+        &["apply", "--yes", path(&plan), "--var", "version=2"],
+    );
     assert_eq!(run.outcome.code, 1, "{}", run.outcome.stderr);
     assert_eq!(
         versions(&lab),
@@ -494,6 +514,7 @@ fn a_reload_during_the_canary_analysis_is_counted_across() {
         "--output",
         "json",
         "apply",
+        "--yes",
         path(&plan),
         "--var",
         "version=2",

@@ -104,7 +104,7 @@ fn a_crash_while_draining_shows_in_status_and_resume_completes_without_redoing_d
         "{}",
         status.stderr
     );
-    let again = rollout(["apply", path(&plan)]).run().code(5);
+    let again = rollout(["apply", "--yes", path(&plan)]).run().code(5);
     assert!(
         again.stderr.contains("stale lock") && again.stderr.contains("was interrupted"),
         "{}",
@@ -207,7 +207,7 @@ fn a_second_apply_is_refused_naming_the_holder_and_a_stale_lock_is_recognised() 
     let plan = slow_restart_plan(&lab, "locked.yaml", 3);
     let running = apply(&plan);
     wait_restarting(&running);
-    let second = rollout(["apply", path(&plan)]).run().code(5);
+    let second = rollout(["apply", "--yes", path(&plan)]).run().code(5);
     assert!(
         second.stderr.contains(&format!(
             "is locked by `haproxy-rollout apply` (pid {} on",
@@ -218,7 +218,7 @@ fn a_second_apply_is_refused_naming_the_holder_and_a_stale_lock_is_recognised() 
     );
     // The same backend from another plan file is locked too.
     let other = lab.plan("other.yaml", None, "");
-    let third = rollout(["apply", path(&other)]).run().code(5);
+    let third = rollout(["apply", "--yes", path(&other)]).run().code(5);
     assert!(
         third.stderr.contains("backend be_app of HAProxy lb1 (pid"),
         "{}",
@@ -234,7 +234,7 @@ fn a_second_apply_is_refused_naming_the_holder_and_a_stale_lock_is_recognised() 
         "{}",
         status.stderr
     );
-    let after = rollout(["apply", path(&plan)]).run().code(5);
+    let after = rollout(["apply", "--yes", path(&plan)]).run().code(5);
     assert!(
         after.stderr.contains(&format!(
             "stale lock from `haproxy-rollout apply` (pid {pid}"

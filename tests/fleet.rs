@@ -58,7 +58,7 @@ fn lockstep_under_traffic(second_socket: impl Fn(&RolloutLab) -> String) {
     let traffic_two = Traffic::start(second.frontend_port, 3, 1);
     std::thread::sleep(Duration::from_millis(300));
 
-    let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()]).run();
+    let outcome = rollout(["--output", "json", "apply", "--yes", plan.to_str().unwrap()]).run();
     let (ok_one, failed_one, failures_one) = traffic_one.stop();
     let (ok_two, failed_two, failures_two) = traffic_two.stop();
     let Seen {
@@ -131,7 +131,7 @@ fn a_failing_after_restart_hook_on_the_third_server_stops_the_rollout() {
     );
 
     let before = lab.pids();
-    let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()])
+    let outcome = rollout(["--output", "json", "apply", "--yes", plan.to_str().unwrap()])
         .run()
         .code(1);
     let after = lab.pids();
@@ -183,7 +183,7 @@ fn a_manual_canary_stops_after_the_canary_and_resume_completes_the_rest() {
         "canary:\n  servers: 1\n  pause: manual\n",
     );
     let before = lab.pids();
-    let paused = rollout(["--output", "json", "apply", plan.to_str().unwrap()])
+    let paused = rollout(["--output", "json", "apply", "--yes", plan.to_str().unwrap()])
         .run()
         .code(0);
     let summary = events(&paused.stdout).pop().unwrap();
@@ -204,7 +204,9 @@ fn a_manual_canary_stops_after_the_canary_and_resume_completes_the_rest() {
         "{}",
         status.stderr
     );
-    let again = rollout(["apply", plan.to_str().unwrap()]).run().code(5);
+    let again = rollout(["apply", "--yes", plan.to_str().unwrap()])
+        .run()
+        .code(5);
     assert!(
         again.stderr.contains("was paused after its canaries"),
         "{}",
@@ -276,7 +278,7 @@ fn with_backends_auto_a_server_in_two_backends_is_drained_in_both_and_back_in_bo
         status.stdout
     );
 
-    let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()]).run();
+    let outcome = rollout(["--output", "json", "apply", "--yes", plan.to_str().unwrap()]).run();
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
     let log = std::fs::read_to_string(lab.lab.dir.path().join("haproxy.log")).unwrap();
     for server in ["app1", "app2", "app3"] {
@@ -329,7 +331,7 @@ fn ten_servers_in_batches_of_three_keep_both_bounds_under_traffic() {
     std::thread::sleep(Duration::from_millis(300));
 
     let started = Instant::now();
-    let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()]).run();
+    let outcome = rollout(["--output", "json", "apply", "--yes", plan.to_str().unwrap()]).run();
     let wall = started.elapsed();
     let (ok, failed, failures) = traffic.stop();
     let seen = sampler.stop();
@@ -400,7 +402,7 @@ fn servers_started_from_one_read_count_as_out_for_min_up_under_traffic() {
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 2);
     std::thread::sleep(Duration::from_millis(300));
 
-    let outcome = rollout(["--output", "json", "apply", plan.to_str().unwrap()]).run();
+    let outcome = rollout(["--output", "json", "apply", "--yes", plan.to_str().unwrap()]).run();
     let (ok, failed, failures) = traffic.stop();
     let seen = sampler.stop();
 

@@ -13,13 +13,14 @@ pub fn run(
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
 ) -> Result<Exit, Stop> {
-    let (context, _locks) = Context::load_locked(
+    let context = Context::load(
         &args.plan,
         printer,
         state_dir,
         VarsFrom::CommandLine(&args.vars.vars),
-        "apply",
     )?;
+    super::can_ask(args.yes, "apply")?;
+    let _locks = context.lock("apply")?;
     if let Some(interrupted) = crate::journal::interrupted(&context.records()?)
         && !(args.fresh && interrupted.stopped.is_some())
     {

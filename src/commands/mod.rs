@@ -60,6 +60,18 @@ impl From<std::io::Error> for Stop {
     }
 }
 
+/// A command that asks before it changes anything, run where it cannot ask (cron, a pipe,
+/// `ssh host cmd`): refused unless `--yes`, rather than run unconfirmed without a word.
+pub(crate) fn can_ask(yes: bool, command: &str) -> Result<(), Stop> {
+    use std::io::IsTerminal;
+    if yes || std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    Err(Stop::Failed(anyhow::anyhow!(
+        "`{command}` asks before it changes anything, and its standard input is not a terminal to ask on: add --yes to run it without asking (as in CI); nothing was changed"
+    )))
+}
+
 /// Loads a plan, printing its errors if it is invalid.
 pub(crate) fn load_plan(
     file: &std::path::Path,

@@ -49,7 +49,7 @@ pub fn wait_restarting(running: &Background) {
 }
 
 pub fn apply(plan: &std::path::Path) -> Background {
-    rollout(["--output", "json", "apply", path(plan)]).spawn()
+    rollout(["--output", "json", "apply", "--yes", path(plan)]).spawn()
 }
 
 pub fn is(event: &serde_json::Value, kind: &str, server: &str) -> bool {

@@ -77,7 +77,7 @@ impl Run<'_> {
 
     /// Everything after the hosts are connected; they are closed whatever this returns.
     async fn with_hosts(&self, checked: Checked<'_>, ssh: Option<&SshPool>) -> Result<Exit, Stop> {
-        self.confirm(&checked)?;
+        self.confirm(&checked).await?;
         let prepared = self.prepare(&checked)?;
         let journal = self.open_journal(&checked.observations)?;
         self.drive(checked, ssh, prepared, journal).await
@@ -163,7 +163,7 @@ impl Run<'_> {
     }
 
     /// On a terminal (unless `--yes`): the preview, then a question; otherwise what passed.
-    fn confirm(&self, checked: &Checked) -> Result<(), Stop> {
+    async fn confirm(&self, checked: &Checked<'_>) -> Result<(), Stop> {
         let Context { printer, plan, .. } = self.context;
         if self.confirm && std::io::stdin().is_terminal() {
             let steps = self.steps(&checked.preflight);
@@ -171,7 +171,9 @@ impl Run<'_> {
             if !ask(
                 printer,
                 &format!("Restart {} server(s) now? [y/N] ", plan.servers.len()),
-            )? {
+            )
+            .await?
+            {
                 printer.error("not confirmed; nothing was changed");
                 return Err(Stop::Reported(Exit::Aborted));
             }
@@ -402,7 +404,7 @@ impl Run<'_> {
             // An answer that cannot be read is a no: the rollout stays paused, and the
             // summary below still says so.
             let go_on = interactive
-                && ask_paused(printer, &finish).unwrap_or_else(|error| {
+                && ask_paused(printer, &finish).await.unwrap_or_else(|error| {
                     printer.warning(&format!("cannot read the answer ({error}); staying paused"));
                     false
                 });
@@ -467,7 +469,7 @@ impl Run<'_> {
     }
 }
 
-fn ask_paused(printer: &crate::report::Printer, finish: &Finish) -> anyhow::Result<bool> {
+async fn ask_paused(printer: &crate::report::Printer, finish: &Finish) -> anyhow::Result<bool> {
     let remaining = finish
         .servers
         .iter()
@@ -479,14 +481,38 @@ fn ask_paused(printer: &crate::report::Printer, finish: &Finish) -> anyhow::Resu
             "The canaries are back. Continue with the remaining {remaining} server(s)? [y/N] "
         ),
     )
+    .await
 }
 
-/// Asks on the terminal; yes only for an explicit yes.
-fn ask(printer: &crate::report::Printer, question: &str) -> anyhow::Result<bool> {
+/// Asks on the terminal; yes only for an explicit yes. Ctrl-C (or SIGTERM) while it waits
+/// is a no, so the command ends as declined, releasing its locks, instead of being killed.
+async fn ask(printer: &crate::report::Printer, question: &str) -> anyhow::Result<bool> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut interrupt, mut terminate) = (
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
     printer.question(question)?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+    // A plain thread, not the runtime's blocking pool: a read nobody answers must not
+    // keep the process from ending.
+    let (sender, answer) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let read = std::io::stdin().lock().read_line(&mut answer);
+        let _ = sender.send(read.map(|_| answer));
+    });
+    tokio::select! {
+        answer = answer => {
+            let answer = answer.map_err(|_| anyhow::anyhow!("the terminal went away"))??;
+            Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+        }
+        _ = interrupt.recv() => {
+            // The answer's line was never ended.
+            let _ = printer.question("\n");
+            Ok(false)
+        }
+        _ = terminate.recv() => Ok(false),
+    }
 }
 
 /// SIGINT and SIGTERM stop at the next safe point; a second one, or SIGUSR1 (what
