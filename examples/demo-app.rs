@@ -2,11 +2,12 @@
 //! kills and starts again. Standard library only.
 //!
 //!     demo-app [--listen 127.0.0.1:0] [--port-file PATH] [--pid-file PATH] [--check-status N]
-//!              [--version V] [--error-every N]
+//!              [--health-status N] [--version V] [--error-every N]
 //!
 //! Prints `listening on ADDRESS` once it accepts connections (and writes the port to
 //! `--port-file`). Answers:
-//!   GET /health       200 "ok"
+//!   GET /health       200 "ok", or the status given with --health-status (an application
+//!                     that never becomes healthy)
 //!   GET /slow?ms=N    200 after N milliseconds (a long request, to test draining); any
 //!                     path ending in /slow does the same
 //!   GET /fail         404 (for a health check that must fail)
@@ -25,6 +26,7 @@ use std::time::Duration;
 /// What the application is and how it behaves.
 struct App {
     check_status: u16,
+    health_status: u16,
     version: String,
     /// Every Nth ordinary request answers 500 (0: never).
     error_every: u64,
@@ -36,6 +38,7 @@ fn main() {
     let mut port_file = None;
     let mut pid_file = None;
     let mut check_status: u16 = 200;
+    let mut health_status: u16 = 200;
     let mut version = "1".to_owned();
     let mut error_every = 0;
     let mut args = std::env::args().skip(1);
@@ -52,6 +55,11 @@ fn main() {
                 check_status = value()
                     .parse()
                     .unwrap_or_else(|_| usage("--check-status takes an HTTP status"))
+            }
+            "--health-status" => {
+                health_status = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--health-status takes an HTTP status"))
             }
             "--version" => version = value(),
             "--error-every" => {
@@ -77,6 +85,7 @@ fn main() {
     let _ = std::io::stdout().flush();
     let app = Arc::new(App {
         check_status,
+        health_status,
         version,
         error_every,
         requests: AtomicU64::new(0),
@@ -91,7 +100,7 @@ fn main() {
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "demo-app: {problem}\nusage: demo-app [--listen ADDR] [--port-file PATH] [--pid-file PATH] [--check-status N] [--version V] [--error-every N]"
+        "demo-app: {problem}\nusage: demo-app [--listen ADDR] [--port-file PATH] [--pid-file PATH] [--check-status N] [--health-status N] [--version V] [--error-every N]"
     );
     std::process::exit(2)
 }
@@ -155,7 +164,7 @@ fn respond(target: &str, app: &App) -> (u16, String) {
         path
     };
     match path {
-        "/health" => (200, "ok\n".to_owned()),
+        "/health" => (app.health_status, format!("health {}\n", app.health_status)),
         "/check" => (check_status, format!("check {check_status}\n")),
         "/fail" => (404, "not found\n".to_owned()),
         "/version" => (200, format!("{}\n", app.version)),

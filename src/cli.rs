@@ -73,7 +73,7 @@ pub enum Command {
     /// `apply` would run, and what would block it now. Changes nothing.
     #[command(after_help = "Example:\n  haproxy-rollout plan plans/single.yaml\n\n\
         Exit status 0 when the rollout could start now, 3 when pre-flight fails.")]
-    Plan(PlanArgs),
+    Plan(PreviewArgs),
 
     /// Run the rollout.
     #[command(
@@ -142,6 +142,20 @@ pub enum Command {
 pub struct PlanArgs {
     /// The plan file (YAML).
     pub plan: PathBuf,
+
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The plan file (YAML).
+    pub plan: PathBuf,
+
+    /// Do not connect to the hosts over SSH (for a machine without SSH access to them);
+    /// the preview says it did not check them.
+    #[arg(long)]
+    pub no_ssh: bool,
 
     #[command(flatten)]
     pub vars: VarArgs,

@@ -200,11 +200,12 @@ fn a_failed_restart_stops_the_rollout_and_leaves_the_server_out_of_rotation() {
 fn an_application_that_never_becomes_healthy_fails_after_health_within() {
     let lab = RolloutLab::start(LabOptions::default());
     let plan = lab.plan("unhealthy.yaml", None, "");
-    let text = std::fs::read_to_string(&plan).unwrap().replace(
-        "url: http://{addr}:{port}/health\n  within: 10s",
-        "url: http://{addr}:{port}/fail\n  within: 2s",
-    );
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("within: 10s", "within: 2s");
     std::fs::write(&plan, text).unwrap();
+    // Healthy now (pre-flight asks), never again once restarted.
+    std::fs::write(lab.lab.dir.path().join("break-health"), "").unwrap();
     let before = lab.pids();
     let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)])
         .run()
@@ -221,7 +222,7 @@ fn an_application_that_never_becomes_healthy_fails_after_health_within() {
     let reason = summary["reason"].as_str().unwrap();
     assert!(
         reason.contains("did not answer as expected within 2s")
-            && reason.contains("answered 404, expected 200"),
+            && reason.contains("answered 503, expected 200"),
         "{reason}"
     );
     assert_eq!(
@@ -418,6 +419,69 @@ fn a_host_key_that_does_not_match_fails_preflight_and_touches_nothing() {
         "the reason names the host key: {}",
         outcome.stderr
     );
+    // The preview finds it too (connecting changes nothing), and says so with --no-ssh.
+    let preview = rollout(["--color", "never", "plan", path(&plan)])
+        .run()
+        .code(3);
+    assert!(
+        preview
+            .stdout
+            .contains("BLOCKED ssh: cannot open an SSH connection to 127.0.0.1")
+            && preview.stdout.to_lowercase().contains("host key"),
+        "{}",
+        preview.stdout
+    );
+    let unchecked = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
+        .run()
+        .code(0);
+    assert!(
+        unchecked
+            .stdout
+            .contains("warning ssh: not checked (--no-ssh)"),
+        "{}",
+        unchecked.stdout
+    );
+    assert_eq!(lab.lab.servers_state(), before, "nothing was touched");
+}
+
+/// See: #13, a wrong health URL.
+#[test]
+fn a_wrong_health_url_blocks_plan_and_apply_before_anything_changes() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("wrong-url.yaml", None, "");
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("/health\n", "/fail\n");
+    std::fs::write(&plan, text).unwrap();
+    let (state, pids) = (lab.lab.servers_state(), lab.pids());
+    let preview = rollout(["--color", "never", "plan", path(&plan)])
+        .run()
+        .code(3);
+    let port = lab.ports[0];
+    assert!(
+        preview.stdout.contains(&format!(
+            "BLOCKED health: app1 is in rotation but its health URL does not answer 200: GET http://127.0.0.1:{port}/fail answered 404"
+        )),
+        "{}",
+        preview.stdout
+    );
+    assert!(
+        preview
+            .stdout
+            .contains("ok      ssh: 1 host(s) reachable, host keys verified"),
+        "{}",
+        preview.stdout
+    );
+    let applied = rollout(["--color", "never", "apply", "--yes", path(&plan)])
+        .run()
+        .code(3);
+    assert!(
+        applied.stdout.contains("BLOCKED health: app1"),
+        "{}",
+        applied.stdout
+    );
+    assert_eq!(lab.lab.servers_state(), state, "nothing was drained");
+    assert_eq!(lab.pids(), pids, "nothing was restarted");
 }
 
 /// Property 2 holds at the moment of each drain, not only at pre-flight: a server that dies

@@ -306,7 +306,7 @@ fn plan_previews_every_command_and_changes_nothing() {
         "health:\n  url: http://{addr}:{port}/health\n",
     );
     let before = lab.servers_state();
-    let outcome = rollout(["--color", "never", "plan", path(&plan)])
+    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
         .run()
         .code(0);
     assert_eq!(
@@ -348,7 +348,7 @@ fn plan_previews_every_command_and_changes_nothing() {
         "servers in plan order"
     );
 
-    let outcome = rollout(["--output", "json", "plan", path(&plan)])
+    let outcome = rollout(["--output", "json", "plan", "--no-ssh", path(&plan)])
         .run()
         .code(0);
     let event: serde_json::Value = serde_json::from_str(outcome.stdout.trim()).unwrap();
@@ -381,7 +381,7 @@ fn plan_is_blocked_when_capacity_would_break_min_up() {
         "capacity:\n  min_up: 2\n",
     );
     let before = lab.servers_state();
-    let outcome = rollout(["--color", "never", "plan", path(&plan)])
+    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
         .run()
         .code(3);
     assert_eq!(lab.servers_state(), before);
@@ -411,7 +411,7 @@ fn plan_reports_sockets_below_admin_level() {
         );
         let plan = lab.dir.path().join(format!("{level}.yaml"));
         std::fs::write(&plan, text).unwrap();
-        let outcome = rollout(["--color", "never", "plan", path(&plan)])
+        let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
             .run()
             .code(3);
         assert!(
@@ -430,7 +430,7 @@ fn plan_names_a_server_or_backend_haproxy_lacks_and_changes_nothing() {
     let lab = Lab::start();
     let before = lab.servers_state();
     let plan = lab.plan("ghost.yaml", &["app1", "ghost"], "");
-    let outcome = rollout(["--color", "never", "plan", path(&plan)])
+    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
         .run()
         .code(3);
     assert!(
@@ -446,7 +446,7 @@ fn plan_names_a_server_or_backend_haproxy_lacks_and_changes_nothing() {
         .replace("[be_app]", "[be_app, be_missing]")
         .replace("  - name: ghost\n", "");
     std::fs::write(&plan, text).unwrap();
-    let outcome = rollout(["--color", "never", "plan", path(&plan)])
+    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
         .run()
         .code(3);
     assert!(
@@ -464,7 +464,7 @@ fn plan_refuses_to_put_back_a_server_someone_else_took_out() {
     let lab = Lab::start();
     lab.command("set server be_app/app2 state maint");
     let plan = lab.plan("maint.yaml", &["app1", "app2"], "");
-    let outcome = rollout(["--color", "never", "plan", path(&plan)])
+    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
         .run()
         .code(3);
     assert!(
@@ -492,7 +492,7 @@ fn plan_with_an_unreachable_haproxy_fails_preflight() {
         ),
     )
     .unwrap();
-    let outcome = rollout(["--color", "never", "plan", path(&plan)])
+    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
         .run()
         .code(3);
     assert!(

@@ -9,6 +9,38 @@ use crate::error::error_chain;
 use crate::haproxy::Client;
 use crate::plan::{Plan, SocketAddress};
 
+/// Asks the health URL of every server pre-flight wants asked (those in rotation), at once:
+/// a wrong URL is found before a server is taken out, not after.
+pub async fn probe_health(
+    plan: &Plan,
+    preflight: &crate::engine::Preflight,
+    observations: &[Observation<'_>],
+) -> Vec<(usize, Result<(), String>)> {
+    let checker =
+        match crate::health::HealthChecker::new(plan.health.timeout, plan.health.expect_status) {
+            Ok(checker) => checker,
+            Err(error) => {
+                let error = format!("cannot make an HTTP client: {}", error_chain(&error));
+                return preflight
+                    .to_probe(observations)
+                    .into_iter()
+                    .map(|index| (index, Err(error.clone())))
+                    .collect();
+            }
+        };
+    let probes = preflight
+        .to_probe(observations)
+        .into_iter()
+        .filter_map(|index| {
+            let values = preflight.targets[index].values.as_ref()?;
+            let url =
+                crate::plan::template::health_url(plan.servers[index].health_url(plan), values);
+            let checker = &checker;
+            Some(async move { (index, checker.probe(&url).await) })
+        });
+    futures::future::join_all(probes).await
+}
+
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()

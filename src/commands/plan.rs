@@ -1,22 +1,43 @@
-//! `plan PLAN`: the dry run. Reads live state, runs every pre-flight check that changes
-//! nothing, and prints every command `apply` would run. It only ever sends `show` commands,
-//! and, with `skip_current`, reads each server's `verify` URL to say which `apply` would
-//! leave as they are.
+//! `plan PLAN`: the dry run. Reads live state, runs every pre-flight check `apply` runs
+//! (each server's health URL, SSH to every host unless `--no-ssh`: connecting changes
+//! nothing), and prints every command `apply` would run. It only ever sends `show`
+//! commands, and, with `skip_current`, reads each server's `verify` URL to say which `apply`
+//! would leave as they are.
 
 use super::Stop;
-use crate::cli::PlanArgs;
+use crate::cli::PreviewArgs;
 use crate::engine;
 use crate::exit::Exit;
 use crate::plan::template::health_url;
 use crate::plan::{Given, Plan, VerifyRead};
 use crate::report::Printer;
 
-pub fn run(args: &PlanArgs, printer: &Printer) -> Result<Exit, Stop> {
+pub fn run(args: &PreviewArgs, printer: &Printer) -> Result<Exit, Stop> {
     let plan = super::load_plan(&args.plan, Given::values(&args.vars.vars), printer)?;
     let runtime = super::live::runtime()?;
     let links = runtime.block_on(super::live::connect(&plan));
     let observations = runtime.block_on(super::live::observe(&plan, &links));
-    let preflight = engine::preflight::preflight(&plan, &observations, &[]);
+    let mut preflight = engine::preflight::preflight(&plan, &observations, &[]);
+    let answers = runtime.block_on(super::live::probe_health(&plan, &preflight, &observations));
+    preflight.probed(&plan, &answers);
+    if args.no_ssh {
+        preflight.not_connected();
+    } else {
+        let hosts: Vec<String> = preflight
+            .targets
+            .iter()
+            .filter_map(|target| Some(target.values.as_ref()?.host.clone()))
+            .collect();
+        let mut distinct = hosts.clone();
+        distinct.sort();
+        distinct.dedup();
+        let connected = runtime.block_on(async {
+            let pool = crate::ssh::SshPool::connect(&plan.ssh, &hosts).await?;
+            pool.close().await;
+            Ok::<_, crate::ssh::CommandError>(distinct.len())
+        });
+        preflight.connected(connected.map_err(|error| error.to_string()));
+    }
     let steps = super::preview_steps(&plan, &preflight);
     printer.plan_preview(&args.plan, &plan, &preflight, &steps);
     if plan.skip_current {

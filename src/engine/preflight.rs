@@ -57,6 +57,8 @@ impl Preflight {
     }
 }
 
+mod reach;
+
 /// Runs every check that needs no change and no SSH. `ours` names servers that an
 /// interrupted run of this rollout took out of rotation (from its journal): their state is
 /// expected, not someone else's doing.

@@ -155,10 +155,6 @@ impl Reporter for HumanReporter {
             };
             self.out(&format!("  {mark} {}", check.text));
         }
-        self.out(&format!(
-            "  {} ssh: host keys and reachability are not checked by this version (apply is not built yet)",
-            self.paint(WARNING, "note   ")
-        ));
         self.out("");
         self.out(&self.paint(EMPHASIS, "what apply would run, server by server"));
         for (server, steps) in steps {

@@ -102,6 +102,12 @@ impl Run<'_> {
         let observations = crate::commands::live::observe(plan, &links).await;
         let ours: Vec<&str> = self.ours.iter().map(String::as_str).collect();
         let mut preflight = crate::engine::preflight::preflight(plan, &observations, &ours);
+        // Settling restarts nothing: a health URL matters only to what goes on.
+        if !self.settling() {
+            let answers =
+                crate::commands::live::probe_health(plan, &preflight, &observations).await;
+            preflight.probed(plan, &answers);
+        }
         let locks = self
             .context
             .lock_backends(&preflight.topology, &observations, self.command)?;
