@@ -359,7 +359,8 @@ pub fn control_directory() -> std::io::Result<tempfile::TempDir> {
 }
 
 /// Removes the control directories of processes that are gone (a run killed with SIGKILL
-/// cannot remove its own).
+/// cannot remove its own), first ending the SSH masters still listening in them (they
+/// would linger until their idle limit).
 fn sweep_control_directories(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -375,7 +376,36 @@ fn sweep_control_directories(dir: &std::path::Path) {
             continue;
         };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            end_masters(&entry.path(), 2);
             let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Asks every SSH master whose control socket is in `dir` (or `depth` folders below) to
+/// exit: `ssh -O exit` needs only the socket.
+fn end_masters(dir: &std::path::Path, depth: u32) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_socket() {
+            let _ = std::process::Command::new("ssh")
+                .arg("-O")
+                .arg("exit")
+                .arg("-S")
+                .arg(entry.path())
+                .arg("control-master")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        } else if kind.is_dir() && depth > 0 {
+            end_masters(&entry.path(), depth - 1);
         }
     }
 }

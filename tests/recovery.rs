@@ -508,3 +508,61 @@ fn abort_now_during_the_restart_says_until_when_it_may_run_and_resume_waits_for_
     let after = lab.pids();
     assert!(before.iter().zip(&after).all(|(old, new)| old != new));
 }
+
+/// The control directories (`/tmp/hr-ssh-PID-*`) whose SSH master sockets a killed run left.
+fn control_directories_of(pid: u32) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(&format!("hr-ssh-{pid}-")))
+        })
+        .collect()
+}
+
+/// SSH master processes whose control socket is under `dir`.
+fn masters_in(dir: &std::path::Path) -> usize {
+    let output = std::process::Command::new("pgrep")
+        .arg("-f")
+        .arg(dir.to_str().unwrap())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
+/// See: #13, housekeeping: what a SIGKILLed run left is cleaned by the next start.
+#[test]
+fn a_killed_runs_ssh_masters_and_control_directory_are_gone_after_the_next_start() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = slow_restart_plan(&lab, "killed-ssh.yaml", 3);
+    let running = apply(&plan);
+    let pid = running.pid();
+    wait_restarting(&running);
+    wait_command_running(&plan, "app1");
+    running.signal("KILL");
+    running.finish();
+    let left = control_directories_of(pid);
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed run left its control directory: {left:?}"
+    );
+    assert!(masters_in(&left[0]) > 0, "and its SSH master");
+    // Any start that opens SSH connections cleans up first.
+    let preview = rollout(["plan", path(&plan)]).run();
+    assert!(preview.code == 0 || preview.code == 3, "{}", preview.stderr);
+    assert!(!left[0].exists(), "{left:?} was removed");
+    let start = std::time::Instant::now();
+    while masters_in(&left[0]) > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the orphaned SSH master ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Put app1 right for the lab's clean-up: the orphaned restart ends, abort settles it.
+    rollout(["abort", path(&plan)]).run();
+}
