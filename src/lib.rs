@@ -24,7 +24,12 @@ use clap::Parser;
 /// The whole program: parse the command line, run the command, return its exit status.
 pub fn run() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let printer = report::Printer::new(cli.global.output, cli.global.color, cli.global.quiet);
+    let printer = report::Printer::new(
+        cli.global.output,
+        cli.global.color,
+        cli.global.quiet,
+        cli.global.verbose,
+    );
     init_tracing(&cli.global, &printer);
     commands::run(cli, &printer).into()
 }

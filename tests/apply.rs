@@ -472,6 +472,49 @@ fn a_wrong_health_url_blocks_plan_and_apply_before_anything_changes() {
         "{}",
         preview.stdout
     );
+    // The reasons come first and again last; the step listing only with -v.
+    assert!(
+        preview
+            .stdout
+            .lines()
+            .nth(3)
+            .is_some_and(|line| line.starts_with("  BLOCKED health: app1")),
+        "{}",
+        preview.stdout
+    );
+    assert!(
+        !preview
+            .stdout
+            .lines()
+            .any(|line| line == "what apply would run, server by server")
+            && preview.stdout.contains("is listed with -v")
+            && preview
+                .stdout
+                .trim_end()
+                .lines()
+                .last()
+                .is_some_and(|line| line.starts_with("  - health: app3 is in rotation")),
+        "{}",
+        preview.stdout
+    );
+    assert!(
+        preview.stdout.contains(
+            "pre-flight failed: 3 problem(s) block the rollout now; nothing was changed:"
+        ),
+        "{}",
+        preview.stdout
+    );
+    let verbose = rollout(["--color", "never", "-v", "plan", path(&plan)])
+        .run()
+        .code(3);
+    assert!(
+        verbose
+            .stdout
+            .lines()
+            .any(|line| line == "what apply would run, server by server"),
+        "{}",
+        verbose.stdout
+    );
     let applied = rollout(["--color", "never", "apply", "--yes", path(&plan)])
         .run()
         .code(3);

@@ -147,7 +147,10 @@ impl Reporter for HumanReporter {
         ));
         self.out("");
         self.out(&self.paint(EMPHASIS, "pre-flight (read-only)"));
-        for check in &preflight.checks {
+        // What blocks first, then warnings, then what passed.
+        let mut checks: Vec<_> = preflight.checks.iter().collect();
+        checks.sort_by_key(|check| std::cmp::Reverse(check.verdict));
+        for check in checks {
             let mark = match check.verdict {
                 Verdict::Pass => self.paint(OK, "ok     "),
                 Verdict::Warning => self.paint(WARNING, "warning"),
@@ -156,6 +159,11 @@ impl Reporter for HumanReporter {
             self.out(&format!("  {mark} {}", check.text));
         }
         self.out("");
+        if !would_run && self.verbose == 0 {
+            // What blocks matters first; the steps would bury it (hundreds of lines).
+            self.out("  (what apply would run, server by server, is listed with -v)");
+            return self.blocked_summary(preflight);
+        }
         self.out(&self.paint(EMPHASIS, "what apply would run, server by server"));
         for (server, steps) in steps {
             self.out(&format!("  {}", self.paint(EMPHASIS, server.name.as_str())));
@@ -170,11 +178,7 @@ impl Reporter for HumanReporter {
         if would_run {
             self.out(&self.paint(OK, "pre-flight passed: apply could start now"));
         } else {
-            let blockers = preflight.with(Verdict::Blocked).count();
-            self.out(&self.paint(
-                ERROR,
-                &format!("pre-flight failed: {blockers} problem(s) block the rollout now (marked BLOCKED); nothing was changed"),
-            ));
+            self.blocked_summary(preflight);
         }
     }
 
@@ -254,4 +258,24 @@ pub fn render_plan_errors(terminal: &Terminal, report: &PlanErrors) -> String {
     }
     out.push_str(&format!("{}: {report}", terminal.paint(ERROR, "error")));
     out
+}
+
+impl HumanReporter {
+    /// The closing lines of a blocked preview: every reason again, where the eye lands.
+    fn blocked_summary(&self, preflight: &Preflight) {
+        let blockers: Vec<&str> = preflight
+            .with(Verdict::Blocked)
+            .map(|check| check.text.as_str())
+            .collect();
+        self.out(&self.paint(
+            ERROR,
+            &format!(
+                "pre-flight failed: {} problem(s) block the rollout now; nothing was changed:",
+                blockers.len()
+            ),
+        ));
+        for text in blockers {
+            self.out(&format!("  - {text}"));
+        }
+    }
 }

@@ -100,6 +100,8 @@ pub struct Terminal {
     pub color: bool,
     /// 0 normal, 1 warnings and errors, 2 errors only.
     pub quiet: u8,
+    /// `-v`: more detail (a blocked preview lists the steps too).
+    pub verbose: u8,
     /// stderr is a terminal.
     pub terminal: bool,
 }
@@ -161,10 +163,11 @@ impl std::ops::Deref for Printer {
 }
 
 impl Printer {
-    pub fn new(format: OutputFormat, color: ColorChoice, quiet: u8) -> Self {
+    pub fn new(format: OutputFormat, color: ColorChoice, quiet: u8, verbose: u8) -> Self {
         let terminal = Terminal {
             color: use_color(color),
             quiet,
+            verbose,
             terminal: std::io::stderr().is_terminal(),
         };
         let reporter: Box<dyn Reporter + Send + Sync> = match format {
