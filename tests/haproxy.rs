@@ -456,6 +456,37 @@ fn plan_names_a_server_or_backend_haproxy_lacks_and_changes_nothing() {
         "{}",
         outcome.stdout
     );
+
+    // A name one typo away from what HAProxy has is named.
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("[be_app, be_missing]", "[be_ap]")
+        .replace("  - name: app1\n", "  - name: ap1\n");
+    std::fs::write(&plan, text).unwrap();
+    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
+        .run()
+        .code(3);
+    assert!(
+        outcome.stdout.contains(
+            "BLOCKED lb1: there is no backend `be_ap` (or it has no servers); did you mean `be_app` (for `be_ap`)?"
+        ),
+        "{}",
+        outcome.stdout
+    );
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("[be_ap]", "[be_app]");
+    std::fs::write(&plan, text).unwrap();
+    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
+        .run()
+        .code(3);
+    assert!(
+        outcome.stdout.contains(
+            "BLOCKED lb1: backend be_app has no server ap1; did you mean `app1` (for `ap1`)?"
+        ),
+        "{}",
+        outcome.stdout
+    );
     assert_eq!(lab.servers_state(), before);
 }
 

@@ -221,9 +221,13 @@ fn check_instance(
     };
     for backend in listed {
         if !snapshot.has_backend(backend.as_str()) {
+            let backends = snapshot.servers.iter().map(|view| view.backend.as_str());
             result.push(
                 Verdict::Blocked,
-                format!("{name}: there is no backend `{backend}` (or it has no servers)"),
+                format!(
+                    "{name}: there is no backend `{backend}` (or it has no servers){}",
+                    did_you_mean(backend.as_str(), backends)
+                ),
             );
             continue;
         }
@@ -240,15 +244,37 @@ fn check_instance(
                 format!("{name}: backend {backend} has every server of the plan"),
             );
         } else {
+            let servers = || {
+                snapshot
+                    .servers
+                    .iter()
+                    .filter(|view| view.backend == backend.as_str())
+                    .map(|view| view.server.as_str())
+            };
+            let hints: String = missing
+                .iter()
+                .map(|server| did_you_mean(server, servers()))
+                .collect();
             result.push(
                 Verdict::Blocked,
                 format!(
-                    "{name}: backend {backend} has no server {}",
+                    "{name}: backend {backend} has no server {}{hints}",
                     missing.join(", ")
                 ),
             );
         }
     }
+}
+
+/// `; did you mean `be_app`?` when HAProxy has a name close to `wanted`, else nothing.
+fn did_you_mean<'a>(wanted: &str, names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|name| (strsim::jaro_winkler(wanted, name), name))
+        .filter(|(score, name)| *score > 0.8 && *name != wanted)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or_else(String::new, |(_, name)| {
+            format!("; did you mean `{name}` (for `{wanted}`)?")
+        })
 }
 
 /// A plan server that someone else took out of rotation must not be put back silently.
