@@ -430,62 +430,41 @@ fn plan_names_a_server_or_backend_haproxy_lacks_and_changes_nothing() {
     let lab = Lab::start();
     let before = lab.servers_state();
     let plan = lab.plan("ghost.yaml", &["app1", "ghost"], "");
-    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
-        .run()
-        .code(3);
-    assert!(
-        outcome
-            .stdout
-            .contains("BLOCKED lb1: backend be_app has no server ghost"),
-        "{}",
-        outcome.stdout
+    // Edits the plan, previews it, and expects `blocked` among its blocked lines.
+    let blocked_by = |edits: &[(&str, &str)], blocked: &str| {
+        let mut text = std::fs::read_to_string(&plan).unwrap();
+        for (from, to) in edits {
+            text = text.replace(from, to);
+        }
+        std::fs::write(&plan, text).unwrap();
+        let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
+            .run()
+            .code(3);
+        assert!(
+            outcome.stdout.contains(&format!("BLOCKED lb1: {blocked}")),
+            "{}",
+            outcome.stdout
+        );
+    };
+    blocked_by(&[], "backend be_app has no server ghost");
+    blocked_by(
+        &[
+            ("[be_app]", "[be_app, be_missing]"),
+            ("  - name: ghost\n", ""),
+        ],
+        "there is no backend `be_missing`",
     );
-
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("[be_app]", "[be_app, be_missing]")
-        .replace("  - name: ghost\n", "");
-    std::fs::write(&plan, text).unwrap();
-    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
-        .run()
-        .code(3);
-    assert!(
-        outcome
-            .stdout
-            .contains("BLOCKED lb1: there is no backend `be_missing`"),
-        "{}",
-        outcome.stdout
-    );
-
     // A name one typo away from what HAProxy has is named.
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("[be_app, be_missing]", "[be_ap]")
-        .replace("  - name: app1\n", "  - name: ap1\n");
-    std::fs::write(&plan, text).unwrap();
-    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
-        .run()
-        .code(3);
-    assert!(
-        outcome.stdout.contains(
-            "BLOCKED lb1: there is no backend `be_ap` (or it has no servers); did you mean `be_app` (for `be_ap`)?"
-        ),
-        "{}",
-        outcome.stdout
+    blocked_by(
+        &[
+            ("[be_app, be_missing]", "[be_ap]"),
+            ("  - name: app1\n", "  - name: ap1\n"),
+        ],
+        "there is no backend `be_ap` (or it has no servers); did you mean `be_app` (for `be_ap`)?",
     );
-    let text = std::fs::read_to_string(&plan)
-        .unwrap()
-        .replace("[be_ap]", "[be_app]");
-    std::fs::write(&plan, text).unwrap();
-    let outcome = rollout(["--color", "never", "plan", "--no-ssh", path(&plan)])
-        .run()
-        .code(3);
-    assert!(
-        outcome.stdout.contains(
-            "BLOCKED lb1: backend be_app has no server ap1; did you mean `app1` (for `ap1`)?"
-        ),
-        "{}",
-        outcome.stdout
+    blocked_by(
+        &[("[be_ap]", "[be_app]")],
+        "backend be_app has no server ap1; did you mean `app1` (for `ap1`)?",
     );
     assert_eq!(lab.servers_state(), before);
 }
