@@ -1,0 +1,233 @@
+//! What an operator meets before and around a rollout: a preview that checks what apply
+//! checks, a restart command that does not exist, apply where it cannot ask, Ctrl-C at the
+//! question. Real haproxy, a real sshd on 127.0.0.1, real application processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::lab::LabOptions;
+use common::rollout_lab::RolloutLab;
+use common::{events, rollout};
+
+fn path(file: &std::path::Path) -> &str {
+    file.to_str().unwrap()
+}
+
+fn summary(events: &[serde_json::Value]) -> &serde_json::Value {
+    events
+        .last()
+        .filter(|event| event["event"] == "summary")
+        .expect("a summary last")
+}
+
+fn server<'a>(summary: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    summary["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|server| server["server"] == name)
+        .unwrap_or_else(|| panic!("{name} in {summary}"))
+}
+
+/// See: #13, a wrong health URL.
+#[test]
+fn a_wrong_health_url_blocks_plan_and_apply_before_anything_changes() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("wrong-url.yaml", None, "");
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("/health\n", "/fail\n");
+    std::fs::write(&plan, text).unwrap();
+    let (state, pids) = (lab.lab.servers_state(), lab.pids());
+    let preview = rollout(["--color", "never", "plan", path(&plan)])
+        .run()
+        .code(3);
+    let port = lab.ports[0];
+    assert!(
+        preview.stdout.contains(&format!(
+            "BLOCKED health: app1 is in rotation but its health URL does not answer 200: GET http://127.0.0.1:{port}/fail answered 404"
+        )),
+        "{}",
+        preview.stdout
+    );
+    assert!(
+        preview
+            .stdout
+            .contains("ok      ssh: 1 host(s) reachable, host keys verified"),
+        "{}",
+        preview.stdout
+    );
+    // The reasons come first and again last; the step listing only with -v.
+    assert!(
+        preview
+            .stdout
+            .lines()
+            .nth(3)
+            .is_some_and(|line| line.starts_with("  BLOCKED health: app1")),
+        "{}",
+        preview.stdout
+    );
+    assert!(
+        !preview
+            .stdout
+            .lines()
+            .any(|line| line == "what apply would run, server by server")
+            && preview.stdout.contains("is listed with -v")
+            && preview
+                .stdout
+                .trim_end()
+                .lines()
+                .last()
+                .is_some_and(|line| line.starts_with("  - health: app3 is in rotation")),
+        "{}",
+        preview.stdout
+    );
+    assert!(
+        preview.stdout.contains(
+            "pre-flight failed: 3 problem(s) block the rollout now; nothing was changed:"
+        ),
+        "{}",
+        preview.stdout
+    );
+    let verbose = rollout(["--color", "never", "-v", "plan", path(&plan)])
+        .run()
+        .code(3);
+    assert!(
+        verbose
+            .stdout
+            .lines()
+            .any(|line| line == "what apply would run, server by server"),
+        "{}",
+        verbose.stdout
+    );
+    let applied = rollout(["--color", "never", "apply", "--yes", path(&plan)])
+        .run()
+        .code(3);
+    assert!(
+        applied.stdout.contains("BLOCKED health: app1"),
+        "{}",
+        applied.stdout
+    );
+    assert_eq!(lab.lab.servers_state(), state, "nothing was drained");
+    assert_eq!(lab.pids(), pids, "nothing was restarted");
+}
+
+/// Property 2 holds at the moment of each drain, not only at pre-flight: a server that dies
+/// mid-rollout stops the next drain that would break `min_up`.
+/// See: #13, a restart command that does not exist.
+#[test]
+fn a_restart_command_that_does_not_exist_is_a_failed_restart_with_what_the_host_said() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("missing.yaml", Some("/opt/app/no-such-deploy {port}"), "");
+    let before = lab.pids();
+    let outcome = rollout(["--output", "json", "apply", "--yes", path(&plan)]).run();
+    eprintln!("{}\n{}", outcome.stdout, outcome.stderr);
+    assert_eq!(outcome.code, 1);
+    let events = events(&outcome.stdout);
+    let summary = summary(&events);
+    let reason = summary["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the restart failed")
+            && reason.contains("exited with status 127")
+            && reason.contains("no-such-deploy"),
+        "{reason}"
+    );
+    let app1 = server(summary, "app1");
+    assert_eq!(app1["state"], "OUT OF ROTATION (maintenance)");
+    assert!(app1["may_still_run"].is_null(), "{app1}");
+    assert!(
+        !events.iter().any(|event| event["event"] == "server_done"),
+        "no server is reported back"
+    );
+    assert_eq!(before, lab.pids());
+}
+
+/// See: #13, apply without a terminal to ask on.
+#[test]
+fn apply_without_yes_and_without_a_terminal_refuses_and_touches_nothing() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("unasked.yaml", None, "");
+    let (state, pids) = (lab.lab.servers_state(), lab.pids());
+    // The test harness gives the binary no stdin: like cron, a pipe or `ssh host cmd`.
+    let outcome = rollout(["apply", path(&plan)]).run();
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .contains("add --yes to run it without asking")
+            && outcome.stderr.contains("nothing was changed"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(lab.lab.servers_state(), state);
+    assert_eq!(lab.pids(), pids);
+}
+
+/// See: #13, Ctrl-C at the question.
+#[test]
+fn ctrl_c_at_the_question_declines_with_exit_4_and_leaves_no_lock() {
+    use std::io::{Read, Write};
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("asked.yaml", None, "");
+    let state_dir = lab.lab.dir.path().join("state");
+    // `script` runs it on a terminal of its own; what is written to script's stdin is
+    // typed on that terminal, so \x03 is a real Ctrl-C.
+    let command = format!(
+        "{} apply {}",
+        common::rollout_binary().display(),
+        plan.display()
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("HAPROXY_ROLLOUT_STATE_DIR", &state_dir)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdout = script.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            while let Ok(read) = stdout.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buffer[..read]);
+            }
+        })
+    };
+    let shown = || String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    // The question comes once pre-flight passed; then Ctrl-C.
+    let start = std::time::Instant::now();
+    while !shown().contains("[y/N]") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no question: {}",
+            shown()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdin = script.stdin.take().unwrap();
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let status = script.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let shown = shown();
+    assert!(shown.contains("Restart 3 server(s) now? [y/N]"), "{shown}");
+    assert!(
+        shown.contains("not confirmed; nothing was changed"),
+        "{shown}"
+    );
+    assert_eq!(status.code(), Some(4), "{shown}");
+    // No lock was left behind: the next apply starts without a word about one.
+    let next = rollout(["apply", "--yes", path(&plan)])
+        .env("HAPROXY_ROLLOUT_STATE_DIR", state_dir.to_str().unwrap())
+        .run();
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    assert!(!next.stderr.contains("stale lock"), "{}", next.stderr);
+}
