@@ -297,7 +297,7 @@ fn another_server_down_before_the_start_blocks_the_rollout_and_nothing_is_draine
     assert_eq!(lab.lab.servers_state(), before, "nothing was drained");
     assert_eq!(lab.pids(), pids);
     assert!(
-        outcome.stdout.contains("BLOCKED capacity: be_app on lb1 has 1 other server in rotation besides app1 (app2); min_up 2"),
+        outcome.stdout.contains("BLOCKED capacity: be_app on lb1 has 1 other server in rotation besides app1 (app2); min_up 2; out of rotation: app3 MAINT"),
         "{}",
         outcome.stdout
     );

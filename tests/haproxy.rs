@@ -386,7 +386,7 @@ fn plan_is_blocked_when_capacity_would_break_min_up() {
         .code(3);
     assert_eq!(lab.servers_state(), before);
     assert!(
-        outcome.stdout.contains("BLOCKED capacity: be_app on lb1 has 1 other server in rotation besides app1 (app2); min_up 2"),
+        outcome.stdout.contains("BLOCKED capacity: be_app on lb1 has 1 other server in rotation besides app1 (app2); min_up 2; out of rotation: app3 DOWN"),
         "{}",
         outcome.stdout
     );

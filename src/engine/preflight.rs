@@ -411,10 +411,33 @@ fn capacity_checks(
                     ),
                 }
             } else {
+                // Name what is out, so the operator knows what to bring back.
+                let out: Vec<String> = observation
+                    .state
+                    .as_ref()
+                    .map(|snapshot| {
+                        snapshot
+                            .servers
+                            .iter()
+                            .filter(|view| {
+                                view.backend == backend.as_str()
+                                    && view.server != server.name.as_str()
+                                    && !view.in_rotation()
+                            })
+                            .take(5)
+                            .map(|view| format!("{} {}", view.server, view.status))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let out = if out.is_empty() {
+                    String::new()
+                } else {
+                    format!("; out of rotation: {}", out.join(", "))
+                };
                 Check {
                     verdict: Verdict::Blocked,
                     text: format!(
-                        "capacity: {backend} on {instance} has {count} other server{plural} in rotation besides {} ({listed}); min_up {min_up}",
+                        "capacity: {backend} on {instance} has {count} other server{plural} in rotation besides {} ({listed}); min_up {min_up}{out}",
                         server.name
                     ),
                 }
