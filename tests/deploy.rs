@@ -559,3 +559,52 @@ fn a_reload_during_the_canary_analysis_is_counted_across() {
         ok + failed
     );
 }
+
+/// Property 9 in a rollback: a rollback killed during its command is finished by the next
+/// `rollback`, which keeps that server out until the orphaned command can no longer run.
+#[test]
+fn a_killed_rollback_is_finished_after_its_orphaned_command_ended() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let rollback = format!(
+        "rollback:\n  command: \"sleep 3; {} {{port}} {{previous}}\"\n",
+        lab.restart_script.display()
+    );
+    let plan = lab.plan(
+        "killed-rollback.yaml",
+        Some(&deploying(&lab, "{version}")),
+        &format!("{VERSIONED}{rollback}"),
+    );
+    let v2 = rollout(["apply", "--yes", path(&plan), "--var", "version=2"]).run();
+    assert_eq!(v2.code, 0, "{}", v2.stderr);
+    let first = rollout(["--output", "json", "rollback", "--yes", path(&plan)]).spawn();
+    first.wait_for("app3's rollback running", |event| {
+        event["event"] == "stage" && event["server"] == "app3" && event["stage"] == "restarting"
+    });
+    common::scenario::wait_command_running(&plan, "app3");
+    first.signal("KILL");
+    first.finish();
+
+    let run = under_traffic(&lab, 2, &["rollback", "--yes", path(&plan)]);
+    run.expect(0);
+    assert_eq!(versions(&lab), ["1", "1", "1"]);
+    let app3: Vec<&str> = run
+        .events
+        .iter()
+        .filter(|event| event["server"] == "app3")
+        .filter_map(|event| match event["event"].as_str() {
+            Some("stage") if event["stage"] == "restarting" => Some("restarting"),
+            Some(kind @ ("command_may_run" | "command_ended")) => Some(kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        app3,
+        ["command_may_run", "command_ended", "restarting"],
+        "the orphaned rollback command ended before app3's was run again"
+    );
+    up_except(&lab, &[]);
+    eprintln!(
+        "killed rollback finished: exit 0, {} requests, 0 failed",
+        run.ok
+    );
+}

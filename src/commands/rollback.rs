@@ -3,7 +3,7 @@
 //! under the same limits. Each server is decided from what every HAProxy shows now.
 
 use super::Stop;
-use super::rollout::{Context, Run, Start, VarsFrom, undo};
+use super::rollout::{Context, Facts, Run, Start, VarsFrom, undo};
 use crate::cli::RollbackArgs;
 use crate::exit::Exit;
 use crate::report::Printer;
@@ -27,7 +27,8 @@ pub fn run(
             args.plan.display()
         )));
     };
-    let records = context.records()?;
+    let story = context.story()?;
+    let records = &story.records;
     if records.is_empty() {
         return Err(Stop::Failed(anyhow::anyhow!(
             "there is no rollout of {} to roll back (its journal is in {})",
@@ -35,7 +36,8 @@ pub fn run(
             context.dir.display()
         )));
     }
-    if let Some(interrupted) = crate::journal::interrupted(&records)
+    let interrupted = crate::journal::interrupted(records);
+    if let Some(interrupted) = &interrupted
         && interrupted.stopped.is_none()
         && !interrupted.paused
         && !interrupted.rolled_back
@@ -47,7 +49,7 @@ pub fn run(
         ));
         return Ok(Exit::Usage);
     }
-    let servers = undo::targets(&context, &records);
+    let servers = undo::targets(&context, records);
     if servers.is_empty() {
         printer.note("the last rollout changed no server that can be rolled back; nothing to do");
         return Ok(Exit::Success);
@@ -64,10 +66,18 @@ pub fn run(
         plan: rollback_plan,
         ..context
     };
+    // A rollback that was killed may have left its command running on a host: its servers
+    // wait for it (the journal's facts, judged against live state like any recovery).
+    let facts = match &interrupted {
+        Some(earlier) if earlier.rolled_back && earlier.stopped.is_none() => {
+            rollback.facts(earlier, &story)
+        }
+        _ => Facts::default(),
+    };
     Run {
         context: &rollback,
         command: "rollback",
-        start: Start::Rollback { servers },
+        start: Start::Rollback { servers, facts },
         confirm: !args.yes,
         ours: names,
         done_before: Vec::new(),

@@ -25,9 +25,11 @@ pub(crate) enum Start {
         analysis_passed: bool,
     },
     /// Roll these servers back (plan index, what `verify` read on it before the rollout),
-    /// newest first; the plan is the rollback's (`Plan::for_rollback`).
+    /// newest first; the plan is the rollback's (`Plan::for_rollback`). `facts`: what an
+    /// earlier rollback that was killed left in flight.
     Rollback {
         servers: Vec<(usize, Option<String>)>,
+        facts: Facts,
     },
 }
 

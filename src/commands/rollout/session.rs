@@ -112,7 +112,7 @@ impl Run<'_> {
             .context
             .lock_backends(&preflight.topology, &observations, self.command)?;
         // A rollback's command names what each server ran before: the preview shows it too.
-        if let Start::Rollback { servers } = &self.start {
+        if let Start::Rollback { servers, .. } = &self.start {
             for (index, previous) in servers {
                 if let Some(values) = &mut preflight.targets[*index].values {
                     values.previous.clone_from(previous);
@@ -285,7 +285,7 @@ impl Run<'_> {
                 done_before: self.done_before.clone(),
                 vars: context.plan.vars.clone(),
             })?;
-            if let Start::Rollback { servers } = &self.start {
+            if let Start::Rollback { servers, .. } = &self.start {
                 journal.append(&Record::Rollback {
                     time: journal::now(),
                     servers: servers
@@ -337,9 +337,15 @@ impl Run<'_> {
                 .canaries_judged(*analysis_passed),
                 facts.commands.clone(),
             ),
-            Start::Rollback { servers } => (
-                Rollout::rollback(plan, topology.clone(), limits.clone(), servers),
-                Vec::new(),
+            Start::Rollback { servers, facts } => (
+                Rollout::rollback(
+                    plan,
+                    topology.clone(),
+                    limits.clone(),
+                    servers,
+                    &facts.recovered,
+                ),
+                facts.commands.clone(),
             ),
         }
     }

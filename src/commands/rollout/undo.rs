@@ -111,7 +111,13 @@ pub(crate) async fn after_failure<E: Effects>(
     );
     rollback.interrupt = interrupt;
     rollback.locks = locks;
-    let engine = Rollout::rollback(rollback_plan, topology.clone(), limits.clone(), &servers);
+    let engine = Rollout::rollback(
+        rollback_plan,
+        topology.clone(),
+        limits.clone(),
+        &servers,
+        &[],
+    );
     let rolled = rollback.run(engine, |report| reporter.report(report)).await;
     let mut combined = finish.clone();
     for (index, _) in &servers {

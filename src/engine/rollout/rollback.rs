@@ -12,12 +12,15 @@ impl Rollout {
     /// verified). Each is decided from what every HAProxy shows now, like a server an
     /// earlier run left: in traffic, it starts like any server (read first: one that already
     /// answers what it ran before is left as it is); out of rotation, its rollback runs once
-    /// no session is left on it.
+    /// no session is left on it. `interrupted`: what an earlier, killed rollback left in
+    /// flight (its journal's facts): a command of it that may still run holds its server out
+    /// of rotation until it can no longer run (property 9), like any recovery.
     pub fn rollback(
         plan: &Plan,
         topology: Topology,
         limits: Limits,
         servers: &[(usize, Option<String>)],
+        interrupted: &[Recovered],
     ) -> Self {
         let mut rollout = Rollout::new(plan, topology, limits);
         let mut expected = vec![None; rollout.settings.servers.len()];
@@ -42,7 +45,10 @@ impl Rollout {
             .map(|(index, _)| Recovered {
                 index: *index,
                 restart: RestartFact::MayHaveRun,
-                may_run: None,
+                may_run: interrupted
+                    .iter()
+                    .find(|earlier| earlier.index == *index)
+                    .and_then(|earlier| earlier.may_run),
             })
             .collect();
         rollout

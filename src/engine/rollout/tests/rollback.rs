@@ -18,7 +18,7 @@ fn rollback(plan: &Plan, servers: &[(usize, &str)]) -> Rollout {
         .iter()
         .map(|(index, previous)| (*index, Some((*previous).to_owned())))
         .collect();
-    Rollout::rollback(plan, topology(plan), limits(plan), &servers)
+    Rollout::rollback(plan, topology(plan), limits(plan), &servers, &[])
 }
 
 /// Rolls app3, app2 and app1 back to "1", newest first, in a world where they run
