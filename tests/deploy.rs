@@ -560,18 +560,16 @@ fn a_reload_during_the_canary_analysis_is_counted_across() {
     );
 }
 
-/// Property 9 in a rollback: a rollback killed during its command is finished by the next
-/// `rollback`, which keeps that server out until the orphaned command can no longer run.
-#[test]
-fn a_killed_rollback_is_finished_after_its_orphaned_command_ended() {
-    let lab = RolloutLab::start(LabOptions::default());
+/// A plan on version 2 whose rollback (to version 1) takes 3 s, and a rollback of it killed
+/// while app3's rollback command runs.
+fn killed_rollback(lab: &RolloutLab, name: &str) -> PathBuf {
     let rollback = format!(
         "rollback:\n  command: \"sleep 3; {} {{port}} {{previous}}\"\n",
         lab.restart_script.display()
     );
     let plan = lab.plan(
-        "killed-rollback.yaml",
-        Some(&deploying(&lab, "{version}")),
+        name,
+        Some(&deploying(lab, "{version}")),
         &format!("{VERSIONED}{rollback}"),
     );
     let v2 = rollout(["apply", "--yes", path(&plan), "--var", "version=2"]).run();
@@ -583,28 +581,70 @@ fn a_killed_rollback_is_finished_after_its_orphaned_command_ended() {
     common::scenario::wait_command_running(&plan, "app3");
     first.signal("KILL");
     first.finish();
+    plan
+}
 
-    let run = under_traffic(&lab, 2, &["rollback", "--yes", path(&plan)]);
-    run.expect(0);
-    assert_eq!(versions(&lab), ["1", "1", "1"]);
-    let app3: Vec<&str> = run
-        .events
+/// The kinds of the events about a server's command and restart, in order.
+fn command_events<'e>(run: &'e UnderTraffic, server: &str) -> Vec<&'e str> {
+    run.events
         .iter()
-        .filter(|event| event["server"] == "app3")
+        .filter(|event| event["server"] == server)
         .filter_map(|event| match event["event"].as_str() {
             Some("stage") if event["stage"] == "restarting" => Some("restarting"),
             Some(kind @ ("command_may_run" | "command_ended")) => Some(kind),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// Property 9 in a rollback: a rollback killed during its command is finished by the next
+/// `rollback`, which keeps that server out until the orphaned command can no longer run.
+#[test]
+fn a_killed_rollback_is_finished_after_its_orphaned_command_ended() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = killed_rollback(&lab, "killed-rollback.yaml");
+    let run = under_traffic(&lab, 2, &["rollback", "--yes", path(&plan)]);
+    run.expect(0);
+    assert_eq!(versions(&lab), ["1", "1", "1"]);
     assert_eq!(
-        app3,
+        command_events(&run, "app3"),
         ["command_may_run", "command_ended", "restarting"],
         "the orphaned rollback command ended before app3's was run again"
     );
     up_except(&lab, &[]);
     eprintln!(
         "killed rollback finished: exit 0, {} requests, 0 failed",
+        run.ok
+    );
+}
+
+/// `abort` after a killed rollback settles it as a rollback: app3 is verified against what
+/// it ran before the rollout, not the version the rollout deployed.
+#[test]
+fn abort_after_a_killed_rollback_settles_it_against_the_previous_version() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = killed_rollback(&lab, "abort-rollback.yaml");
+    let run = under_traffic(&lab, 2, &["abort", path(&plan)]);
+    run.expect(4);
+    assert_eq!(
+        command_events(&run, "app3"),
+        ["command_may_run", "command_ended"],
+        "it waited for the orphaned command and ran nothing"
+    );
+    assert_eq!(
+        version_of(lab.ports[2]),
+        "1",
+        "app3's orphaned rollback completed"
+    );
+    let app3 = &run.summary()["servers"][2];
+    assert_eq!(app3["server"], "app3");
+    assert_eq!(
+        app3["state"], "back in traffic (UP), healthy; whether the restart ran is UNKNOWN",
+        "{app3}"
+    );
+    up_except(&lab, &[]);
+    eprintln!(
+        "abort after a killed rollback: exit 4, {} requests, 0 failed",
         run.ok
     );
 }

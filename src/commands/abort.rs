@@ -56,9 +56,19 @@ pub fn run(
     let _locks = context.lock("abort")?;
     let story = context.story()?;
     let last = crate::journal::interrupted(&story.records);
-    if let Some(outcome) = last.as_ref().and_then(|last| last.stopped.as_ref()) {
+    if let Some(last) = last.as_ref()
+        && let Some(outcome) = &last.stopped
+    {
+        let next = if last.rolled_back {
+            last.other_way(&args.plan)
+        } else {
+            format!(
+                "continue it with `haproxy-rollout resume {}`",
+                args.plan.display()
+            )
+        };
         printer.note(&format!(
-            "no rollout of {plan} is running or interrupted; the last one stopped ({outcome}) and left every server in a reported state; continue it with `haproxy-rollout resume {plan}`",
+            "no rollout of {plan} is running or interrupted; the last one stopped ({outcome}) and left every server in a reported state; {next}",
             plan = args.plan.display()
         ));
         return Ok(Exit::Success);
@@ -94,7 +104,19 @@ pub fn run(
             describe(flight),
         ));
     }
-    let facts = context.facts(&interrupted, &story);
+    // A killed rollback is settled as a rollback: with its command, and verify expecting
+    // what each server ran before the rollout.
+    let context = match context.plan.for_rollback() {
+        Some(rollback_plan) if interrupted.rolled_back => Context {
+            plan: rollback_plan,
+            ..context
+        },
+        _ => context,
+    };
+    let mut facts = context.facts(&interrupted, &story);
+    if interrupted.rolled_back {
+        facts.expected = super::rollout::undo::targets(&context, &story.records);
+    }
     Run {
         context: &context,
         command: "abort",

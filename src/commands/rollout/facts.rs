@@ -41,6 +41,9 @@ pub(crate) struct Facts {
     pub commands: Vec<(usize, StartedCommand)>,
     /// Servers in flight that the plan no longer has.
     pub dropped: Vec<String>,
+    /// What `verify` must answer when it is not what the plan deploys: a rollback's servers
+    /// answer what they ran before the rollout.
+    pub expected: Vec<(usize, Option<String>)>,
 }
 
 impl Facts {

@@ -334,7 +334,8 @@ impl Run<'_> {
                     facts.recovered.clone(),
                 )
                 .skip(skip)
-                .canaries_judged(*analysis_passed),
+                .canaries_judged(*analysis_passed)
+                .expecting(&facts.expected),
                 facts.commands.clone(),
             ),
             Start::Rollback { servers, facts } => (

@@ -6,6 +6,24 @@
 use super::*;
 
 impl Rollout {
+    /// `verify` must answer each server's previous version (`None`: not known, not
+    /// verified) rather than what the plan deploys: for a rollback, and for settling one
+    /// that was killed.
+    pub fn expecting(mut self, servers: &[(usize, Option<String>)]) -> Self {
+        if servers.is_empty() {
+            return self;
+        }
+        let settings = Arc::get_mut(&mut self.settings)
+            .expect("the settings are not shared before the rollout starts");
+        let expected = settings
+            .expected
+            .get_or_insert_with(|| vec![None; settings.servers.len()]);
+        for (index, previous) in servers {
+            expected[*index].clone_from(previous);
+        }
+        self
+    }
+
     /// A rollback with `plan`, the plan's rollback form (`Plan::for_rollback`: its restart
     /// is the rollback command). `servers`: each server to roll back by plan index, newest
     /// first, with what `verify` read on it before the rollout (`None`: not known, so not
@@ -22,14 +40,7 @@ impl Rollout {
         servers: &[(usize, Option<String>)],
         interrupted: &[Recovered],
     ) -> Self {
-        let mut rollout = Rollout::new(plan, topology, limits);
-        let mut expected = vec![None; rollout.settings.servers.len()];
-        for (index, previous) in servers {
-            expected[*index].clone_from(previous);
-        }
-        Arc::get_mut(&mut rollout.settings)
-            .expect("the settings are not shared before the rollout starts")
-            .expected = Some(expected);
+        let mut rollout = Rollout::new(plan, topology, limits).expecting(servers);
         rollout.rolling_back = true;
         rollout.queue.clear();
         rollout.canary = None;
