@@ -13,14 +13,13 @@ pub fn run(
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
 ) -> Result<Exit, Stop> {
-    let context = Context::load(
+    let (context, _locks) = Context::load_locked(
         &args.plan,
         printer,
         state_dir,
         VarsFrom::CommandLine(&args.vars.vars),
+        ("apply", Some(args.yes)),
     )?;
-    super::can_ask(args.yes, "apply")?;
-    let _locks = context.lock("apply")?;
     if let Some(interrupted) = crate::journal::interrupted(&context.records()?)
         && !(args.fresh && interrupted.stopped.is_some())
     {

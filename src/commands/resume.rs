@@ -20,7 +20,7 @@ pub fn run(
         printer,
         state_dir,
         VarsFrom::Journal(&args.vars.vars),
-        "resume",
+        ("resume", None),
     )?;
     let story = context.story()?;
     let Some(interrupted) = crate::journal::interrupted(&story.records) else {

@@ -13,14 +13,13 @@ pub fn run(
     printer: &Printer,
     state_dir: Option<&std::path::Path>,
 ) -> Result<Exit, Stop> {
-    let context = Context::load(
+    let (context, _locks) = Context::load_locked(
         &args.plan,
         printer,
         state_dir,
         VarsFrom::Journal(&args.vars.vars),
+        ("rollback", Some(args.yes)),
     )?;
-    super::can_ask(args.yes, "rollback")?;
-    let _locks = context.lock("rollback")?;
     let Some(rollback_plan) = context.plan.for_rollback() else {
         return Err(Stop::Failed(anyhow::anyhow!(
             "{} has no `rollback:` section: add rollback.command (e.g. `sudo /opt/app/deploy {{previous}}`); nothing was changed",

@@ -85,14 +85,19 @@ impl<'a> Context<'a> {
     }
 
     /// Loads the plan and takes its locks, for the commands that change servers.
+    /// `asks`: the command asks before it starts, unless `--yes` (`Some(yes)`): without a
+    /// terminal to ask on, it is refused before any lock is taken.
     pub fn load_locked(
         file: &Path,
         printer: &'a Printer,
         state_dir: Option<&Path>,
         vars: VarsFrom,
-        command: &str,
+        (command, asks): (&str, Option<bool>),
     ) -> Result<(Self, Locks), Stop> {
         let context = Context::load(file, printer, state_dir, vars)?;
+        if let Some(yes) = asks {
+            super::can_ask(yes, command)?;
+        }
         let locks = context.lock(command)?;
         Ok((context, locks))
     }
