@@ -160,6 +160,13 @@ fn deploys_a_version_to_every_server_and_verifies_it_under_traffic() {
         })
         .collect();
     assert_eq!(verified, [("app1", "2"), ("app2", "2"), ("app3", "2")]);
+    let previous: Vec<&Value> = run.summary()["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|server| &server["previous"])
+        .collect();
+    assert_eq!(previous, [&Value::from("1"); 3], "what a rollback restores");
     eprintln!("deploy v2: exit 0, {} requests, 0 failed", run.ok);
 }
 

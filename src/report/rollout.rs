@@ -156,6 +156,8 @@ pub fn summary_json(
                 "state": state_text(result.state),
                 "timings": timings_json(&result.timings),
                 "sessions_cut": result.sessions_cut,
+                // What verify read before this run touched it: what a rollback restores.
+                "previous": result.previous,
                 "restore": restore_lines(plan, &result.restore),
                 "may_still_run": result.may_run.map(|may_run| {
                     may_run_json(&may_run, host_of(plan, hosts, result.server.as_str()))
