@@ -7,6 +7,7 @@
 )]
 
 mod background;
+pub mod deploy;
 pub mod lab;
 pub mod rollout_lab;
 pub mod scenario;
