@@ -172,14 +172,17 @@ fn ctrl_c_at_the_question_declines_with_exit_4_and_leaves_no_lock() {
     let plan = lab.plan("asked.yaml", None, "");
     let state_dir = lab.lab.dir.path().join("state");
     // `script` runs it on a terminal of its own; what is written to script's stdin is
-    // typed on that terminal, so \x03 is a real Ctrl-C.
+    // typed on that terminal, so \x03 is a real Ctrl-C. `exec`: script starts the command
+    // through $SHELL, and a shell left between them gets the SIGINT too (dash then ends
+    // with 130 whatever the command exited with).
     let command = format!(
-        "{} apply {}",
+        "exec {} apply {}",
         common::rollout_binary().display(),
         plan.display()
     );
     let mut script = std::process::Command::new("script")
         .args(["-qefc", &command, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .env("HAPROXY_ROLLOUT_STATE_DIR", &state_dir)
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::piped())
