@@ -2,8 +2,10 @@
 //! kills and starts again. Standard library only.
 //!
 //!     demo-app [--listen 127.0.0.1:0] [--port-file PATH] [--pid-file PATH] [--check-status N]
-//!              [--health-status N] [--version V] [--error-every N]
+//!              [--health-status N] [--version V] [--error-every N] [--start-after MS]
 //!
+//! With `--start-after`, it listens only that many milliseconds after it started (an
+//! application that takes a moment to come up after its restart command returned).
 //! Prints `listening on ADDRESS` once it accepts connections (and writes the port to
 //! `--port-file`). Answers:
 //!   GET /health       200 "ok", or the status given with --health-status (an application
@@ -41,6 +43,7 @@ fn main() {
     let mut health_status: u16 = 200;
     let mut version = "1".to_owned();
     let mut error_every = 0;
+    let mut start_after = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -67,9 +70,15 @@ fn main() {
                     .parse()
                     .unwrap_or_else(|_| usage("--error-every takes a whole number"))
             }
+            "--start-after" => {
+                start_after = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--start-after takes milliseconds"))
+            }
             other => usage(&format!("unknown argument {other}")),
         }
     }
+    std::thread::sleep(Duration::from_millis(start_after));
     let listener = TcpListener::bind(&listen).unwrap_or_else(|error| {
         eprintln!("demo-app: cannot listen on {listen}: {error}");
         std::process::exit(1)
@@ -100,7 +109,7 @@ fn main() {
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "demo-app: {problem}\nusage: demo-app [--listen ADDR] [--port-file PATH] [--pid-file PATH] [--check-status N] [--health-status N] [--version V] [--error-every N]"
+        "demo-app: {problem}\nusage: demo-app [--listen ADDR] [--port-file PATH] [--pid-file PATH] [--check-status N] [--health-status N] [--version V] [--error-every N] [--start-after MS]"
     );
     std::process::exit(2)
 }

@@ -436,9 +436,13 @@ impl<E: Effects> Driver<'_, E> {
                 }
                 Event::HookDone(result)
             }
-            Effect::Wait => {
+            Effect::Wait | Effect::Backoff(_) => {
+                let wait = match effect {
+                    Effect::Backoff(wait) => wait,
+                    _ => self.plan.poll_interval,
+                };
                 tokio::select! {
-                    () = tokio::time::sleep(self.plan.poll_interval) => {}
+                    () = tokio::time::sleep(wait) => {}
                     () = self.interrupt.reached(SAFE) => {}
                 }
                 Event::Waited

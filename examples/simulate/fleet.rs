@@ -287,6 +287,7 @@ impl Fleet {
                                 PROBE_LATENCY
                             }
                             Effect::Wait => POLL_INTERVAL,
+                            Effect::Backoff(wait) => *wait,
                             Effect::CheckCommand(_) | Effect::Hook(..) => PROBE_LATENCY,
                         };
                         order += 1;
@@ -400,7 +401,7 @@ impl Fleet {
                     Event::Probed(Err("connection refused".into()))
                 }
             }
-            Effect::Wait => Event::Waited,
+            Effect::Wait | Effect::Backoff(_) => Event::Waited,
             // The simulated plan has no `verify`: the engine never asks.
             Effect::Verify(_) => {
                 Event::Verified(Err("the simulated servers have no verify".into()))

@@ -200,10 +200,12 @@ if [ -f "$pidfile" ]; then
   while [ -e "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null; do sleep 0.02; done
 fi
 rm -f "$pidfile"
-# A test can ask for the new process to fail HAProxy's check (but not its own /health).
+# A test can ask for the new process to fail HAProxy's check (but not its own /health), or
+# to listen only a moment after it started (start-after: milliseconds).
 extra=""
 if [ -f {dir}/break-checks ]; then extra="--check-status 404"; fi
 if [ -f {dir}/break-health ]; then extra="$extra --health-status 503"; fi
+if [ -f {dir}/start-after ]; then extra="$extra --start-after $(cat {dir}/start-after)"; fi
 if [ -f "{dir}/bad-$version" ]; then extra="$extra --error-every $(cat "{dir}/bad-$version")"; fi
 setsid {app} --listen 127.0.0.1:$port --pid-file "$pidfile" --version "$version" $extra </dev/null >/dev/null 2>&1 &
 echo "restarted the application on port $port with version $version"

@@ -17,6 +17,9 @@ mod stops;
 
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// The first retry of a health probe that failed after a restart.
+const FIRST_RETRY: Duration = Duration::from_millis(10);
+
 use super::{
     CommandFailure, CommandKind, CommandState, Effect, Event, MayRun, Outcome, Report,
     ServerResult, ServerState, Settings, Stage, or_none,
@@ -116,6 +119,10 @@ enum Phase {
     Probing {
         deadline: Instant,
         last_error: Option<String>,
+        /// How long to wait before the next probe: doubling from `FIRST_RETRY` up to one
+        /// poll interval, since an application usually listens within moments of its
+        /// restart command's return.
+        retry: Duration,
     },
     /// Healthy: reading what it runs until it answers what is expected, by `deadline`
     /// (its health deadline).
@@ -491,6 +498,7 @@ impl ServerRun {
         self.phase = Phase::Probing {
             deadline: now + self.settings.health_within,
             last_error: None,
+            retry: FIRST_RETRY.min(self.settings.poll_interval),
         };
         vec![
             self.stage(Stage::WaitingForHealth),

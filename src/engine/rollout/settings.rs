@@ -15,6 +15,7 @@ pub(super) struct Settings {
     pub(super) drain_timeout: Duration,
     pub(super) on_drain_timeout: OnDrainTimeout,
     pub(super) health_within: Duration,
+    pub(super) poll_interval: Duration,
     pub(super) ready_timeout: Duration,
     /// Per HAProxy instance: how long it may stay unreadable before the rollout stops.
     pub(super) unreachable_timeouts: Vec<Duration>,
@@ -42,6 +43,7 @@ impl Settings {
             drain_timeout: plan.drain.timeout,
             on_drain_timeout: plan.drain.on_timeout,
             health_within: plan.health.within,
+            poll_interval: plan.poll_interval,
             ready_timeout: plan.ready.timeout,
             unreachable_timeouts: plan
                 .haproxy

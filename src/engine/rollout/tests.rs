@@ -30,6 +30,10 @@ struct World {
     sessions: Vec<(String, u64, usize)>,
     restart_fails: Option<String>,
     health_fails: bool,
+    /// Probes refused after each restart before the application listens.
+    refused_probes: usize,
+    /// Since the last restart.
+    probes_since_restart: usize,
     /// Hooks that fail: (point, server index).
     failing_hooks: Vec<(HookPoint, usize)>,
     /// Restarts that fail: server indexes.
@@ -87,6 +91,8 @@ impl World {
             sessions: Vec::new(),
             restart_fails: None,
             health_fails: false,
+            refused_probes: 0,
+            probes_since_restart: 0,
             failing_hooks: Vec::new(),
             failing_restarts: Vec::new(),
             most_out: 0,
@@ -211,6 +217,7 @@ impl World {
                 Event::Restarted(Err(CommandFailure::Failed("exit 1".into())))
             }
             Effect::Restart(index) => {
+                self.probes_since_restart = 0;
                 if let Some(version) = &self.deploys
                     && !self.stale_restarts.contains(index)
                     && self.restart_fails.is_none()
@@ -241,7 +248,13 @@ impl World {
                 Event::Verified(Ok(self.versions[*index].clone()))
             }
             Effect::Probe(_) if self.health_fails => Event::Probed(Err("GET answered 503".into())),
-            Effect::Probe(_) => Event::Probed(Ok(())),
+            Effect::Probe(_) => {
+                self.probes_since_restart += 1;
+                if self.probes_since_restart <= self.refused_probes {
+                    return Event::Probed(Err("connection refused".into()));
+                }
+                Event::Probed(Ok(()))
+            }
             Effect::Hook(point, index) => {
                 Event::HookDone(if self.failing_hooks.contains(&(*point, *index)) {
                     Err(CommandFailure::Failed("exit 1".into()))
@@ -251,6 +264,10 @@ impl World {
             }
             Effect::Wait => {
                 self.now += Duration::from_secs(1);
+                Event::Waited
+            }
+            Effect::Backoff(wait) => {
+                self.now += *wait;
                 Event::Waited
             }
             Effect::CheckCommand(_) if self.checks_fail => {

@@ -106,6 +106,9 @@ pub enum Effect {
     Hook(HookPoint, usize),
     /// Wait one poll interval.
     Wait,
+    /// Wait this long (less than a poll interval): a quick retry that ends a wait soon
+    /// after what it waits for happened.
+    Backoff(Duration),
 }
 
 /// An HAProxy process a reload replaced: it keeps serving the sessions it had, which the new

@@ -66,7 +66,12 @@ impl ServerRun {
                 self.phase = phase;
                 Self::run(Effect::Verify(self.index))
             }
-            (Phase::Probing { deadline, .. }, Event::Probed(Err(error))) => {
+            (
+                Phase::Probing {
+                    deadline, retry, ..
+                },
+                Event::Probed(Err(error)),
+            ) => {
                 if now >= deadline {
                     return self.fail(
                         Stage::WaitingForHealth,
@@ -79,8 +84,9 @@ impl ServerRun {
                 self.phase = Phase::Probing {
                     deadline,
                     last_error: Some(error),
+                    retry: (retry * 2).min(self.settings.poll_interval),
                 };
-                Self::run(Effect::Wait)
+                Self::run(Effect::Backoff(retry))
             }
             (phase @ Phase::Probing { .. }, Event::Waited) => {
                 self.phase = phase;

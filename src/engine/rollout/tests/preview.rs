@@ -157,7 +157,7 @@ fn what_the_engine_does(plan: &Plan, topology: Topology) -> Vec<Vec<String>> {
                 .expected(&plan.servers[*index].name))),
             Effect::Hook(..) => Event::HookDone(Ok(())),
             Effect::CheckCommand(_) => Event::CommandChecked(Ok(CommandState::Ended)),
-            Effect::Wait => Event::Waited,
+            Effect::Wait | Effect::Backoff(_) => Event::Waited,
         };
         actions = engine.handle(lane, event, now);
     }
@@ -175,7 +175,7 @@ fn engine_label(effect: &Effect) -> Option<String> {
         Effect::Hook(point, _) => format!("{} hook", point.as_str()),
         Effect::ShutdownSessions(_) => "shutdown sessions".to_owned(),
         Effect::CheckCommand(_) => "check command".to_owned(),
-        Effect::Wait => return None,
+        Effect::Wait | Effect::Backoff(_) => return None,
     })
 }
 

@@ -100,6 +100,26 @@ fn an_unhealthy_application_never_leaves_maintenance() {
     assert!(finish.reason.unwrap().contains("GET answered 503"));
 }
 
+/// See: #13, the health wait costs a whole poll interval after each restart.
+#[test]
+fn a_refused_health_probe_is_retried_sooner_and_sooner_up_to_the_poll_interval() {
+    let mut world = World::new();
+    world.refused_probes = 6;
+    let (finish, _) = world.run(&plan("poll_interval: 200ms\n"));
+    assert_eq!(finish.outcome, Outcome::Success);
+    let backoffs: Vec<u128> = world
+        .effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Backoff(wait) => Some(wait.as_millis()),
+            _ => None,
+        })
+        .collect();
+    // Per server: 10, 20, 40, 80, 160 ms, then never longer than the poll interval.
+    assert_eq!(backoffs[..6], [10, 20, 40, 80, 160, 200]);
+    assert_eq!(backoffs.len(), 6 * finish.servers.len());
+}
+
 #[test]
 fn drain_timeout_fail_returns_the_server_unrestarted() {
     let mut world = World::new();
