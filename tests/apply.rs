@@ -71,7 +71,7 @@ fn rolls_three_servers_under_traffic_with_zero_failed_requests() {
     let summary = summary(&events);
     assert_eq!(summary["outcome"], "success");
     for server in summary["servers"].as_array().unwrap() {
-        assert_eq!(server["state"], "restarted, back in traffic (UP)");
+        assert_eq!(server["state"], "done");
         assert!(server["timings"]["draining_ms"].is_u64());
         assert!(server["timings"]["haproxy_ms"].is_u64());
     }
@@ -162,12 +162,9 @@ fn a_failed_restart_stops_the_rollout_and_leaves_the_server_out_of_rotation() {
         reason.contains("exited with status 3") && reason.contains("deploy failed: disk full"),
         "{reason}"
     );
-    assert_eq!(
-        server(summary, "app1")["state"],
-        "restarted, back in traffic (UP)"
-    );
+    assert_eq!(server(summary, "app1")["state"], "done");
     let app2 = server(summary, "app2");
-    assert_eq!(app2["state"], "OUT OF ROTATION (maintenance)");
+    assert_eq!(app2["state"], "out_of_rotation");
     let restore = app2["restore"][0].as_str().unwrap();
     assert!(
         restore
@@ -225,10 +222,7 @@ fn an_application_that_never_becomes_healthy_fails_after_health_within() {
             && reason.contains("answered 503, expected 200"),
         "{reason}"
     );
-    assert_eq!(
-        server(summary, "app1")["state"],
-        "OUT OF ROTATION (maintenance)"
-    );
+    assert_eq!(server(summary, "app1")["state"], "out_of_rotation");
     assert!(lab.lab.view("app1").admin.in_maintenance());
     assert!(lab.lab.view("app2").admin.ready());
 }
@@ -261,8 +255,7 @@ fn haproxy_checks_that_fail_after_the_restart_keep_the_server_out() {
     assert!(
         events
             .iter()
-            .any(|event| event["event"] == "stage"
-                && event["stage"] == "waiting for HAProxy's checks"),
+            .any(|event| event["event"] == "stage" && event["stage"] == "haproxy_checks"),
         "its own health passed, so it waited for HAProxy"
     );
     let summary = summary(&events);
@@ -271,10 +264,7 @@ fn haproxy_checks_that_fail_after_the_restart_keep_the_server_out() {
         reason.contains("HAProxy's checks did not pass within ready.timeout (3s)"),
         "{reason}"
     );
-    assert_eq!(
-        server(summary, "app1")["state"],
-        "OUT OF ROTATION (maintenance)"
-    );
+    assert_eq!(server(summary, "app1")["state"], "out_of_rotation");
     let app1 = lab.lab.view("app1");
     assert!(app1.admin.in_maintenance(), "{app1:?}");
 }
@@ -321,7 +311,7 @@ fn a_session_outliving_the_drain_timeout_returns_the_server_unrestarted() {
     let events = events(&outcome.stdout);
     let summary = summary(&events);
     let app1 = server(summary, "app1");
-    assert_eq!(app1["state"], "back in traffic, NOT restarted");
+    assert_eq!(app1["state"], "returned_unrestarted");
     assert!(
         summary["reason"]
             .as_str()
@@ -470,10 +460,7 @@ fn capacity_is_checked_again_at_each_drain_when_a_server_dies_mid_rollout() {
         reason.contains("capacity: be_app on HAProxy lb1 has 1 other server(s) in rotation besides app2; min_up 2"),
         "{reason}"
     );
-    assert_eq!(
-        server(summary, "app1")["state"],
-        "restarted, back in traffic (UP)"
-    );
+    assert_eq!(server(summary, "app1")["state"], "done");
     assert_eq!(server(summary, "app2")["state"], "untouched");
     let app2 = lab.lab.view("app2");
     assert!(

@@ -108,7 +108,7 @@ fn a_second_apply_of_the_same_version_drains_and_restarts_nothing() {
         "nothing was drained"
     );
     assert_eq!(run.summary()["outcome"], "success");
-    assert_eq!(states(run.summary()), ["already current, not touched"; 3]);
+    assert_eq!(states(run.summary()), ["current"; 3]);
     eprintln!(
         "second apply: exit 0, {} requests, 0 failed, 0 drained, 0 restarted",
         run.ok

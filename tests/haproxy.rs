@@ -254,11 +254,7 @@ fn status_shows_every_server_and_warns_about_drained_dead_and_weight_zero() {
     let outcome = rollout(["--output", "json", "status", path(&plan)])
         .run()
         .code(6);
-    let events: Vec<serde_json::Value> = outcome
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let events = common::events(&outcome.stdout);
     assert_eq!(events.len(), 5);
     assert_eq!(events[4]["event"], "at_rest");
     assert_eq!(events[4]["at_rest"], false);
@@ -351,7 +347,11 @@ fn plan_previews_every_command_and_changes_nothing() {
     let outcome = rollout(["--output", "json", "plan", "--no-ssh", path(&plan)])
         .run()
         .code(0);
-    let event: serde_json::Value = serde_json::from_str(outcome.stdout.trim()).unwrap();
+    let events = common::events(&outcome.stdout);
+    assert_eq!(events.len(), 2, "{}", outcome.stdout);
+    assert_eq!(events[0]["event"], "preflight");
+    assert_eq!(events[0]["outcome"], "passed");
+    let event = &events[1];
     assert_eq!(event["event"], "plan");
     assert_eq!(event["would_run"], true);
     let servers = event["servers"].as_array().unwrap();

@@ -134,7 +134,7 @@ fn a_restart_command_that_does_not_exist_is_a_failed_restart_with_what_the_host_
         "{reason}"
     );
     let app1 = server(summary, "app1");
-    assert_eq!(app1["state"], "OUT OF ROTATION (maintenance)");
+    assert_eq!(app1["state"], "out_of_rotation");
     assert!(app1["may_still_run"].is_null(), "{app1}");
     assert!(
         !events.iter().any(|event| event["event"] == "server_done"),

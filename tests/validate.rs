@@ -149,8 +149,7 @@ fn errors_as_json_on_stdout() {
     ])
     .run()
     .code(2);
-    let event: serde_json::Value =
-        serde_json::from_str(outcome.stdout.trim()).expect("one JSON object");
+    let event = common::event(outcome.stdout.trim());
     assert_eq!(event["event"], "plan_invalid");
     let errors = event["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 4);
@@ -169,7 +168,7 @@ fn valid_plan_as_json() {
     let outcome = rollout(["--output", "json", "validate", "plans/ha-pair-tcp.yaml"])
         .run()
         .code(0);
-    let event: serde_json::Value = serde_json::from_str(outcome.stdout.trim()).unwrap();
+    let event = common::event(outcome.stdout.trim());
     assert_eq!(event["event"], "plan_valid");
     assert_eq!(event["haproxy"], serde_json::json!(["lb-a", "lb-b"]));
     assert_eq!(event["servers"], 4);

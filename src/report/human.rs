@@ -184,13 +184,21 @@ impl Reporter for HumanReporter {
 
     fn event(&self, _name: &str, _fields: &serde_json::Value) {}
 
+    fn preflight(&self, _preflight: &Preflight) {}
+
+    fn preflight_failed(&self, _reason: &str) {}
+
     fn journal_summary(&self, outcome: &str, summary: &serde_json::Value) {
         self.note(&format!("the rollout ended: {outcome}"));
         for server in summary["servers"].as_array().into_iter().flatten() {
             self.note(&format!(
                 "  {}: {}",
                 server["server"].as_str().unwrap_or("?"),
-                server["state"].as_str().unwrap_or("?")
+                // Older journals have only the prose, as `state`.
+                server["message"]
+                    .as_str()
+                    .or(server["state"].as_str())
+                    .unwrap_or("?")
             ));
             for line in server["restore"].as_array().into_iter().flatten() {
                 self.note(&format!(

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::live::{StatusRow, address};
 use super::rollout::{RolloutOutput, json::JsonRollout};
-use super::{Reporter, Terminal, event_line, json_line};
+use super::{Reporter, Terminal, event_line};
 use crate::engine::{Preflight, Step, Verdict};
 use crate::plan::{Plan, PlanErrors, Server};
 
@@ -14,19 +14,21 @@ pub struct JsonReporter;
 
 impl Reporter for JsonReporter {
     fn failure(&self, message: &str) {
-        json_line(&json!({"event": "error", "message": message}));
+        event_line("error", &json!({"message": message}));
     }
 
     fn error(&self, _message: &str) {}
 
     fn plan_valid(&self, file: &Path, plan: &Plan) {
-        json_line(&json!({
-            "event": "plan_valid",
-            "file": file,
-            "haproxy": plan.haproxy.iter().map(|instance| instance.name.as_str()).collect::<Vec<_>>(),
-            "backends": plan.backends.names(),
-            "servers": plan.servers.len(),
-        }))
+        event_line(
+            "plan_valid",
+            &json!({
+                "file": file,
+                "haproxy": plan.haproxy.iter().map(|instance| instance.name.as_str()).collect::<Vec<_>>(),
+                "backends": plan.backends.names(),
+                "servers": plan.servers.len(),
+            }),
+        )
     }
 
     fn plan_errors(&self, report: &PlanErrors) {
@@ -43,13 +45,15 @@ impl Reporter for JsonReporter {
                 })
             })
             .collect();
-        json_line(&json!({"event": "plan_invalid", "file": report.file, "errors": errors}));
+        event_line(
+            "plan_invalid",
+            &json!({"file": report.file, "errors": errors}),
+        );
     }
 
     fn status(&self, rows: &[StatusRow]) {
         for row in rows {
             let mut event = json!({
-                "event": "server_state",
                 "haproxy": row.instance,
                 "backend": row.backend,
                 "server": row.server,
@@ -67,7 +71,7 @@ impl Reporter for JsonReporter {
                 event["in_rotation"] = view.in_rotation().into();
                 event["warnings"] = view.warnings().into();
             }
-            json_line(&event);
+            event_line("server_state", &event);
         }
     }
 
@@ -78,19 +82,9 @@ impl Reporter for JsonReporter {
         preflight: &Preflight,
         steps: &[(&Server, Vec<Step>)],
     ) {
+        self.preflight(preflight);
         let would_run = !preflight.blocked();
-        let checks: Vec<_> = preflight
-            .checks
-            .iter()
-            .map(|check| {
-                let outcome = match check.verdict {
-                    Verdict::Pass => "pass",
-                    Verdict::Warning => "warning",
-                    Verdict::Blocked => "blocked",
-                };
-                json!({"outcome": outcome, "text": check.text})
-            })
-            .collect();
+        let checks = checks_json(preflight);
         let servers: Vec<_> = steps
             .iter()
             .map(|(server, steps)| {
@@ -100,14 +94,38 @@ impl Reporter for JsonReporter {
                 })
             })
             .collect();
-        json_line(&json!({
-            "event": "plan",
-            "file": file,
-            "would_run": would_run,
-            "checks": checks,
-            "servers": servers,
-            "around": crate::engine::around_the_steps(plan),
-        }));
+        event_line(
+            "plan",
+            &json!({
+                "file": file,
+                "would_run": would_run,
+                "checks": checks,
+                "servers": servers,
+                "around": crate::engine::around_the_steps(plan),
+            }),
+        );
+    }
+
+    fn preflight(&self, preflight: &Preflight) {
+        let reasons: Vec<&str> = preflight
+            .with(Verdict::Blocked)
+            .map(|check| check.text.as_str())
+            .collect();
+        event_line(
+            "preflight",
+            &json!({
+                "outcome": if reasons.is_empty() { "passed" } else { "blocked" },
+                "reasons": reasons,
+                "checks": checks_json(preflight),
+            }),
+        );
+    }
+
+    fn preflight_failed(&self, reason: &str) {
+        event_line(
+            "preflight",
+            &json!({"outcome": "blocked", "reasons": [reason], "checks": []}),
+        );
     }
 
     fn event(&self, name: &str, fields: &serde_json::Value) {
@@ -121,4 +139,20 @@ impl Reporter for JsonReporter {
     fn rollout<'a>(&self, _terminal: Terminal, plan: &'a Plan) -> Box<dyn RolloutOutput + 'a> {
         Box::new(JsonRollout::new(plan))
     }
+}
+
+/// Each check of a pre-flight: `{"outcome": "pass" | "warning" | "blocked", "text"}`.
+fn checks_json(preflight: &Preflight) -> Vec<serde_json::Value> {
+    preflight
+        .checks
+        .iter()
+        .map(|check| {
+            let outcome = match check.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Warning => "warning",
+                Verdict::Blocked => "blocked",
+            };
+            json!({"outcome": outcome, "text": check.text})
+        })
+        .collect()
 }

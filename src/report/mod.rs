@@ -51,21 +51,28 @@ pub fn use_color(choice: ColorChoice) -> bool {
     }
 }
 
-/// One JSON object on its own line on stdout.
-pub(crate) fn json_line(value: &serde_json::Value) {
-    let mut stdout = std::io::stdout().lock();
-    // A closed stdout (e.g. `| head`) is not worth a panic.
-    let _ = writeln!(stdout, "{value}");
-}
+/// The version of the JSON event stream (docs/events.md): every line carries it as `"v"`.
+/// It changes only when a field pipelines read changes meaning or goes away; new events
+/// and new fields keep it.
+pub const EVENTS_VERSION: u64 = 1;
 
-/// `{"event": name, ...fields}` on its own line.
+/// `{"v": 1, "event": name, "time": now, ...fields}` on its own line on stdout.
 pub(crate) fn event_line(name: &str, fields: &serde_json::Value) {
     let mut object = serde_json::Map::new();
+    object.insert("v".to_owned(), EVENTS_VERSION.into());
     object.insert("event".to_owned(), name.into());
+    object.insert(
+        "time".to_owned(),
+        humantime::format_rfc3339_millis(std::time::SystemTime::now())
+            .to_string()
+            .into(),
+    );
     if let serde_json::Value::Object(fields) = fields {
         object.extend(fields.clone());
     }
-    json_line(&serde_json::Value::Object(object));
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth a panic.
+    let _ = writeln!(stdout, "{}", serde_json::Value::Object(object));
 }
 
 /// What a command reports, in one format.
@@ -84,6 +91,10 @@ pub trait Reporter {
         preflight: &Preflight,
         steps: &[(&Server, Vec<Step>)],
     );
+    /// The outcome of a pre-flight, for pipelines (people read it from the lines around).
+    fn preflight(&self, preflight: &Preflight);
+    /// A pre-flight that failed outside the checks (SSH, an unreachable HAProxy).
+    fn preflight_failed(&self, reason: &str);
     /// A fact for pipelines (`status`'s rollout state, `at_rest`): a JSON event, nothing
     /// for people (who read the same fact from the table and the warnings).
     fn event(&self, name: &str, fields: &serde_json::Value);
@@ -223,6 +234,14 @@ impl Printer {
 
     pub fn event(&self, name: &str, fields: &serde_json::Value) {
         self.reporter.event(name, fields);
+    }
+
+    pub fn preflight(&self, preflight: &Preflight) {
+        self.reporter.preflight(preflight);
+    }
+
+    pub fn preflight_failed(&self, reason: &str) {
+        self.reporter.preflight_failed(reason);
     }
 
     pub fn journal_summary(&self, outcome: &str, summary: &serde_json::Value) {

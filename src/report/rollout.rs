@@ -92,7 +92,7 @@ pub fn may_run_text(may_run: &MayRun, host: &str) -> String {
 
 pub(super) fn may_run_json(may_run: &MayRun, host: &str) -> serde_json::Value {
     json!({
-        "command": may_run.what.as_str(),
+        "command": may_run.what.key(),
         "host": host,
         "until": humantime::format_rfc3339_millis(wall(may_run.until)).to_string(),
     })
@@ -116,6 +116,27 @@ fn timings_json(timings: &Timings) -> serde_json::Value {
         "health_ms": millis(timings.health),
         "haproxy_ms": millis(timings.haproxy),
     })
+}
+
+/// A server's state at the end, as pipelines read it (docs/events.md).
+pub fn state_key(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Untouched => "untouched",
+        ServerState::Current => "current",
+        ServerState::RolledBack => "rolled_back",
+        ServerState::Done => "done",
+        ServerState::DoneEarlier => "done_earlier",
+        ServerState::BackRestartUnknown => "back_restart_unknown",
+        ServerState::ReturnedUnrestarted => "returned_unrestarted",
+        ServerState::OutOfRotation => "out_of_rotation",
+        ServerState::Unknown => "unknown",
+        ServerState::Skipped {
+            out_of_rotation: false,
+        } => "skipped",
+        ServerState::Skipped {
+            out_of_rotation: true,
+        } => "skipped_out_of_rotation",
+    }
 }
 
 fn state_text(state: ServerState) -> &'static str {
@@ -153,7 +174,8 @@ pub fn summary_json(
         .map(|result| {
             json!({
                 "server": result.server.as_str(),
-                "state": state_text(result.state),
+                "state": state_key(result.state),
+                "message": state_text(result.state),
                 "timings": timings_json(&result.timings),
                 "sessions_cut": result.sessions_cut,
                 // What verify read before this run touched it: what a rollback restores.

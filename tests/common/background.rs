@@ -76,11 +76,43 @@ impl Drop for Background {
     }
 }
 
-/// The events of a JSON output, one per line.
+/// The events of a JSON output, one per line, each checked against the documented schema
+/// (docs/events.schema.json): a test that reads events fails on one that breaks it.
 pub fn events(stdout: &str) -> Vec<serde_json::Value> {
     stdout
         .lines()
         .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .map(event)
+        .collect()
+}
+
+/// One line of JSON output, checked against docs/events.schema.json.
+pub fn event(line: &str) -> serde_json::Value {
+    let event: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
+    let errors = schema_errors(&event);
+    assert!(
+        errors.is_empty(),
+        "this event breaks docs/events.schema.json: {line}\n{}",
+        errors.join("\n")
+    );
+    event
+}
+
+/// What in `event` breaks docs/events.schema.json (nothing: it conforms).
+pub fn schema_errors(event: &serde_json::Value) -> Vec<String> {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
+        let text = std::fs::read_to_string(super::root().join("docs/events.schema.json"))
+            .expect("docs/events.schema.json");
+        let schema = serde_json::from_str(&text).expect("the events schema is JSON");
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("a valid JSON Schema")
+    });
+    schema
+        .iter_errors(event)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
         .collect()
 }

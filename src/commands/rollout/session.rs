@@ -160,6 +160,7 @@ impl Run<'_> {
         match SshPool::connect(&self.context.plan.ssh, &hosts).await {
             Ok(ssh) => Ok(Some(ssh)),
             Err(error) => {
+                self.context.printer.preflight_failed(&error.to_string());
                 self.context.printer.failure(&anyhow::anyhow!(
                     "pre-flight failed: {error}; nothing was changed"
                 ));
@@ -183,7 +184,10 @@ impl Run<'_> {
                 printer.error("not confirmed; nothing was changed");
                 return Err(Stop::Reported(Exit::Aborted));
             }
-        } else if !self.settling() {
+            return Ok(());
+        }
+        printer.preflight(&checked.preflight);
+        if !self.settling() {
             let mut hosts: Vec<&str> = checked
                 .targets
                 .iter()
@@ -234,6 +238,10 @@ impl Run<'_> {
                 }
                 _ => String::new(),
             };
+            self.context.printer.preflight_failed(&format!(
+                "cannot reach HAProxy ({})",
+                unreachable.join("; ")
+            ));
             self.context.printer.failure(&anyhow::anyhow!(
                 "pre-flight failed: cannot reach HAProxy ({}); nothing was changed{left}",
                 unreachable.join("; ")

@@ -63,6 +63,15 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
+    /// Its stable name for pipelines (docs/events.md).
+    pub fn key(self) -> &'static str {
+        match self {
+            CommandKind::Restart => "restart",
+            CommandKind::Hook(point) => point.as_str(),
+        }
+    }
+
+    /// Its name for people.
     pub fn as_str(self) -> &'static str {
         match self {
             CommandKind::Restart => "restart",
@@ -161,6 +170,25 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Its stable name for pipelines (docs/events.md).
+    pub fn key(self) -> &'static str {
+        match self {
+            Stage::CheckingCapacity => "checking_capacity",
+            Stage::Draining => "draining",
+            Stage::WaitingForSessions => "waiting_sessions",
+            Stage::Restarting => "restarting",
+            Stage::WaitingForHealth => "health",
+            Stage::Verifying => "verifying",
+            Stage::WaitingForChecks => "haproxy_checks",
+            Stage::ReturningToTraffic => "returning",
+            Stage::Hook(HookPoint::BeforeDrain) => "hook_before_drain",
+            Stage::Hook(HookPoint::AfterRestart) => "hook_after_restart",
+            Stage::Hook(HookPoint::AfterReady) => "hook_after_ready",
+            Stage::Hook(HookPoint::OnFailure) => "hook_on_failure",
+        }
+    }
+
+    /// Its name for people.
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::CheckingCapacity => "checking capacity",

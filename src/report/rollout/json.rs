@@ -1,7 +1,7 @@
 //! A running rollout for pipelines: one event per line on stdout, each with its time, and
 //! the summary as the last.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::*;
 use crate::report::event_line;
@@ -20,10 +20,7 @@ impl<'a> JsonRollout<'a> {
         }
     }
 
-    fn event(&self, event: &str, mut fields: serde_json::Value) {
-        fields["time"] = humantime::format_rfc3339_millis(SystemTime::now())
-            .to_string()
-            .into();
+    fn event(&self, event: &str, fields: serde_json::Value) {
         event_line(event, &fields);
     }
 }
@@ -37,7 +34,7 @@ impl RolloutOutput for JsonRollout<'_> {
         match report {
             Report::Stage { server, stage } => self.event(
                 "stage",
-                json!({"server": server.as_str(), "stage": stage.as_str()}),
+                json!({"server": server.as_str(), "stage": stage.key(), "message": stage.as_str()}),
             ),
             Report::SessionsLeft { server, sessions } => self.event(
                 "sessions_left",
@@ -93,7 +90,7 @@ impl RolloutOutput for JsonRollout<'_> {
                 proven,
             } => self.event(
                 "command_ended",
-                json!({"server": server.as_str(), "command": what.as_str(), "proven": proven}),
+                json!({"server": server.as_str(), "command": what.key(), "proven": proven}),
             ),
             Report::Warning { text } => self.event("warning", json!({"text": text})),
             Report::Found {
@@ -134,7 +131,7 @@ impl RolloutOutput for JsonRollout<'_> {
                 reason,
             } => self.event(
                 "server_failed",
-                json!({"server": server.as_str(), "stage": stage.as_str(), "reason": reason}),
+                json!({"server": server.as_str(), "stage": stage.key(), "reason": reason}),
             ),
         }
     }
