@@ -9,11 +9,8 @@
 //! while effects run, each HAProxy's identity is checked: after a reload, the state each
 //! server in flight must have is put back before anything else happens.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use tokio::sync::Notify;
 
 use crate::effects::Effects;
 use crate::engine::rollout::{
@@ -26,43 +23,8 @@ use crate::plan::template::{PlaceholderValues, health_url, remote_command};
 use crate::plan::{HookPoint, Plan, ServerName};
 use crate::ssh::{CommandError, Marker, Tracked, tracked_command};
 
-/// How hard the operator asked to stop.
-#[derive(Clone, Default)]
-pub struct Interrupt {
-    level: Arc<AtomicU8>,
-    notify: Arc<Notify>,
-}
-
-const SAFE: u8 = 1;
-const NOW: u8 = 2;
-
-impl Interrupt {
-    /// Stop at the next safe point.
-    pub fn safe(&self) {
-        self.level.fetch_max(SAFE, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    /// Stop now, abandoning the step in flight.
-    pub fn now(&self) {
-        self.level.fetch_max(NOW, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    fn level(&self) -> u8 {
-        self.level.load(Ordering::SeqCst)
-    }
-
-    async fn reached(&self, level: u8) {
-        loop {
-            let notified = self.notify.notified();
-            if self.level() >= level {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
+pub use interrupt::{Cause, Interrupt};
+use interrupt::{NOW, SAFE};
 
 pub struct Driver<'a, E: Effects> {
     pub plan: &'a Plan,
@@ -177,6 +139,17 @@ impl<E: Effects> Driver<'_, E> {
     /// Each lane's effect runs concurrently with the others'. Polls are shared: the lanes
     /// that ask for one while none is running get the next one, which starts after they
     /// asked, so every lane sees HAProxy after its own last change.
+    /// Says why the rollout stops, and how: at its next safe point, or now.
+    fn report_stopping(&self, now: bool, report: &mut impl FnMut(&Report)) {
+        if let Some(cause) = self.interrupt.cause() {
+            report(&Report::Stopping {
+                kind: cause.kind,
+                from: cause.from,
+                now,
+            });
+        }
+    }
+
     pub async fn run(&self, mut engine: Rollout, mut report: impl FnMut(&Report)) -> Finish {
         let mut in_flight = futures::stream::FuturesUnordered::new();
         let mut poll: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Views> + '_>>> =
@@ -248,6 +221,7 @@ impl<E: Effects> Driver<'_, E> {
             actions = tokio::select! {
                 biased;
                 () = self.interrupt.reached(NOW), if !now_delivered => {
+                    self.report_stopping(true, &mut report);
                     now_delivered = true;
                     safe_delivered = true;
                     in_flight.clear();
@@ -257,6 +231,7 @@ impl<E: Effects> Driver<'_, E> {
                     engine.abort_now(Instant::now())
                 }
                 () = self.interrupt.reached(SAFE), if !safe_delivered => {
+                    self.report_stopping(false, &mut report);
                     safe_delivered = true;
                     engine.interrupt(Instant::now())
                 }
@@ -520,6 +495,7 @@ where
 
 mod commands;
 mod haproxy;
+mod interrupt;
 
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,7 @@ impl HealthChecker {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|error| format!("GET {url}: {}", crate::error::error_chain(&error)))?;
+            .map_err(|error| format!("GET {url}: {}", request_error(&error)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("GET {url} answered {}", status.as_u16()));
@@ -37,7 +37,7 @@ impl HealthChecker {
         response
             .text()
             .await
-            .map_err(|error| format!("GET {url}: {}", crate::error::error_chain(&error)))
+            .map_err(|error| format!("GET {url}: {}", request_error(&error)))
     }
 
     /// `Ok` when the URL answered the expected status; otherwise what it did instead.
@@ -49,7 +49,20 @@ impl HealthChecker {
                 response.status().as_u16(),
                 self.expect_status
             )),
-            Err(error) => Err(format!("GET {url}: {}", crate::error::error_chain(&error))),
+            Err(error) => Err(format!("GET {url}: {}", request_error(&error))),
         }
     }
+}
+
+/// What went wrong with a request, in a few words: its deepest cause (`Connection refused
+/// (os error 111)`) rather than every layer's wrapping of it, or that it timed out.
+fn request_error(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }

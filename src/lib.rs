@@ -54,7 +54,10 @@ fn init_tracing(global: &cli::GlobalArgs, printer: &report::Printer) {
         let log = tracing_subscriber::fmt::layer()
             .with_writer(bars.get_stderr_writer())
             .with_ansi(printer.color)
-            .with_target(false);
+            .event_format(report::log::LogFormat {
+                terminal: **printer,
+                timed: false,
+            });
         let bars = tracing_subscriber::Layer::with_filter(
             bars,
             tracing_indicatif::filter::IndicatifFilter::new(false),
@@ -64,7 +67,10 @@ fn init_tracing(global: &cli::GlobalArgs, printer: &report::Printer) {
         let log = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(printer.color)
-            .with_target(false);
+            .event_format(report::log::LogFormat {
+                terminal: **printer,
+                timed: true,
+            });
         registry.with(log).init();
     }
 }

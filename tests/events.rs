@@ -112,6 +112,15 @@ fn an_aborted_rollout_streams_a_summary_of_where_each_server_stands() {
     assert_eq!(failed, 0, "{failures:?}");
     assert!(ok > 10);
     let events = events(&applied.stdout);
+    // Logged as the abort it was, with where it came from, not as a bare signal.
+    let stopping = events
+        .iter()
+        .find(|event| event["event"] == "stopping")
+        .unwrap_or_else(|| panic!("{}", applied.stdout));
+    assert_eq!(stopping["cause"], "abort");
+    assert_eq!(stopping["now"], false);
+    let from = stopping["from"].as_str().unwrap();
+    assert!(from.starts_with("`haproxy-rollout abort` (pid "), "{from}");
     let summary = events.last().unwrap();
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["outcome"], "interrupted");
@@ -130,10 +139,11 @@ fn an_aborted_rollout_streams_a_summary_of_where_each_server_stands() {
 fn the_schema_refuses_prose_stages_unknown_events_and_missing_versions() {
     let time = "2026-11-30T12:00:00.000Z";
     let good = json!({"v": 1, "event": "stage", "time": time, "server": "app1",
-        "stage": "haproxy_checks", "message": "waiting for HAProxy's checks"});
+        "stage": "haproxy_checks", "within_ms": 10000, "message": "waiting for HAProxy's checks"});
     assert_eq!(schema_errors(&good), Vec::<String>::new());
     let prose = json!({"v": 1, "event": "stage", "time": time, "server": "app1",
-        "stage": "waiting for HAProxy's checks", "message": "waiting for HAProxy's checks"});
+        "stage": "waiting for HAProxy's checks", "within_ms": 10000,
+        "message": "waiting for HAProxy's checks"});
     assert!(!schema_errors(&prose).is_empty());
     let unknown = json!({"v": 1, "event": "stagee", "time": time});
     assert!(!schema_errors(&unknown).is_empty());

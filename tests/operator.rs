@@ -234,3 +234,81 @@ fn ctrl_c_at_the_question_declines_with_exit_4_and_leaves_no_lock() {
     assert_eq!(next.code, 0, "{}", next.stderr);
     assert!(!next.stderr.contains("stale lock"), "{}", next.stderr);
 }
+
+/// Lines of a running rollout for people (stderr not a terminal): each starts with its time.
+fn timed(line: &str) -> bool {
+    line.len() > 24 && line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b'T'
+}
+
+/// See: #13, waits that say how long they have and why they still wait.
+#[test]
+fn a_slow_application_is_waited_for_with_the_phase_limit_and_the_last_reason() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("slow-start.yaml", None, "");
+    // Each restarted application listens only 700 ms after it started.
+    std::fs::write(lab.lab.dir.path().join("start-after"), "700").unwrap();
+    let outcome = rollout(["--color", "never", "apply", "--yes", path(&plan)])
+        .run()
+        .code(0);
+    let port = lab.ports[0];
+    let lines: Vec<&str> = outcome.stderr.lines().collect();
+    let started = lines
+        .iter()
+        .find(|line| line.ends_with(" app1: waiting for its health endpoint (at most 10s)"))
+        .unwrap_or_else(|| panic!("{}", outcome.stderr));
+    assert!(timed(started), "{started}");
+    let still = lines
+        .iter()
+        .find(|line| line.contains(" app1: still waiting for its health endpoint ("))
+        .unwrap_or_else(|| panic!("{}", outcome.stderr));
+    assert!(timed(still), "{still}");
+    assert!(
+        still.contains(&format!("s of 10s): GET http://127.0.0.1:{port}/health: "))
+            && still.contains("Connection refused"),
+        "{still}"
+    );
+    // Said once per reason, not once per probe.
+    let repeats = lines
+        .iter()
+        .filter(|line| line.contains(" app1: still waiting for its health endpoint ("))
+        .count();
+    assert_eq!(repeats, 1, "{}", outcome.stderr);
+}
+
+/// See: #13, a signal that is not `abort` is logged as what it is, in the same format.
+#[test]
+fn sigterm_is_logged_as_a_signal_in_the_format_of_every_other_line() {
+    let lab = RolloutLab::start(common::scenario::routed());
+    let plan = lab.plan("sigterm.yaml", None, "");
+    let held = common::scenario::hold(&lab, 1, 2000);
+    let running = rollout(["--color", "never", "apply", "--yes", path(&plan)]).spawn();
+    let start = std::time::Instant::now();
+    while !lab.lab.view("app1").admin.draining() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "app1 never drained"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.signal("TERM");
+    let applied = running.finish();
+    assert_eq!(applied.code, 4, "{}", applied.stderr);
+    assert_eq!(held.join().unwrap(), Ok(()));
+    let line = applied
+        .stderr
+        .lines()
+        .find(|line| line.contains("SIGTERM"))
+        .unwrap_or_else(|| panic!("{}", applied.stderr));
+    assert!(timed(line), "{line}");
+    assert!(
+        line.ends_with(
+            " warning: SIGTERM (a cancelled job, or kill) received: stopping at the next safe point (the step in progress finishes first; a second request stops now)"
+        ),
+        "{line}"
+    );
+    assert!(
+        !applied.stderr.contains("abort requested"),
+        "{}",
+        applied.stderr
+    );
+}

@@ -34,6 +34,10 @@ pub fn run(
             .ok()
             .and_then(rustix::process::Pid::from_raw)
             .ok_or_else(|| anyhow::anyhow!("the lock names an impossible pid: {holder}"))?;
+        // Said first, so the running command logs an abort, and from where, not a signal.
+        if let Err(error) = super::rollout::request_abort(&context.dir) {
+            tracing::debug!("cannot leave the abort request: {error}");
+        }
         rustix::process::kill_process(pid, signal)
             .map_err(|error| anyhow::anyhow!("cannot signal {holder}: {error}"))?;
         printer.note(&format!(

@@ -4,10 +4,12 @@
 
 mod facts;
 mod session;
+mod signals;
 pub(crate) mod undo;
 
 pub(crate) use facts::{Facts, Start};
 pub(crate) use session::Run;
+pub(crate) use signals::request_abort;
 
 use std::path::{Path, PathBuf};
 

@@ -33,9 +33,11 @@ impl<E: Effects> Driver<'_, E> {
                     "HAProxy {} reloaded and its new process's backends are taken: {error}; stopping at the next safe point",
                     instance.name
                 );
-                tracing::error!("{text}");
-                report(&Report::Warning { text });
-                self.interrupt.safe();
+                report(&Report::Warning { text: text.clone() });
+                self.interrupt.safe(super::Cause {
+                    kind: "conflict",
+                    from: text,
+                });
             }
             // Sessions the old process still serves are invisible from here on: the engine
             // counts them while it may run.

@@ -6,6 +6,7 @@
 pub mod human;
 pub mod json;
 pub mod live;
+pub mod log;
 pub mod rollout;
 
 use std::io::{IsTerminal, Write};

@@ -4,14 +4,15 @@
 //! and journal how it ended. Each stage either hands the next what it needs or stops with
 //! the exit status it reported.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::signals::{ask, clear_request, spawn_signal_handler};
 use super::{Context, Start};
 use crate::commands::Stop;
 use crate::commands::live::Links;
-use crate::driver::{Driver, Interrupt};
+use crate::driver::Driver;
 use crate::effects::{Effects, RealWorld};
 use crate::engine::rollout::{Finish, Limits, Mode, Outcome, Rollout, ServerState};
 use crate::engine::{Observation, Preflight, Step, Topology, Verdict};
@@ -409,7 +410,8 @@ impl Run<'_> {
         )
         .with_locks(&locks)
         .with_commands(commands);
-        spawn_signal_handler(driver.interrupt.clone());
+        clear_request(&self.context.dir);
+        spawn_signal_handler(driver.interrupt.clone(), self.context.dir.clone());
 
         let started = Instant::now();
         let mut reporter = RolloutReporter::new(printer, plan).with_hosts(hosts.clone());
@@ -503,77 +505,4 @@ async fn ask_paused(printer: &crate::report::Printer, finish: &Finish) -> anyhow
         ),
     )
     .await
-}
-
-/// Asks on the terminal; yes only for an explicit yes. Ctrl-C (or SIGTERM) while it waits
-/// is a no, so the command ends as declined, releasing its locks, instead of being killed.
-async fn ask(printer: &crate::report::Printer, question: &str) -> anyhow::Result<bool> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut interrupt, mut terminate) = (
-        signal(SignalKind::interrupt())?,
-        signal(SignalKind::terminate())?,
-    );
-    printer.question(question)?;
-    // A plain thread, not the runtime's blocking pool: a read nobody answers must not
-    // keep the process from ending.
-    let (sender, answer) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut answer = String::new();
-        let read = std::io::stdin().lock().read_line(&mut answer);
-        let _ = sender.send(read.map(|_| answer));
-    });
-    tokio::select! {
-        answer = answer => {
-            let answer = answer.map_err(|_| anyhow::anyhow!("the terminal went away"))??;
-            Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
-        }
-        _ = interrupt.recv() => {
-            // The answer's line was never ended.
-            let _ = printer.question("\n");
-            Ok(false)
-        }
-        _ = terminate.recv() => Ok(false),
-    }
-}
-
-/// SIGINT and SIGTERM stop at the next safe point; a second one, or SIGUSR1 (what
-/// `abort --now` sends), stops now.
-fn spawn_signal_handler(interrupt: Interrupt) {
-    use tokio::signal::unix::{SignalKind, signal};
-    tokio::spawn(async move {
-        let (Ok(mut interrupt_signal), Ok(mut terminate), Ok(mut now)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::user_defined1()),
-        ) else {
-            tracing::warn!(
-                "cannot watch signals: SIGINT would end the rollout without a safe stop"
-            );
-            return;
-        };
-        let mut safe_seen = false;
-        loop {
-            tokio::select! {
-                _ = interrupt_signal.recv() => {}
-                _ = terminate.recv() => {}
-                _ = now.recv() => {
-                    tracing::warn!("abort --now: stopping without waiting; the server in flight is left out of rotation");
-                    interrupt.now();
-                    continue;
-                }
-            }
-            if safe_seen {
-                tracing::warn!(
-                    "second signal: stopping now; the server in flight is left out of rotation"
-                );
-                interrupt.now();
-            } else {
-                safe_seen = true;
-                tracing::warn!(
-                    "signal received: stopping at the next safe point (the step in progress finishes first; a second signal stops now)"
-                );
-                interrupt.safe();
-            }
-        }
-    });
 }

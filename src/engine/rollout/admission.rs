@@ -18,6 +18,7 @@ impl Rollout {
                 Action::Report(Report::Stage {
                     server: self.settings.servers[server].clone(),
                     stage: Stage::Hook(HookPoint::OnFailure),
+                    within: self.settings.within(Stage::Hook(HookPoint::OnFailure)),
                 }),
                 Action::Run(Lane::Rollout, Effect::Hook(HookPoint::OnFailure, server)),
             ];
@@ -84,6 +85,7 @@ impl Rollout {
             Action::Report(Report::Stage {
                 server: self.settings.servers[next].clone(),
                 stage: Stage::CheckingCapacity,
+                within: None,
             }),
             Action::Run(Lane::Rollout, Effect::Poll),
         ]

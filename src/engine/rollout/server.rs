@@ -174,6 +174,8 @@ pub(super) struct ServerRun {
     /// The last command sent to its host, and when.
     sent: Option<(CommandKind, Instant)>,
     last_sessions: Option<u64>,
+    /// The last reason a wait was said to go on, in which stage.
+    last_wait: Option<(Stage, String)>,
     /// Per HAProxy instance: since when every poll of it failed.
     unreadable_since: Vec<Option<Instant>>,
     stop: Stopping,
@@ -216,6 +218,7 @@ impl ServerRun {
             healthy: None,
             sent: None,
             last_sessions: None,
+            last_wait: None,
             stop: if settling {
                 Stopping::Interrupted
             } else {
@@ -246,7 +249,25 @@ impl ServerRun {
         RunStep::Report(Report::Stage {
             server: self.server(),
             stage,
+            within: self.settings.within(stage),
         })
+    }
+
+    /// Why a wait goes on, when that changed since the last time it was said.
+    fn waiting(&mut self, stage: Stage, last: String) -> Option<RunStep> {
+        if self
+            .last_wait
+            .as_ref()
+            .is_some_and(|(seen_stage, seen)| *seen_stage == stage && *seen == last)
+        {
+            return None;
+        }
+        self.last_wait = Some((stage, last.clone()));
+        Some(RunStep::Report(Report::Waiting {
+            server: self.server(),
+            stage,
+            last,
+        }))
     }
 
     fn interrupted(&self) -> bool {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::super::topology::Topology;
-use super::CommandKind;
+use super::{CommandKind, Stage};
 use crate::plan::{HookPoint, OnDrainTimeout, Plan, ServerName};
 
 /// The settings each server's run decides with, taken from the plan.
@@ -26,6 +26,9 @@ pub(super) struct Settings {
     /// How long after it was sent the restart, and each hook, may still run on its host.
     pub(super) restart_bound: Duration,
     pub(super) hook_bounds: Vec<(HookPoint, Duration)>,
+    /// How long the restart, and each hook, is given on its host (its `timeout`).
+    pub(super) restart_timeout: Duration,
+    pub(super) hook_timeouts: Vec<(HookPoint, Duration)>,
     /// With `verify`: per server, the answer it must give after its restart (`None`: not
     /// known, as for a rollback of a server whose earlier answer was never read).
     pub(super) expected: Option<Vec<Option<String>>>,
@@ -74,6 +77,16 @@ impl Settings {
             .into_iter()
             .filter_map(|point| Some((point, plan.remote_bound(plan.hooks.get(point)?.timeout))))
             .collect(),
+            restart_timeout: plan.restart.timeout,
+            hook_timeouts: [
+                HookPoint::BeforeDrain,
+                HookPoint::AfterRestart,
+                HookPoint::AfterReady,
+                HookPoint::OnFailure,
+            ]
+            .into_iter()
+            .filter_map(|point| Some((point, plan.hooks.get(point)?.timeout)))
+            .collect(),
             expected: plan.verify.as_ref().map(|verify| {
                 plan.servers
                     .iter()
@@ -96,6 +109,22 @@ impl Settings {
     /// The answer `verify` must give for the server at `index`, if there is one to check.
     pub(super) fn expected(&self, index: usize) -> Option<&str> {
         self.expected.as_ref()?.get(index)?.as_deref()
+    }
+
+    /// How long a stage may last before the server fails (`None`: a single step).
+    pub(super) fn within(&self, stage: Stage) -> Option<Duration> {
+        match stage {
+            Stage::CheckingCapacity | Stage::Draining => None,
+            Stage::WaitingForSessions => Some(self.drain_timeout),
+            Stage::Restarting => Some(self.restart_timeout),
+            Stage::WaitingForHealth | Stage::Verifying => Some(self.health_within),
+            Stage::WaitingForChecks | Stage::ReturningToTraffic => Some(self.ready_timeout),
+            Stage::Hook(point) => self
+                .hook_timeouts
+                .iter()
+                .find(|(candidate, _)| *candidate == point)
+                .map(|(_, timeout)| *timeout),
+        }
     }
 
     pub(super) fn bound(&self, what: CommandKind) -> Duration {

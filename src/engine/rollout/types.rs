@@ -262,6 +262,23 @@ pub enum Report {
     Stage {
         server: ServerName,
         stage: Stage,
+        /// How long the stage may last before the server fails (`None`: a single step).
+        within: Option<Duration>,
+    },
+    /// The rollout was asked to stop: at its next safe point, or `now`.
+    Stopping {
+        /// `abort`, `signal` or `conflict` (docs/events.md).
+        kind: &'static str,
+        /// Where the request came from, for people.
+        from: String,
+        now: bool,
+    },
+    /// A wait goes on, and why: reported when the reason changes (a refused connection
+    /// that becomes a 503, a check that goes from L4CON to L7STS).
+    Waiting {
+        server: ServerName,
+        stage: Stage,
+        last: String,
     },
     SessionsLeft {
         server: ServerName,

@@ -1,11 +1,12 @@
 //! A running rollout for people: progress bars on a terminal (tracing-indicatif), plain
 //! timestamped lines otherwise, and the summary table.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use super::*;
+use crate::engine::rollout::Stage;
 use crate::report::{EMPHASIS, ERROR, OK, Terminal, WARNING};
 
 /// How a running rollout is shown to people.
@@ -16,12 +17,53 @@ pub struct HumanRollout<'a> {
     bars: Option<Bars>,
     /// The host each server's commands run on, by plan index.
     hosts: Vec<String>,
+    /// Each server in flight: its stage.
+    stages: std::collections::HashMap<String, InStage>,
 }
 
 struct Bars {
     overall: tracing::Span,
-    /// One line per server in flight.
+    /// One line per server in flight, below the overall bar in the order they started.
     servers: std::collections::BTreeMap<String, tracing::Span>,
+}
+
+/// The stage a server in flight is in: since when, for how long at most, and why its wait
+/// still goes on.
+struct InStage {
+    stage: Stage,
+    since: Instant,
+    within: Option<Duration>,
+    last: Option<String>,
+}
+
+impl InStage {
+    /// ` of 10s, last: connection refused`: what a bar shows after the stage's own timer.
+    fn bar_message(&self) -> String {
+        let mut text = String::new();
+        if let Some(within) = self.within {
+            text.push_str(&format!(" of {}", humantime::format_duration(within)));
+        }
+        if let Some(last) = &self.last {
+            text.push_str(&format!(", last: {last}"));
+        }
+        text
+    }
+
+    /// ` (at most 10s)`, after the stage's name when it starts.
+    fn limit(&self) -> String {
+        self.within.map_or_else(String::new, |within| {
+            format!(" (at most {})", humantime::format_duration(within))
+        })
+    }
+
+    /// `2.1s of 10s`: how far into its limit the stage is.
+    fn elapsed(&self) -> String {
+        let elapsed = format!("{:.1}s", self.since.elapsed().as_secs_f64());
+        match self.within {
+            Some(within) => format!("{elapsed} of {}", humantime::format_duration(within)),
+            None => elapsed,
+        }
+    }
 }
 
 impl<'a> HumanRollout<'a> {
@@ -46,6 +88,7 @@ impl<'a> HumanRollout<'a> {
             plan,
             bars,
             hosts: plan_hosts(plan),
+            stages: std::collections::HashMap::new(),
         }
     }
 
@@ -68,30 +111,95 @@ impl<'a> HumanRollout<'a> {
 
     fn report_one(&mut self, report: &Report) {
         match report {
-            Report::Stage { server, stage } => {
+            Report::Stage {
+                server,
+                stage,
+                within,
+            } => {
+                let in_stage = InStage {
+                    stage: *stage,
+                    since: Instant::now(),
+                    within: *within,
+                    last: None,
+                };
                 if let Some(bars) = &mut self.bars {
                     let span = bars.servers.entry(server.to_string()).or_insert_with(|| {
-                        let span = tracing::info_span!(parent: &bars.overall, "server", indicatif.pb_show = tracing::field::Empty);
-                        span.pb_set_style(
-                            &indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})").expect("a valid template"),
-                        );
+                        // A root span: its bar goes below the others (a child's would go
+                        // right under the overall bar, above the servers started before).
+                        let span = tracing::info_span!(parent: None, "server", indicatif.pb_show = tracing::field::Empty);
                         span.pb_start();
                         span
                     });
-                    span.pb_set_message(&format!("{server}: {}", stage.as_str()));
+                    span.pb_set_style(&server_style(&format!("{server}: {}", stage.as_str())));
+                    span.pb_reset_elapsed();
+                    span.pb_set_message(&in_stage.bar_message());
                 } else {
-                    self.say(&format!("{server}: {}", stage.as_str()));
+                    self.say(&format!(
+                        "{server}: {}{}",
+                        stage.as_str(),
+                        in_stage.limit()
+                    ));
                 }
+                self.stages.insert(server.to_string(), in_stage);
             }
-            Report::SessionsLeft { server, sessions } => match &self.bars {
-                Some(bars) => {
-                    if let Some(span) = bars.servers.get(server.as_str()) {
-                        span.pb_set_message(&format!(
-                            "{server}: waiting for {sessions} session(s) to finish"
-                        ));
+            Report::Stopping { kind, from, now } => {
+                let asked = match *kind {
+                    "abort" => format!("abort requested by {from}"),
+                    "signal" => format!("{from} received"),
+                    // Another rollout took a backend: its warning already said so.
+                    _ => return,
+                };
+                let how = if *now {
+                    "stopping now; a server in flight is left out of rotation"
+                } else {
+                    "stopping at the next safe point (the step in progress finishes first; a second request stops now)"
+                };
+                self.say(&format!(
+                    "{} {asked}: {how}",
+                    self.terminal.paint(WARNING, "warning:")
+                ));
+            }
+            Report::Waiting {
+                server,
+                stage,
+                last,
+            } => {
+                let Some(in_stage) = self
+                    .stages
+                    .get_mut(server.as_str())
+                    .filter(|in_stage| in_stage.stage == *stage)
+                else {
+                    return;
+                };
+                in_stage.last = Some(last.clone());
+                match &self.bars {
+                    Some(bars) => {
+                        if let Some(span) = bars.servers.get(server.as_str()) {
+                            span.pb_set_message(&in_stage.bar_message());
+                        }
+                    }
+                    None => {
+                        let text = format!(
+                            "{server}: still {} ({}): {last}",
+                            stage.as_str(),
+                            in_stage.elapsed()
+                        );
+                        self.say(&text);
                     }
                 }
-                None => self.say(&format!("{server}: {sessions} session(s) still open")),
+            }
+            Report::SessionsLeft { server, sessions } => match (
+                &self.bars,
+                self.stages.get_mut(server.as_str()),
+            ) {
+                (Some(bars), Some(in_stage)) => {
+                    in_stage.last = Some(format!("{sessions} session(s) open"));
+                    if let Some(span) = bars.servers.get(server.as_str()) {
+                        span.pb_set_message(&in_stage.bar_message());
+                    }
+                }
+                (Some(_), None) => {}
+                (None, _) => self.say(&format!("{server}: {sessions} session(s) still open")),
             },
             Report::SessionsCut { server, sessions } => {
                 self.say(&format!(
@@ -202,6 +310,7 @@ impl<'a> HumanRollout<'a> {
                 ));
             }
             Report::ServerDone { server, timings } => {
+                self.stages.remove(server.as_str());
                 if let Some(bars) = &mut self.bars {
                     bars.servers.remove(server.as_str());
                     bars.overall.pb_inc(1);
@@ -234,6 +343,7 @@ impl<'a> HumanRollout<'a> {
                 stage,
                 reason,
             } => {
+                self.stages.remove(server.as_str());
                 if let Some(bars) = &mut self.bars {
                     bars.servers.remove(server.as_str());
                 }
@@ -375,4 +485,17 @@ fn complete_text(finish: &Finish, total: &str) -> String {
         String::new()
     };
     format!("rollout complete: {restarted} server(s) restarted{current} in {total}")
+}
+
+/// A server's bar: `what` (its stage), the stage's own timer, then (in the message) its
+/// limit and why it still waits. Server names and stage names hold no braces.
+fn server_style(what: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(&format!("  {{spinner}} {what} {{phase}}{{msg}}"))
+        .expect("a valid template")
+        .with_key(
+            "phase",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{:.1}s", state.elapsed().as_secs_f64());
+            },
+        )
 }

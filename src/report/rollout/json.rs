@@ -32,9 +32,30 @@ impl RolloutOutput for JsonRollout<'_> {
 
     fn report(&mut self, report: &Report) {
         match report {
-            Report::Stage { server, stage } => self.event(
+            Report::Stage {
+                server,
+                stage,
+                within,
+            } => self.event(
                 "stage",
-                json!({"server": server.as_str(), "stage": stage.key(), "message": stage.as_str()}),
+                json!({
+                    "server": server.as_str(),
+                    "stage": stage.key(),
+                    "within_ms": within.map(|within| within.as_millis()),
+                    "message": stage.as_str(),
+                }),
+            ),
+            Report::Stopping { kind, from, now } => self.event(
+                "stopping",
+                json!({"cause": kind, "from": from, "now": now}),
+            ),
+            Report::Waiting {
+                server,
+                stage,
+                last,
+            } => self.event(
+                "waiting",
+                json!({"server": server.as_str(), "stage": stage.key(), "last": last}),
             ),
             Report::SessionsLeft { server, sessions } => self.event(
                 "sessions_left",

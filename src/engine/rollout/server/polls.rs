@@ -188,19 +188,19 @@ impl ServerRun {
                 RunStep::Run(Effect::SetState(self.server(), AdminTarget::Ready)),
             ];
         }
+        let statuses: Vec<String> = found
+            .iter()
+            .map(|view| {
+                format!(
+                    "{}/{} {} (check {})",
+                    view.backend,
+                    view.server,
+                    view.status,
+                    or_none(&view.check_status)
+                )
+            })
+            .collect();
         if now >= deadline {
-            let statuses: Vec<String> = found
-                .iter()
-                .map(|view| {
-                    format!(
-                        "{}/{} {} (check {})",
-                        view.backend,
-                        view.server,
-                        view.status,
-                        or_none(&view.check_status)
-                    )
-                })
-                .collect();
             return self.fail_out_of_rotation(
                 Stage::WaitingForChecks,
                 format!(
@@ -210,8 +210,13 @@ impl ServerRun {
                 ),
             );
         }
+        let mut steps: Vec<RunStep> = self
+            .waiting(Stage::WaitingForChecks, statuses.join(", "))
+            .into_iter()
+            .collect();
         self.phase = phase;
-        Self::run(Effect::Wait)
+        steps.push(RunStep::Run(Effect::Wait));
+        steps
     }
 
     pub(super) fn after_up_poll(
@@ -249,11 +254,11 @@ impl ServerRun {
             }
             return self.complete();
         }
+        let statuses: Vec<String> = found
+            .iter()
+            .map(|view| format!("{}/{} {}", view.backend, view.server, view.status))
+            .collect();
         if now >= deadline {
-            let statuses: Vec<String> = found
-                .iter()
-                .map(|view| format!("{}/{} {}", view.backend, view.server, view.status))
-                .collect();
             return self.fail_out_of_rotation(
                 Stage::ReturningToTraffic,
                 format!(
@@ -262,7 +267,12 @@ impl ServerRun {
                 ),
             );
         }
+        let mut steps: Vec<RunStep> = self
+            .waiting(Stage::ReturningToTraffic, statuses.join(", "))
+            .into_iter()
+            .collect();
         self.phase = phase;
-        Self::run(Effect::Wait)
+        steps.push(RunStep::Run(Effect::Wait));
+        steps
     }
 }

@@ -81,12 +81,17 @@ impl ServerRun {
                         ),
                     );
                 }
+                let mut steps: Vec<RunStep> = self
+                    .waiting(Stage::WaitingForHealth, error.clone())
+                    .into_iter()
+                    .collect();
                 self.phase = Phase::Probing {
                     deadline,
                     last_error: Some(error),
                     retry: (retry * 2).min(self.settings.poll_interval),
                 };
-                Self::run(Effect::Backoff(retry))
+                steps.push(RunStep::Run(Effect::Backoff(retry)));
+                steps
             }
             (phase @ Phase::Probing { .. }, Event::Waited) => {
                 self.phase = phase;
@@ -156,7 +161,13 @@ impl ServerRun {
                 ),
             );
         }
+        let last = match &answer {
+            Ok(answer) => format!("verify answers {answer:?}, expected {expected:?}"),
+            Err(error) => format!("verify could not be read: {error}"),
+        };
+        let mut steps: Vec<RunStep> = self.waiting(Stage::Verifying, last).into_iter().collect();
         self.phase = Phase::Verifying { deadline };
-        Self::run(Effect::Wait)
+        steps.push(RunStep::Run(Effect::Wait));
+        steps
     }
 }

@@ -120,6 +120,35 @@ fn a_refused_health_probe_is_retried_sooner_and_sooner_up_to_the_poll_interval()
     assert_eq!(backoffs.len(), 6 * finish.servers.len());
 }
 
+/// See: #13, waits that say why they still wait: once per reason, not once per probe.
+#[test]
+fn a_wait_reports_its_limit_and_each_new_reason_once() {
+    let mut world = World::new();
+    world.refused_probes = 6;
+    let (_, reports) = world.run(&plan("health:\n  within: 7s\n"));
+    let health_limit = reports.iter().find_map(|report| match report {
+        Report::Stage {
+            server,
+            stage: Stage::WaitingForHealth,
+            within,
+        } if server.as_str() == "app1" => Some(*within),
+        _ => None,
+    });
+    assert_eq!(health_limit, Some(Some(Duration::from_secs(7))));
+    let waits: Vec<&str> = reports
+        .iter()
+        .filter_map(|report| match report {
+            Report::Waiting {
+                server,
+                stage: Stage::WaitingForHealth,
+                last,
+            } if server.as_str() == "app1" => Some(last.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits, ["connection refused"]);
+}
+
 #[test]
 fn drain_timeout_fail_returns_the_server_unrestarted() {
     let mut world = World::new();
