@@ -62,6 +62,16 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a first plan from a live HAProxy: its backends and servers, in order, with
+    /// every default shown. Only the restart command is left to fill in.
+    #[command(
+        after_help = "Examples:\n  haproxy-rollout init --socket /run/haproxy/admin.sock > plan.yaml\n  \
+        haproxy-rollout init --socket tcp://127.0.0.1:9999 --backend be_app --ssh-user deploy > plan.yaml\n\n\
+        Then fill in restart.command (`validate` refuses the plan until then) and preview it:\n  \
+        haproxy-rollout plan plan.yaml"
+    )]
+    Init(InitArgs),
+
     /// Check a plan file without contacting anything.
     #[command(
         after_help = "Example:\n  haproxy-rollout validate plans/single.yaml\n\n\
@@ -177,6 +187,26 @@ fn name_value(text: &str) -> Result<(String, String), String> {
             "expected NAME=VALUE, e.g. version=1.4.2, not `{text}`"
         )),
     }
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The HAProxy's runtime API, as a plan writes it: /run/haproxy/admin.sock,
+    /// tcp://HOST:PORT or ssh://[USER@]HOST[:PORT]/path/to/admin.sock.
+    #[arg(long, value_name = "SOCKET")]
+    pub socket: String,
+
+    /// Only this backend (repeatable); default: every backend that has servers.
+    #[arg(long = "backend", value_name = "NAME")]
+    pub backends: Vec<String>,
+
+    /// The user to SSH to the servers' hosts as.
+    #[arg(long, value_name = "USER")]
+    pub ssh_user: Option<String>,
+
+    /// The HAProxy's name in reports.
+    #[arg(long, value_name = "NAME", default_value = "lb1")]
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

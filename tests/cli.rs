@@ -7,6 +7,7 @@ use common::rollout;
 #[test]
 fn every_subcommand_help_has_an_example() {
     for command in [
+        "init",
         "validate",
         "plan",
         "apply",

@@ -312,3 +312,63 @@ fn sigterm_is_logged_as_a_signal_in_the_format_of_every_other_line() {
         applied.stderr
     );
 }
+
+/// See: #13, writing the first plan.
+#[test]
+fn init_writes_a_plan_from_the_live_haproxy_that_plan_accepts_once_filled_in() {
+    let lab = RolloutLab::start(LabOptions {
+        second_backend: Some("be_api"),
+        ..LabOptions::default()
+    });
+    let socket = lab.lab.admin_socket.to_str().unwrap().to_owned();
+    let written = rollout(["init", "--socket", &socket, "--ssh-user", "root"])
+        .run()
+        .code(0);
+    let text = written.stdout;
+    for (index, port) in lab.ports.iter().enumerate() {
+        let line = format!(
+            "  - name: app{}    # 127.0.0.1:{port}, in be_app, be_api, UP now\n",
+            index + 1
+        );
+        assert!(text.contains(&line), "{line} in:\n{text}");
+    }
+    assert!(text.contains("backends: [be_app, be_api]\n"), "{text}");
+    assert!(text.contains("# poll_interval: 200ms\n"), "{text}");
+    let plan = lab.lab.dir.path().join("init.yaml");
+    std::fs::write(&plan, &text).unwrap();
+    // Refused until the one thing HAProxy cannot know is filled in, saying what it is.
+    let refused = rollout(["validate", path(&plan)]).run().code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("restart.command: the restart command is empty"),
+        "{}",
+        refused.stderr
+    );
+    let filled = text
+        .replace(
+            "command: \"\"",
+            &format!("command: {} {{port}}", lab.restart_script.display()),
+        )
+        .replace("ssh:\n  user: \"root\"\n", &lab.sshd.plan_section());
+    std::fs::write(&plan, filled).unwrap();
+    let preview = rollout(["--color", "never", "plan", path(&plan)])
+        .run()
+        .code(0);
+    assert!(
+        preview.stdout.contains("pre-flight passed"),
+        "{}",
+        preview.stdout
+    );
+    // A backend it does not have: said, with the one it probably meant.
+    let wrong = rollout(["init", "--socket", &socket, "--backend", "be_appp"])
+        .run()
+        .code(2);
+    assert!(
+        wrong.stderr.contains(
+            "--backend be_appp: this HAProxy has no backend be_appp with servers (it has: be_app, be_api); did you mean `be_app` (for `be_appp`)?"
+        ),
+        "{}",
+        wrong.stderr
+    );
+}

@@ -3,6 +3,7 @@
 mod abort;
 mod apply;
 mod completions;
+mod init;
 mod live;
 mod man;
 mod plan;
@@ -20,6 +21,7 @@ use crate::report::Printer;
 pub fn run(cli: Cli, printer: &Printer) -> Exit {
     let state_dir = cli.global.state_dir.as_deref();
     let result = match cli.command {
+        Command::Init(args) => init::run(&args, printer),
         Command::Validate(args) => validate::run(&args, printer),
         Command::Plan(args) => plan::run(&args, printer),
         Command::Apply(args) => apply::run(&args, printer, state_dir),

@@ -10,6 +10,6 @@ pub mod topology;
 
 pub use capacity::Limits;
 pub use observation::{Observation, Polled};
-pub use preflight::{Preflight, Target, Verdict};
+pub use preflight::{Preflight, Target, Verdict, did_you_mean};
 pub use steps::{Step, around_the_steps, server_steps};
 pub use topology::Topology;

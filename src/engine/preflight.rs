@@ -267,7 +267,7 @@ fn check_instance(
 }
 
 /// `; did you mean `be_app`?` when HAProxy has a name close to `wanted`, else nothing.
-fn did_you_mean<'a>(wanted: &str, names: impl Iterator<Item = &'a str>) -> String {
+pub fn did_you_mean<'a>(wanted: &str, names: impl Iterator<Item = &'a str>) -> String {
     names
         .map(|name| (strsim::jaro_winkler(wanted, name), name))
         .filter(|(score, name)| *score > 0.8 && *name != wanted)

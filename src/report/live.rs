@@ -10,7 +10,7 @@ pub struct StatusRow<'a> {
     pub view: Option<&'a ServerView>,
 }
 
-pub(super) fn address(view: &ServerView) -> String {
+pub(crate) fn address(view: &ServerView) -> String {
     match view.port {
         Some(port) if view.address.contains(':') => format!("[{}]:{port}", view.address),
         Some(port) => format!("{}:{port}", view.address),
