@@ -198,15 +198,12 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Starts a new journal in `dir`; the previous one (a finished rollout) is kept as
-    /// `journal.previous.jsonl`.
+    /// Starts a new journal in `dir`; the previous one (a finished rollout) joins the
+    /// plan's history, which keeps the newest `history::KEEP`.
     pub fn create(dir: &Path) -> std::io::Result<Journal> {
         private_dir(dir)?;
-        let path = dir.join("journal.jsonl");
-        if path.exists() {
-            std::fs::rename(&path, dir.join("journal.previous.jsonl"))?;
-        }
-        Self::open(&path)
+        history::archive(dir)?;
+        Self::open(&dir.join("journal.jsonl"))
     }
 
     /// Appends to an existing journal (resume, abort of an interrupted rollout).
@@ -567,6 +564,8 @@ pub fn interrupted(records: &[Record]) -> Option<Interrupted> {
     }
     result
 }
+
+pub mod history;
 
 #[cfg(test)]
 mod tests;

@@ -109,6 +109,25 @@ fn a_second_apply_of_the_same_version_drains_and_restarts_nothing() {
     );
     assert_eq!(run.summary()["outcome"], "success");
     assert_eq!(states(run.summary()), ["current"; 3]);
+    // status lists both rollouts, newest first, with the journal each is kept in.
+    let status = rollout(["--output", "json", "status", path(&plan)])
+        .run()
+        .code(0);
+    let rollouts = common::events(&status.stdout)
+        .into_iter()
+        .find(|event| event["event"] == "rollouts")
+        .expect("a rollouts event");
+    let rollouts = rollouts["rollouts"].as_array().unwrap();
+    assert_eq!(rollouts.len(), 2, "{rollouts:?}");
+    assert!(rollouts[0]["started"].as_str() > rollouts[1]["started"].as_str());
+    assert!(rollouts.iter().all(|past| past["outcome"] == "success"));
+    assert!(
+        rollouts[1]["journal"]
+            .as_str()
+            .unwrap()
+            .contains("/history/"),
+        "{rollouts:?}"
+    );
     eprintln!(
         "second apply: exit 0, {} requests, 0 failed, 0 drained, 0 restarted",
         run.ok

@@ -255,14 +255,16 @@ fn status_shows_every_server_and_warns_about_drained_dead_and_weight_zero() {
         .run()
         .code(6);
     let events = common::events(&outcome.stdout);
-    assert_eq!(events.len(), 5);
-    assert_eq!(events[4]["event"], "at_rest");
-    assert_eq!(events[4]["at_rest"], false);
+    assert_eq!(events.len(), 6);
+    assert_eq!(events[4]["event"], "rollouts");
+    assert_eq!(events[4]["rollouts"], serde_json::json!([]));
+    assert_eq!(events[5]["event"], "at_rest");
+    assert_eq!(events[5]["at_rest"], false);
     assert_eq!(
-        events[4]["reasons"].as_array().unwrap().len(),
+        events[5]["reasons"].as_array().unwrap().len(),
         4,
         "{}",
-        events[4]
+        events[5]
     );
     assert_eq!(events[0]["admin_state"], 8);
     assert_eq!(events[3]["admin_state"], 5);

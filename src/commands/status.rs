@@ -84,6 +84,7 @@ pub fn run(
     }
     printer.status(&rows);
     unrest.extend(rollout_state(file, printer, state_dir)?);
+    past_rollouts(file, printer, state_dir)?;
     printer.event(
         "at_rest",
         &serde_json::json!({"at_rest": complete && unrest.is_empty(), "reasons": unrest}),
@@ -184,4 +185,50 @@ fn rollout_state(
         plan = file.display()
     ));
     Ok(Some(unfinished))
+}
+
+/// The plan's rollouts, newest first, as its state folder keeps them (the last ten).
+fn past_rollouts(
+    file: &std::path::Path,
+    printer: &Printer,
+    state_dir: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let root = crate::journal::state_root(state_dir);
+    let dir = crate::journal::rollout_dir(&root, file)?;
+    let rollouts = crate::journal::history::list(&dir);
+    printer.event(
+        "rollouts",
+        &serde_json::json!({"rollouts": rollouts.iter().map(|past| serde_json::json!({
+            "started": past.started,
+            "outcome": past.outcome,
+            "runs": past.runs,
+            "servers": past.servers,
+            "rolled_back": past.rolled_back,
+            "journal": past.file,
+        })).collect::<Vec<_>>()}),
+    );
+    if rollouts.is_empty() {
+        return Ok(());
+    }
+    printer.note(&format!(
+        "rollouts of this plan, newest first (the last {} are kept, in {}):",
+        crate::journal::history::KEEP,
+        dir.display()
+    ));
+    for past in &rollouts {
+        let mut line = format!(
+            "  {}  {:<11}  {} server(s)",
+            past.started,
+            past.outcome.as_deref().unwrap_or("unfinished"),
+            past.servers
+        );
+        if past.runs > 1 {
+            line.push_str(&format!(", {} runs", past.runs));
+        }
+        if past.rolled_back {
+            line.push_str(", rolled back");
+        }
+        printer.note(&line);
+    }
+    Ok(())
 }

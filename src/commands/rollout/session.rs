@@ -5,6 +5,7 @@
 //! the exit status it reported.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -263,6 +264,17 @@ impl Run<'_> {
             let mut journal = if self.continue_journal {
                 Journal::open(&context.journal_path())?
             } else {
+                let root = context.dir.parent().and_then(Path::parent);
+                if let Some(root) = root {
+                    let locked =
+                        |dir: &Path| crate::lock::Lock::holder(&dir.join("lock")).is_some();
+                    for removed in journal::history::prune_gone_plans(root, &context.dir, locked) {
+                        tracing::debug!(
+                            "removed the state of a plan that is gone: {}",
+                            removed.display()
+                        );
+                    }
+                }
                 Journal::create(&context.dir)?
             };
             journal.append(&Record::Begin {
