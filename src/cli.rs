@@ -121,6 +121,14 @@ pub enum Command {
     )]
     Rollback(RollbackArgs),
 
+    /// Draw a rollout from its saved JSON events: one row per server, each stage a coloured
+    /// bar on a time axis, failures, stops, rollbacks and the canary analysis marked.
+    #[command(
+        after_help = "Example:\n  haproxy-rollout --output json apply plan.yaml --yes > events.jsonl\n  \
+        haproxy-rollout timeline events.jsonl rollout.svg"
+    )]
+    Timeline(TimelineArgs),
+
     /// Print the JSON Schema of the plan format, for editors (yaml-language-server).
     #[command(
         after_help = "Example:\n  haproxy-rollout schema > plan.schema.json\n\n\
@@ -230,8 +238,21 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub fresh: bool,
 
+    /// Draw the rollout into this SVG file when it ends: one row per server, each stage a
+    /// bar on a time axis (also from saved JSON events: `haproxy-rollout timeline`).
+    #[arg(long, value_name = "FILE.svg")]
+    pub timeline: Option<PathBuf>,
+
     #[command(flatten)]
     pub vars: VarArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TimelineArgs {
+    /// The JSON events of a rollout, one per line (`--output json apply ... > events.jsonl`).
+    pub events: PathBuf,
+    /// The SVG file to write.
+    pub svg: PathBuf,
 }
 
 #[derive(Debug, Args)]

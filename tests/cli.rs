@@ -15,6 +15,7 @@ fn every_subcommand_help_has_an_example() {
         "abort",
         "resume",
         "rollback",
+        "timeline",
         "schema",
         "completions",
         "man",

@@ -165,3 +165,80 @@ fn the_documented_stream_conforms_to_the_schema() {
     let shown = events(block);
     assert!(shown.len() >= 5);
 }
+
+/// Each row of a timeline SVG: its server and its stages, in drawing order.
+fn timeline_rows(file: &std::path::Path) -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let document = roxmltree::Document::parse(&text).expect("well-formed SVG");
+    document
+        .descendants()
+        .filter(|node| node.attribute("class") == Some("row"))
+        .map(|row| {
+            let stages = row
+                .children()
+                .filter_map(|child| child.attribute("data-stage"))
+                .map(str::to_owned)
+                .collect();
+            (row.attribute("data-server").unwrap().to_owned(), stages)
+        })
+        .collect()
+}
+
+/// See: #13, a picture of the rollout.
+#[test]
+fn apply_draws_its_timeline_and_saved_events_draw_the_same_rows() {
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = lab.plan("timeline.yaml", None, "");
+    let svg = lab.lab.dir.path().join("rollout.svg");
+    let run = under_traffic(
+        &lab,
+        0,
+        &[
+            "apply",
+            "--yes",
+            path(&plan),
+            "--timeline",
+            svg.to_str().unwrap(),
+        ],
+    );
+    run.expect(0);
+    let drawn = timeline_rows(&svg);
+    let servers: Vec<&str> = drawn.iter().map(|(server, _)| server.as_str()).collect();
+    assert_eq!(servers, ["app1", "app2", "app3"]);
+    for (server, stages) in &drawn {
+        assert_eq!(
+            stages,
+            &[
+                "checking_capacity",
+                "draining",
+                "waiting_sessions",
+                "restarting",
+                "health",
+                "haproxy_checks",
+                "returning"
+            ],
+            "{server}"
+        );
+    }
+    let saved = lab.lab.dir.path().join("events.jsonl");
+    std::fs::write(&saved, &run.outcome.stdout).unwrap();
+    let redrawn = lab.lab.dir.path().join("redrawn.svg");
+    rollout(["timeline", path(&saved), path(&redrawn)])
+        .run()
+        .code(0);
+    assert_eq!(timeline_rows(&redrawn), drawn);
+    // Not events: said where, nothing written.
+    let refused = rollout([
+        "timeline",
+        path(&plan),
+        lab.lab.dir.path().join("no.svg").to_str().unwrap(),
+    ])
+    .run()
+    .code(2);
+    assert!(
+        refused.stderr.contains("timeline.yaml:1: not a JSON event"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!lab.lab.dir.path().join("no.svg").exists());
+}

@@ -135,6 +135,7 @@ pub fn run(
         ours: flights.iter().map(|flight| flight.server.clone()).collect(),
         done_before: interrupted.done.clone(),
         continue_journal: true,
+        timeline: None,
     }
     .execute()
     .map(|exit| {

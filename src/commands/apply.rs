@@ -60,6 +60,7 @@ pub fn run(
         ours: Vec::new(),
         done_before: Vec::new(),
         continue_journal: false,
+        timeline: args.timeline.clone(),
     }
     .execute()
 }

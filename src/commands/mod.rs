@@ -12,6 +12,7 @@ mod rollback;
 mod rollout;
 mod schema;
 mod status;
+mod timeline;
 mod validate;
 
 use crate::cli::{Cli, Command};
@@ -29,6 +30,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Exit {
         Command::Abort(args) => abort::run(&args, printer, state_dir),
         Command::Resume(args) => resume::run(&args, printer, state_dir),
         Command::Rollback(args) => rollback::run(&args, printer, state_dir),
+        Command::Timeline(args) => timeline::run(&args, printer),
         Command::Schema => schema::run(printer),
         Command::Completions { shell } => completions::run(shell, printer),
         Command::Man { out_dir } => man::run(out_dir.as_deref(), printer),

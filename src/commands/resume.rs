@@ -128,6 +128,7 @@ pub fn run(
             .collect(),
         done_before: interrupted.done.clone(),
         continue_journal: true,
+        timeline: None,
     }
     .execute()
 }

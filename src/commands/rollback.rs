@@ -81,6 +81,7 @@ pub fn run(
         ours: names,
         done_before: Vec::new(),
         continue_journal: true,
+        timeline: None,
     }
     .execute()
 }

@@ -8,6 +8,7 @@ pub mod json;
 pub mod live;
 pub mod log;
 pub mod rollout;
+pub mod timeline;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -59,6 +60,13 @@ pub const EVENTS_VERSION: u64 = 1;
 
 /// `{"v": 1, "event": name, "time": now, ...fields}` on its own line on stdout.
 pub(crate) fn event_line(name: &str, fields: &serde_json::Value) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth a panic.
+    let _ = writeln!(stdout, "{}", event_object(name, fields));
+}
+
+/// `{"v": 1, "event": name, "time": now, ...fields}`: one event as docs/events.md has it.
+pub(crate) fn event_object(name: &str, fields: &serde_json::Value) -> serde_json::Value {
     let mut object = serde_json::Map::new();
     object.insert("v".to_owned(), EVENTS_VERSION.into());
     object.insert("event".to_owned(), name.into());
@@ -71,9 +79,7 @@ pub(crate) fn event_line(name: &str, fields: &serde_json::Value) {
     if let serde_json::Value::Object(fields) = fields {
         object.extend(fields.clone());
     }
-    let mut stdout = std::io::stdout().lock();
-    // A closed stdout (e.g. `| head`) is not worth a panic.
-    let _ = writeln!(stdout, "{}", serde_json::Value::Object(object));
+    serde_json::Value::Object(object)
 }
 
 /// What a command reports, in one format.

@@ -25,30 +25,75 @@ pub trait RolloutOutput {
     fn finish(&mut self, finish: &Finish, elapsed: Duration);
 }
 
-/// How a running rollout is shown, in the format the printer was given.
+/// How a running rollout is shown, in the format the printer was given, and drawn when
+/// asked (`--timeline`).
 pub struct RolloutReporter<'a> {
     output: Box<dyn RolloutOutput + 'a>,
+    timeline: Option<Timeline<'a>>,
+}
+
+/// The events of the run, kept to draw its picture at the end (`--timeline FILE`).
+struct Timeline<'a> {
+    file: std::path::PathBuf,
+    json: json::JsonRollout<'a>,
+    events: Vec<serde_json::Value>,
 }
 
 impl<'a> RolloutReporter<'a> {
     pub fn new(printer: &Printer, plan: &'a Plan) -> Self {
         RolloutReporter {
             output: printer.rollout(plan),
+            timeline: None,
         }
     }
 
     /// The hosts the servers' commands run on (as pre-flight resolved them), by plan index.
     pub fn with_hosts(mut self, hosts: Vec<String>) -> Self {
+        if let Some(timeline) = &mut self.timeline {
+            timeline.json.set_hosts(hosts.clone());
+        }
         self.output.set_hosts(hosts);
         self
     }
 
+    /// Draws the rollout into `file` (SVG) when it ends.
+    pub fn with_timeline(mut self, file: Option<std::path::PathBuf>, plan: &'a Plan) -> Self {
+        self.timeline = file.map(|file| Timeline {
+            file,
+            json: json::JsonRollout::new(plan),
+            events: Vec::new(),
+        });
+        self
+    }
+
     pub fn report(&mut self, report: &Report) {
+        if let Some(timeline) = &mut self.timeline {
+            let (name, fields) = timeline.json.event_of(report);
+            timeline
+                .events
+                .push(crate::report::event_object(name, &fields));
+        }
         self.output.report(report);
     }
 
     pub fn finish(mut self, finish: &Finish, elapsed: Duration) {
         self.output.finish(finish, elapsed);
+        if let Some(mut timeline) = self.timeline.take() {
+            let summary = timeline.json.summary_of(finish, elapsed);
+            timeline
+                .events
+                .push(crate::report::event_object("summary", &summary));
+            let written = crate::report::timeline::svg(&timeline.events)
+                .map_err(std::io::Error::other)
+                .and_then(|svg| std::fs::write(&timeline.file, svg));
+            match written {
+                Ok(()) => tracing::info!("timeline written to {}", timeline.file.display()),
+                Err(error) => tracing::warn!(
+                    "cannot write the timeline to {}: {error}",
+                    timeline.file.display()
+                ),
+            }
+        }
     }
 }
 

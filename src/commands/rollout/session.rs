@@ -39,6 +39,8 @@ pub(crate) struct Run<'a> {
     pub done_before: Vec<String>,
     /// Append to the existing journal instead of starting a new one.
     pub continue_journal: bool,
+    /// Draw the rollout into this SVG file when it ends (`apply --timeline`).
+    pub timeline: Option<std::path::PathBuf>,
 }
 
 /// What pre-flight found and holds: every HAProxy's state, its verdict, the backend locks
@@ -426,7 +428,9 @@ impl Run<'_> {
         spawn_signal_handler(driver.interrupt.clone(), self.context.dir.clone());
 
         let started = Instant::now();
-        let mut reporter = RolloutReporter::new(printer, plan).with_hosts(hosts.clone());
+        let mut reporter = RolloutReporter::new(printer, plan)
+            .with_timeline(self.timeline.clone(), plan)
+            .with_hosts(hosts.clone());
         let mut finish = driver.run(engine, |report| reporter.report(report)).await;
         if finish.outcome == Outcome::Paused {
             let paused = Record::Paused {

@@ -25,18 +25,15 @@ impl<'a> JsonRollout<'a> {
     }
 }
 
-impl RolloutOutput for JsonRollout<'_> {
-    fn set_hosts(&mut self, hosts: Vec<String>) {
-        self.hosts = hosts;
-    }
-
-    fn report(&mut self, report: &Report) {
+impl JsonRollout<'_> {
+    /// The event for `report`: its name and fields.
+    pub fn event_of(&self, report: &Report) -> (&'static str, serde_json::Value) {
         match report {
             Report::Stage {
                 server,
                 stage,
                 within,
-            } => self.event(
+            } => (
                 "stage",
                 json!({
                     "server": server.as_str(),
@@ -45,37 +42,36 @@ impl RolloutOutput for JsonRollout<'_> {
                     "message": stage.as_str(),
                 }),
             ),
-            Report::Stopping { kind, from, now } => self.event(
-                "stopping",
-                json!({"cause": kind, "from": from, "now": now}),
-            ),
+            Report::Stopping { kind, from, now } => {
+                ("stopping", json!({"cause": kind, "from": from, "now": now}))
+            }
             Report::Waiting {
                 server,
                 stage,
                 last,
-            } => self.event(
+            } => (
                 "waiting",
                 json!({"server": server.as_str(), "stage": stage.key(), "last": last}),
             ),
-            Report::SessionsLeft { server, sessions } => self.event(
+            Report::SessionsLeft { server, sessions } => (
                 "sessions_left",
                 json!({"server": server.as_str(), "sessions": sessions}),
             ),
-            Report::SessionsCut { server, sessions } => self.event(
+            Report::SessionsCut { server, sessions } => (
                 "sessions_cut",
                 json!({"server": server.as_str(), "sessions": sessions}),
             ),
-            Report::Verified { server, answer } => self.event(
+            Report::Verified { server, answer } => (
                 "verified",
                 json!({"server": server.as_str(), "answer": answer}),
             ),
-            Report::Analysis { tallied } => self.event("analysis", tallied_json(tallied)),
+            Report::Analysis { tallied } => ("analysis", tallied_json(tallied)),
             Report::AnalysisVerdict { verdict, tallied } => {
                 let mut fields = tallied_json(tallied);
                 fields["verdict"] = verdict.as_str().into();
-                self.event("analysis_verdict", fields);
+                ("analysis_verdict", fields)
             }
-            Report::AlreadyCurrent { server, answer } => self.event(
+            Report::AlreadyCurrent { server, answer } => (
                 "already_current",
                 json!({"server": server.as_str(), "answer": answer}),
             ),
@@ -83,11 +79,11 @@ impl RolloutOutput for JsonRollout<'_> {
                 server,
                 answer,
                 error,
-            } => self.event(
+            } => (
                 "running",
                 json!({"server": server.as_str(), "answer": answer, "error": error}),
             ),
-            Report::WaitingForCapacity { server, reason } => self.event(
+            Report::WaitingForCapacity { server, reason } => (
                 "waiting_for_capacity",
                 json!({"server": server.as_str(), "reason": reason}),
             ),
@@ -103,22 +99,22 @@ impl RolloutOutput for JsonRollout<'_> {
                 };
                 let mut fields = may_run_json(&may_run, host);
                 fields["server"] = server.as_str().into();
-                self.event("command_may_run", fields);
+                ("command_may_run", fields)
             }
             Report::CommandEnded {
                 server,
                 what,
                 proven,
-            } => self.event(
+            } => (
                 "command_ended",
                 json!({"server": server.as_str(), "command": what.key(), "proven": proven}),
             ),
-            Report::Warning { text } => self.event("warning", json!({"text": text})),
+            Report::Warning { text } => ("warning", json!({"text": text})),
             Report::Found {
                 server,
                 live,
                 decision,
-            } => self.event(
+            } => (
                 "found",
                 json!({"server": server.as_str(), "live": live, "decision": decision}),
             ),
@@ -126,15 +122,15 @@ impl RolloutOutput for JsonRollout<'_> {
                 haproxy,
                 error,
                 timeout,
-            } => self.event(
+            } => (
                 "haproxy_unreachable",
                 json!({"haproxy": haproxy, "error": error, "unreachable_timeout_ms": timeout.as_millis()}),
             ),
-            Report::Reachable { haproxy, after } => self.event(
+            Report::Reachable { haproxy, after } => (
                 "haproxy_reachable",
                 json!({"haproxy": haproxy, "after_ms": after.as_millis()}),
             ),
-            Report::ServerDone { server, timings } => self.event(
+            Report::ServerDone { server, timings } => (
                 "server_done",
                 json!({"server": server.as_str(), "timings": timings_json(timings)}),
             ),
@@ -142,7 +138,7 @@ impl RolloutOutput for JsonRollout<'_> {
                 haproxy,
                 pid,
                 reapplied,
-            } => self.event(
+            } => (
                 "reloaded",
                 json!({"haproxy": haproxy, "pid": pid, "reapplied": reapplied}),
             ),
@@ -150,18 +146,31 @@ impl RolloutOutput for JsonRollout<'_> {
                 server,
                 stage,
                 reason,
-            } => self.event(
+            } => (
                 "server_failed",
                 json!({"server": server.as_str(), "stage": stage.key(), "reason": reason}),
             ),
         }
     }
 
+    /// The last event: the summary.
+    pub fn summary_of(&self, finish: &Finish, elapsed: Duration) -> serde_json::Value {
+        summary_json(self.plan, &self.hosts, finish, elapsed)
+    }
+}
+
+impl RolloutOutput for JsonRollout<'_> {
+    fn set_hosts(&mut self, hosts: Vec<String>) {
+        self.hosts = hosts;
+    }
+
+    fn report(&mut self, report: &Report) {
+        let (name, fields) = self.event_of(report);
+        self.event(name, fields);
+    }
+
     fn finish(&mut self, finish: &Finish, elapsed: Duration) {
-        self.event(
-            "summary",
-            summary_json(self.plan, &self.hosts, finish, elapsed),
-        );
+        self.event("summary", self.summary_of(finish, elapsed));
     }
 }
 
