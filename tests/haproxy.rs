@@ -255,7 +255,23 @@ fn status_shows_every_server_and_warns_about_drained_dead_and_weight_zero() {
         .run()
         .code(6);
     let events = common::events(&outcome.stdout);
-    assert_eq!(events.len(), 6);
+    assert_eq!(events.len(), 7);
+    // Which HAProxy, first: its version, and no warning for a tested one.
+    assert_eq!(events[0]["event"], "haproxy");
+    let version = events[0]["version"].as_str().unwrap();
+    assert!(
+        version.starts_with("2.6") || version.starts_with("2.8"),
+        "{version}"
+    );
+    assert_eq!(events[0]["warning"], serde_json::Value::Null);
+    assert!(
+        outcome
+            .stderr
+            .contains(&format!("lb1: HAProxy {version}, pid ")),
+        "{}",
+        outcome.stderr
+    );
+    let events = &events[1..];
     assert_eq!(events[4]["event"], "rollouts");
     assert_eq!(events[4]["rollouts"], serde_json::json!([]));
     assert_eq!(events[5]["event"], "at_rest");

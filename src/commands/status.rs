@@ -48,6 +48,24 @@ pub fn run(
                 continue;
             }
         };
+        let info = &snapshot.info;
+        let warning = info.version_warning();
+        printer.note(&format!(
+            "{instance}: HAProxy {}, pid {}",
+            info.version, info.pid
+        ));
+        if let Some(warning) = &warning {
+            printer.warning(&format!("{instance}: {warning}"));
+        }
+        printer.event(
+            "haproxy",
+            &serde_json::json!({
+                "haproxy": instance,
+                "version": info.version,
+                "pid": info.pid,
+                "warning": warning,
+            }),
+        );
         for (server_index, server) in plan.servers.iter().enumerate() {
             let backends = topology.backends(index, server_index);
             if backends.is_empty() {

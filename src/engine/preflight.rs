@@ -168,6 +168,9 @@ fn check_instance(
             ),
         ),
     }
+    if let Some(warning) = snapshot.info.version_warning() {
+        result.push(Verdict::Warning, format!("{name}: {warning}"));
+    }
     if snapshot.info.stopping {
         result.push(
             Verdict::Blocked,

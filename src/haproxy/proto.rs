@@ -485,7 +485,40 @@ pub struct Info {
     pub node: String,
 }
 
+/// The oldest HAProxy whose replies are fully understood (`show cli level`,
+/// `Start_time_sec`), and the newest the tests run against (docs/compatibility.md).
+pub const OLDEST_UNDERSTOOD: (u32, u32) = (2, 2);
+pub const NEWEST_TESTED: (u32, u32) = (2, 8);
+
 impl Info {
+    /// `(major, minor)` of `2.6.12-1+deb12u4`; `None` if the version says no number.
+    pub fn major_minor(&self) -> Option<(u32, u32)> {
+        let mut parts = self.version.split(['.', '-', '+']);
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    }
+
+    /// Why this version deserves a warning, if it does: older than `OLDEST_UNDERSTOOD`, or
+    /// newer than `NEWEST_TESTED`. Never an error: every reply is still read by name.
+    pub fn version_warning(&self) -> Option<String> {
+        let version = self.major_minor()?;
+        let show = |(major, minor): (u32, u32)| format!("{major}.{minor}");
+        if version < OLDEST_UNDERSTOOD {
+            Some(format!(
+                "HAProxy {} is older than {}: its socket level and restarts cannot be fully read",
+                self.version,
+                show(OLDEST_UNDERSTOOD)
+            ))
+        } else if version > NEWEST_TESTED {
+            Some(format!(
+                "HAProxy {} is newer than the newest version tested ({}); see docs/compatibility.md",
+                self.version,
+                show(NEWEST_TESTED)
+            ))
+        } else {
+            None
+        }
+    }
+
     /// An HAProxy that could not be read: no process known, so any process seen later is
     /// a new one.
     pub fn unknown() -> Info {

@@ -222,8 +222,8 @@ mod tests {
     #[test]
     fn a_dead_drained_server_is_reported_down() {
         let views = views(
-            include_str!("../../tests/data/haproxy/show-stat-maint-down.csv"),
-            include_str!("../../tests/data/haproxy/show-servers-state-maint-down.txt"),
+            include_str!("../../tests/data/haproxy/show-stat-maint-down-2.6.csv"),
+            include_str!("../../tests/data/haproxy/show-servers-state-maint-down-2.6.txt"),
         );
         let dead = &views[1];
         assert_eq!(dead.status, "DOWN");

@@ -182,7 +182,7 @@ impl Lab {
             let config_file = dir.path().join("haproxy.cfg");
             std::fs::write(&config_file, config).unwrap();
             let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
-            let child = Command::new("haproxy")
+            let child = Command::new(haproxy_binary())
                 .arg("-db")
                 .arg("-f")
                 .arg(&config_file)
@@ -190,7 +190,12 @@ impl Lab {
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
-                .expect("start haproxy (is it installed? scripts/install-deps)");
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "start {} (is it installed? scripts/install-deps): {error}",
+                        haproxy_binary()
+                    )
+                });
             let mut haproxy = Process { child };
             match wait_for_socket(&mut haproxy, &admin_socket) {
                 Ok(()) => {
@@ -234,7 +239,7 @@ impl Lab {
             .open(self.dir.path().join("haproxy.log"))
             .unwrap();
         let old_pid = self.haproxy.pid();
-        let child = Command::new("haproxy")
+        let child = Command::new(haproxy_binary())
             .arg("-db")
             .arg("-f")
             .arg(&config_file)
@@ -455,4 +460,13 @@ fn wait_for_socket(haproxy: &mut Process, socket: &Path) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The HAProxy the tests run: `HAPROXY_BIN` (CI sets it to each version it tests), else
+/// `haproxy` on PATH.
+pub fn haproxy_binary() -> String {
+    std::env::var("HAPROXY_BIN")
+        .ok()
+        .filter(|bin| !bin.is_empty())
+        .unwrap_or_else(|| "haproxy".to_owned())
 }
