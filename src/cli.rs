@@ -15,6 +15,14 @@ Examples:
   haproxy-rollout plan plans/single.yaml
   haproxy-rollout apply plans/single.yaml --yes";
 
+/// `0.1.0 (commit 4b5e8df12345)`: the version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HAPROXY_ROLLOUT_COMMIT"),
+    ")"
+);
+
 /// Restart the servers behind HAProxy one safe step at a time.
 ///
 /// Each server is drained on every HAProxy, restarted over SSH once no session is left,
@@ -22,7 +30,7 @@ Examples:
 /// report it UP. A plan file (YAML) says which servers, how to restart them and how careful
 /// to be.
 #[derive(Debug, Parser)]
-#[command(name = "haproxy-rollout", version, after_help = AFTER_HELP)]
+#[command(name = "haproxy-rollout", version = VERSION, after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -76,11 +76,25 @@ fn man_page_on_stdout_and_per_command_pages_in_a_directory() {
     }
 }
 
+/// See: #14, `--version` names the commit it was built from.
 #[test]
 fn version_flag() {
     let outcome = rollout(["--version"]).run().code(0);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(common::root())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |output| String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        );
     assert_eq!(
         outcome.stdout.trim(),
-        format!("haproxy-rollout {}", env!("CARGO_PKG_VERSION"))
+        format!(
+            "haproxy-rollout {} (commit {commit})",
+            env!("CARGO_PKG_VERSION")
+        )
     );
 }
