@@ -11,6 +11,17 @@ use common::rollout_lab::{RolloutLab, Traffic};
 use common::{events, rollout, schema_errors};
 use serde_json::{Value, json};
 
+/// The stages of a server of a plain plan, in order, as the stream and the picture name them.
+const SEQUENCE: [&str; 7] = [
+    "checking_capacity",
+    "draining",
+    "waiting_sessions",
+    "restarting",
+    "health",
+    "haproxy_checks",
+    "returning",
+];
+
 fn stages_of<'a>(events: &'a [Value], server: &str) -> Vec<&'a str> {
     events
         .iter()
@@ -40,19 +51,7 @@ fn a_successful_rollout_streams_versioned_events_with_stable_names() {
     assert_eq!(run.events[0]["outcome"], "passed");
     assert_eq!(names.last(), Some(&"summary"), "{names:?}");
     for server in ["app1", "app2", "app3"] {
-        assert_eq!(
-            stages_of(&run.events, server),
-            [
-                "checking_capacity",
-                "draining",
-                "waiting_sessions",
-                "restarting",
-                "health",
-                "haproxy_checks",
-                "returning"
-            ],
-            "{server}"
-        );
+        assert_eq!(stages_of(&run.events, server), SEQUENCE, "{server}");
     }
     let summary = run.summary();
     assert_eq!(summary["outcome"], "success");
@@ -206,19 +205,7 @@ fn apply_draws_its_timeline_and_saved_events_draw_the_same_rows() {
     let servers: Vec<&str> = drawn.iter().map(|(server, _)| server.as_str()).collect();
     assert_eq!(servers, ["app1", "app2", "app3"]);
     for (server, stages) in &drawn {
-        assert_eq!(
-            stages,
-            &[
-                "checking_capacity",
-                "draining",
-                "waiting_sessions",
-                "restarting",
-                "health",
-                "haproxy_checks",
-                "returning"
-            ],
-            "{server}"
-        );
+        assert_eq!(stages, &SEQUENCE, "{server}");
     }
     let saved = lab.lab.dir.path().join("events.jsonl");
     std::fs::write(&saved, &run.outcome.stdout).unwrap();
