@@ -457,7 +457,7 @@ fn capacity_is_checked_again_at_each_drain_when_a_server_dies_mid_rollout() {
     let summary = summary(&events);
     let reason = summary["reason"].as_str().unwrap();
     assert!(
-        reason.contains("capacity: be_app on HAProxy lb1 has 1 other server(s) in rotation besides app2; min_up 2"),
+        reason.contains("capacity: be_app on HAProxy lb1 has 1 other server(s) in rotation besides app2; min_up 2; out of rotation there: app3 (DOWN)"),
         "{reason}"
     );
     assert_eq!(server(summary, "app1")["state"], "done");

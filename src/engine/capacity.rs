@@ -116,25 +116,45 @@ impl Limits {
 #[derive(Debug, Default)]
 pub struct InRotation<'v> {
     servers: HashMap<(usize, &'v str), Vec<&'v str>>,
+    /// The others: out of rotation, with HAProxy's status (`DOWN`, `MAINT`, ...).
+    out: HashMap<(usize, &'v str), Vec<(&'v str, &'v str)>>,
 }
 
 impl<'v> InRotation<'v> {
     /// From the server views of each HAProxy, in plan order (`None`: not readable).
     pub fn new(views: impl IntoIterator<Item = Option<&'v [ServerView]>>) -> Self {
         let mut servers: HashMap<(usize, &str), Vec<&str>> = HashMap::new();
+        let mut out: HashMap<(usize, &str), Vec<(&str, &str)>> = HashMap::new();
         for (instance, views) in views.into_iter().enumerate() {
-            for view in views
-                .into_iter()
-                .flatten()
-                .filter(|view| view.in_rotation())
-            {
-                servers
-                    .entry((instance, view.backend.as_str()))
-                    .or_default()
-                    .push(view.server.as_str());
+            for view in views.into_iter().flatten() {
+                let key = (instance, view.backend.as_str());
+                if view.in_rotation() {
+                    servers.entry(key).or_default().push(view.server.as_str());
+                } else {
+                    out.entry(key)
+                        .or_default()
+                        .push((view.server.as_str(), view.status.as_str()));
+                }
             }
         }
-        InRotation { servers }
+        InRotation { servers, out }
+    }
+
+    /// `app2 (DOWN), app3 (MAINT)`: the servers of `backend` on HAProxy `instance` that are
+    /// out of rotation, with their status; `none` when there are none.
+    pub fn out_text(&self, instance: usize, backend: &str) -> String {
+        let out: Vec<String> = self
+            .out
+            .get(&(instance, backend))
+            .into_iter()
+            .flatten()
+            .map(|(server, status)| format!("{server} ({status})"))
+            .collect();
+        if out.is_empty() {
+            "none".to_owned()
+        } else {
+            out.join(", ")
+        }
     }
 
     /// The servers in rotation in `backend` on HAProxy `instance`, other than `server`.

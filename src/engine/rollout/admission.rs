@@ -177,10 +177,18 @@ impl Rollout {
                     .filter(|other| !ours.contains(other))
                     .count();
                 if !leaves_enough(others, self.min_up) {
+                    let mut in_flight: Vec<&str> = ours.iter().copied().collect();
+                    in_flight.sort_unstable();
+                    let in_flight = if in_flight.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; this rollout has {} out", in_flight.join(", "))
+                    };
                     return Some(format!(
-                        "capacity: {backend} on {} has {others} other server(s) in rotation besides {name}; min_up {}",
+                        "capacity: {backend} on {} has {others} other server(s) in rotation besides {name}; min_up {}; out of rotation there: {}{in_flight}",
                         self.settings.haproxy(instance),
-                        self.min_up
+                        self.min_up,
+                        in_rotation.out_text(instance, backend.as_str())
                     ));
                 }
             }

@@ -57,12 +57,9 @@ fn too_few_servers_up_means_nothing_is_touched() {
     let (finish, _) = world.run(&plan("capacity:\n  min_up: 2\n"));
     assert_eq!(finish.outcome, Outcome::Failed);
     assert!(world.changes().is_empty(), "{:?}", world.changes());
-    assert!(
-        finish
-            .reason
-            .unwrap()
-            .contains("1 other server(s) in rotation besides app1; min_up 2")
-    );
+    assert!(finish.reason.unwrap().contains(
+        "1 other server(s) in rotation besides app1; min_up 2; out of rotation there: app2 (DOWN)"
+    ));
 }
 
 #[test]
