@@ -146,15 +146,9 @@ fn gone(dir: &Path) -> bool {
         Record::Begin { plan, .. } => Some(plan.clone()),
         _ => None,
     });
-    let finished = records
-        .iter()
-        .rev()
-        .find_map(|record| match record {
-            Record::End { outcome, .. } => Some(outcome == "success"),
-            Record::Begin { .. } => Some(false),
-            _ => None,
-        })
-        .unwrap_or(false);
+    // What resume, abort and rollback would pick up (a stopped, paused, killed or
+    // half-rolled-back rollout): the same judgement they make, not another one.
+    let finished = super::interrupted(&records).is_none();
     finished && plan.is_some_and(|plan| !plan.exists()) && untouched_for(dir, STALE_AFTER)
 }
 

@@ -93,10 +93,34 @@ fn only_finished_old_folders_of_plans_that_are_gone_are_removed() {
     let recent = folder("gone-done-recent", &gone, Some("success"), false);
     let own = folder("own", &gone, Some("success"), true);
     let locked = folder("gone-done-old-locked", &gone, Some("success"), true);
+    // A rollout that succeeded, then a `rollback` of it that was killed: its journal is
+    // what the next `rollback` finishes from.
+    let half_rolled_back = folder("gone-rollback-killed-old", &gone, Some("success"), false);
+    {
+        let mut journal = Journal::open(&half_rolled_back.join("journal.jsonl")).unwrap();
+        journal
+            .append(&begin("2026-10-02T00:00:00.000Z", &gone))
+            .unwrap();
+        journal
+            .append(&Record::Rollback {
+                time: super::super::now(),
+                servers: vec!["app1".into()],
+            })
+            .unwrap();
+    }
+    age(&half_rolled_back);
     let removed = prune_gone_plans(root.path(), &own, |dir| dir == locked);
     assert_eq!(removed, std::slice::from_ref(&removable));
     assert!(!removable.exists());
-    for kept in [failed, unfinished, present, recent, own, locked] {
+    for kept in [
+        failed,
+        unfinished,
+        present,
+        recent,
+        own,
+        locked,
+        half_rolled_back,
+    ] {
         assert!(kept.exists(), "{}", kept.display());
     }
 }
