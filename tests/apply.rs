@@ -5,20 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::deploy::path;
 use common::lab::LabOptions;
 use common::rollout_lab::{RolloutLab, Sampler, Traffic};
-use common::{events, rollout};
-
-fn path(file: &std::path::Path) -> &str {
-    file.to_str().unwrap()
-}
-
-fn summary(events: &[serde_json::Value]) -> &serde_json::Value {
-    events
-        .last()
-        .filter(|event| event["event"] == "summary")
-        .expect("a summary last")
-}
+use common::{events, rollout, server_in as server, summary_in as summary};
 
 /// See: #4, test 1.
 #[test]
@@ -82,15 +72,6 @@ fn rolls_three_servers_under_traffic_with_zero_failed_requests() {
             .all(|view| view.status == "UP" && view.admin.ready()),
         "{views:#?}"
     );
-}
-
-fn server<'a>(summary: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    summary["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|server| server["server"] == name)
-        .unwrap_or_else(|| panic!("{name} in {summary}"))
 }
 
 /// Requests to `path` through HAProxy, started at once, one per server by roundrobin.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::deploy::{UnderTraffic, path, under_traffic};
+use common::deploy::{UnderTraffic, path, states, under_traffic};
 use common::lab::LabOptions;
 use common::rollout_lab::{RolloutLab, Traffic};
 use common::{events, rollout, schema_errors};
@@ -83,12 +83,7 @@ fn a_failed_rollout_streams_a_server_failed_event_with_its_stage() {
     );
     let summary = run.summary();
     assert_eq!(summary["outcome"], "failed");
-    let states: Vec<&str> = summary["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|server| server["state"].as_str().unwrap())
-        .collect();
+    let states = states(summary);
     assert_eq!(states, ["out_of_rotation", "untouched", "untouched"]);
     assert!(lab.lab.view("app1").admin.in_maintenance());
 }
@@ -123,12 +118,7 @@ fn an_aborted_rollout_streams_a_summary_of_where_each_server_stands() {
     let summary = events.last().unwrap();
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["outcome"], "interrupted");
-    let states: Vec<&str> = summary["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|server| server["state"].as_str().unwrap())
-        .collect();
+    let states = states(summary);
     assert_eq!(states, ["done", "done", "untouched"]);
 }
 

@@ -6,29 +6,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::deploy::path;
 use common::lab::LabOptions;
 use common::rollout_lab::RolloutLab;
-use common::{events, rollout};
-
-fn path(file: &std::path::Path) -> &str {
-    file.to_str().unwrap()
-}
-
-fn summary(events: &[serde_json::Value]) -> &serde_json::Value {
-    events
-        .last()
-        .filter(|event| event["event"] == "summary")
-        .expect("a summary last")
-}
-
-fn server<'a>(summary: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    summary["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|server| server["server"] == name)
-        .unwrap_or_else(|| panic!("{name} in {summary}"))
-}
+use common::{events, rollout, server_in as server, summary_in as summary};
 
 /// See: #13, a wrong health URL.
 #[test]

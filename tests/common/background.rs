@@ -116,3 +116,21 @@ pub fn schema_errors(event: &serde_json::Value) -> Vec<String> {
         .map(|error| format!("{} at {}", error, error.instance_path()))
         .collect()
 }
+
+/// The summary, which a run's events end with.
+pub fn summary_in(events: &[serde_json::Value]) -> &serde_json::Value {
+    events
+        .last()
+        .filter(|event| event["event"] == "summary")
+        .expect("a summary last")
+}
+
+/// One server's entry in a summary.
+pub fn server_in<'a>(summary: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    summary["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|server| server["server"] == name)
+        .unwrap_or_else(|| panic!("{name} in {summary}"))
+}

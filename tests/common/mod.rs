@@ -17,7 +17,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-pub use background::{Background, event, events, schema_errors};
+pub use background::{Background, event, events, schema_errors, server_in, summary_in};
 
 /// The haproxy-rollout binary under test: cargo names it for integration tests; the lab
 /// binary (examples/lab), built beside it, finds it in the folder above its own.
