@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::deploy::path;
 use common::lab::LabOptions;
-use common::rollout_lab::RolloutLab;
+use common::rollout_lab::{RolloutLab, Traffic};
 use common::{events, rollout, server_in as server, summary_in as summary};
 
 /// See: #13, a wrong health URL.
@@ -226,11 +226,18 @@ fn timed(line: &str) -> bool {
 fn a_slow_application_is_waited_for_with_the_phase_limit_and_the_last_reason() {
     let lab = RolloutLab::start(LabOptions::default());
     let plan = lab.plan("slow-start.yaml", None, "");
-    // Each restarted application listens only 700 ms after it started.
+    // Each restarted application listens only 700 ms after it started: the quick retries
+    // of its health probe must still never return it to traffic early.
     std::fs::write(lab.lab.dir.path().join("start-after"), "700").unwrap();
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 1);
+    std::thread::sleep(Duration::from_millis(300));
     let outcome = rollout(["--color", "never", "apply", "--yes", path(&plan)])
         .run()
         .code(0);
+    let (ok, failed, failures) = traffic.stop();
+    assert_eq!(failed, 0, "{failures:?}");
+    assert!(ok > 10, "traffic ran: {ok} requests");
+    eprintln!("slow-starting apps: {ok} requests, 0 failed");
     let port = lab.ports[0];
     let lines: Vec<&str> = outcome.stderr.lines().collect();
     let started = lines
