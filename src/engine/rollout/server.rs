@@ -147,6 +147,14 @@ enum Phase {
         stage: Stage,
         reason: String,
     },
+    /// The corrective change failed (or was not made: its record could not be written):
+    /// HAProxy is read once to tell where the server is.
+    Confirming {
+        target: AdminTarget,
+        outcome: Outcome,
+        stage: Stage,
+        reason: String,
+    },
     Finished,
 }
 
@@ -297,6 +305,9 @@ impl ServerRun {
             Phase::Restoring {
                 outcome: Outcome::Failed,
                 ..
+            } | Phase::Confirming {
+                outcome: Outcome::Failed,
+                ..
             }
         )
     }
@@ -416,33 +427,82 @@ impl ServerRun {
                     stage,
                     reason,
                 },
-                Event::Changed(result),
+                Event::Changed(Err(error)),
             ) => {
-                self.result.state = match (target, &result) {
-                    (AdminTarget::Ready, Ok(())) => ServerState::ReturnedUnrestarted,
-                    (AdminTarget::Maint, Ok(())) => ServerState::OutOfRotation,
-                    (_, _) => ServerState::Unknown,
-                };
-                let reason = match result {
-                    Ok(()) => reason,
-                    Err(error) => format!(
-                        "{reason}; then putting it {} failed too, so its state is not confirmed: {error}",
+                self.phase = Phase::Confirming {
+                    target,
+                    outcome,
+                    stage,
+                    reason: format!(
+                        "{reason}; then putting it {} failed too: {error}",
                         target.as_str()
                     ),
                 };
-                let mut steps = Vec::new();
-                if outcome == Outcome::Failed {
-                    steps.push(RunStep::Report(Report::ServerFailed {
-                        server: self.server(),
-                        stage,
-                        reason: reason.clone(),
-                    }));
-                }
-                steps.push(self.finish(outcome, Some(reason)));
-                steps
+                Self::run(Effect::Poll)
+            }
+            (
+                Phase::Restoring {
+                    target,
+                    outcome,
+                    stage,
+                    reason,
+                },
+                Event::Changed(Ok(())),
+            ) => {
+                self.result.state = match target {
+                    AdminTarget::Ready => ServerState::ReturnedUnrestarted,
+                    _ => ServerState::OutOfRotation,
+                };
+                self.end_restoring(outcome, stage, reason)
+            }
+            (
+                Phase::Confirming {
+                    target,
+                    outcome,
+                    stage,
+                    reason,
+                },
+                Event::Polled(views),
+            ) => {
+                let shown = self
+                    .views_of(&views, now)
+                    .ok()
+                    .filter(|found| !found.is_empty());
+                let confirmed = shown.as_ref().is_some_and(|found| {
+                    found.iter().all(|view| match target {
+                        AdminTarget::Ready => view.admin.ready(),
+                        _ => view.admin.in_maintenance(),
+                    })
+                });
+                self.result.state = match (confirmed, target) {
+                    (true, AdminTarget::Ready) => ServerState::ReturnedUnrestarted,
+                    (true, _) => ServerState::OutOfRotation,
+                    (false, _) => ServerState::Unknown,
+                };
+                let reason = if confirmed {
+                    format!("{reason}; HAProxy shows it {} already", target.as_str())
+                } else {
+                    format!("{reason}, so its state is not confirmed")
+                };
+                self.end_restoring(outcome, stage, reason)
             }
             (phase, event) => self.unexpected(phase, event),
         }
+    }
+
+    /// The run ends after its corrective change (or the reading that confirmed where the
+    /// server is).
+    fn end_restoring(&mut self, outcome: Outcome, stage: Stage, reason: String) -> Vec<RunStep> {
+        let mut steps = Vec::new();
+        if outcome == Outcome::Failed {
+            steps.push(RunStep::Report(Report::ServerFailed {
+                server: self.server(),
+                stage,
+                reason: reason.clone(),
+            }));
+        }
+        steps.push(self.finish(outcome, Some(reason)));
+        steps
     }
 
     /// An event the current phase does not expect is a driver bug; stop safely rather

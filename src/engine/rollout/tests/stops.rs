@@ -144,3 +144,47 @@ fn settling_after_a_restart_returns_the_server_only_once_healthy_then_stops() {
     );
     assert_eq!(finish.servers[0].state, ServerState::OutOfRotation);
 }
+
+/// A change whose record cannot be written (shared state lost its quorum) is not made, and
+/// neither is the corrective one: HAProxy, read once, tells where the server is, rather than
+/// reporting it unknown.
+#[test]
+fn a_corrective_change_that_fails_is_settled_by_what_haproxy_shows() {
+    let plan = plan("");
+    let mut engine = rollout(&plan);
+    let now = Instant::now();
+    let app1 = ServerName::new("app1").unwrap();
+    let world = World::new();
+    engine.start(now);
+    let refused = || Event::Changed(Err("cannot write the journal: no quorum".to_owned()));
+    engine.handle(
+        Lane::Rollout,
+        Event::Polled(Polled::new(vec![Ok(world.views.clone())])),
+        now,
+    );
+    let actions = engine.handle(Lane::Server(0), refused(), now);
+    assert_eq!(
+        actions,
+        [Action::Run(
+            Lane::Server(0),
+            Effect::SetState(app1.clone(), AdminTarget::Ready)
+        )]
+    );
+    let actions = engine.handle(Lane::Server(0), refused(), now);
+    assert_eq!(actions, [Action::Run(Lane::Server(0), Effect::Poll)]);
+    let actions = engine.handle(
+        Lane::Server(0),
+        Event::Polled(Polled::new(vec![Ok(world.views.clone())])),
+        now,
+    );
+    let Some(Action::Finish(finish)) = actions.last() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(finish.outcome, Outcome::Failed);
+    assert_eq!(finish.servers[0].state, ServerState::ReturnedUnrestarted);
+    let reason = finish.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("putting it ready failed too") && reason.contains("HAProxy shows it ready"),
+        "{reason}"
+    );
+}
