@@ -66,6 +66,17 @@ pub struct GlobalArgs {
         env = "HAPROXY_ROLLOUT_STATE_DIR"
     )]
     pub state_dir: Option<PathBuf>,
+
+    /// Keep the rollout's state on etcd, at these client URLs (comma-separated), instead of
+    /// the plan's `state.etcd.endpoints` (or with its defaults when the plan has none).
+    #[arg(
+        long,
+        value_name = "URL,...",
+        global = true,
+        value_delimiter = ',',
+        env = "HAPROXY_ROLLOUT_STATE_ETCD"
+    )]
+    pub state_etcd: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]

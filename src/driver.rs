@@ -18,7 +18,7 @@ use crate::engine::rollout::{
     Rollout, Stage,
 };
 use crate::haproxy::{AdminTarget, ClientError, Info};
-use crate::journal::{Change, Record, SentCommand, now};
+use crate::journal::{Change, Record, SentCommand, WriteError, now};
 use crate::plan::template::{PlaceholderValues, health_url, remote_command};
 use crate::plan::{HookPoint, Plan, ServerName};
 use crate::ssh::{CommandError, Marker, Tracked, tracked_command};
@@ -32,7 +32,7 @@ pub struct Driver<'a, E: Effects> {
     pub effects: E,
     pub targets: Vec<PlaceholderValues>,
     /// The backend locks, taken again for a new HAProxy process after a reload.
-    pub locks: Option<&'a crate::lock::BackendLocks>,
+    pub locks: Option<&'a crate::state::BackendLocks>,
     pub interrupt: Interrupt,
     /// Each HAProxy's process identity as the rollout first saw it.
     pub identities: Mutex<Vec<Info>>,
@@ -76,7 +76,7 @@ impl<'a, E: Effects> Driver<'a, E> {
     }
 
     /// Takes the backend locks again for a new HAProxy process after a reload.
-    pub fn with_locks(mut self, locks: &'a crate::lock::BackendLocks) -> Self {
+    pub fn with_locks(mut self, locks: &'a crate::state::BackendLocks) -> Self {
         self.locks = Some(locks);
         self
     }
@@ -283,19 +283,19 @@ impl<E: Effects> Driver<'_, E> {
         }
     }
 
-    fn write(&self, record: Record) -> Result<(), String> {
+    fn write(&self, record: Record) -> Result<(), WriteError> {
         // A journal that cannot be written must not go unnoticed: it is what makes an
         // interrupted rollout recoverable.
-        self.effects.record(&record).map_err(|error| {
+        self.effects.record(&record).inspect_err(|error| {
             tracing::error!("cannot write the journal: {error}");
-            format!("cannot write the journal: {error}")
         })
     }
 
     /// Journals a change about to be made. A change that moves the rollout forward (drain,
     /// cutting sessions, the restart) is not made unless this succeeded; a change in the
-    /// safe direction (maintenance, back to ready) is made anyway, since it is how the
-    /// rollout stops safely.
+    /// safe direction (maintenance, back to ready) is made anyway when only the journal
+    /// file failed, since it is how the rollout stops safely, but never when shared state
+    /// refused the write (fenced): another command may be in charge of the server now.
     fn intent(&self, server: &ServerName, change: Change) -> Result<(), String> {
         self.intent_of(server, change, None)
     }
@@ -312,9 +312,10 @@ impl<E: Effects> Driver<'_, E> {
             change,
             command,
         });
-        match change {
-            Change::Maint | Change::Ready => Ok(()),
-            _ => written,
+        match (change, written) {
+            (_, Ok(())) => Ok(()),
+            (Change::Maint | Change::Ready, Err(error)) if error.allows_safe_changes() => Ok(()),
+            (_, Err(error)) => Err(format!("cannot write the journal: {error}")),
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::haproxy::{AdminTarget, Client, ClientError, Info, ServerView};
 use crate::health::HealthChecker;
-use crate::journal::{Journal, Record};
+use crate::journal::{Record, WriteError};
 use crate::plan::{BackendName, ServerName};
 use crate::ssh::{CommandError, Marker, SshPool, Tracked};
 
@@ -53,8 +53,9 @@ pub trait Effects {
     fn probe(&self, url: &str) -> impl Future<Output = Result<(), String>>;
     /// The body of a URL that answers 2xx, within `timeout`.
     fn fetch(&self, url: &str, timeout: Duration) -> impl Future<Output = Result<String, String>>;
-    /// Appends a record to the journal (fsynced before it returns).
-    fn record(&self, record: &Record) -> std::io::Result<()>;
+    /// Appends a record to the journal (durable before it returns: fsynced, or confirmed
+    /// by etcd while this process holds its lock).
+    fn record(&self, record: &Record) -> Result<(), WriteError>;
 }
 
 /// The real world: HAProxy runtime APIs, SSH, HTTP, the journal file.
@@ -63,7 +64,7 @@ pub struct RealWorld<'a> {
     /// The SSH connections of this run (`None`: no host can be reached).
     pub ssh: Option<&'a SshPool>,
     pub health: HealthChecker,
-    pub journal: Mutex<Journal>,
+    pub journal: Mutex<crate::state::Writer>,
 }
 
 impl Effects for RealWorld<'_> {
@@ -131,7 +132,7 @@ impl Effects for RealWorld<'_> {
         self.health.fetch(url, timeout).await
     }
 
-    fn record(&self, record: &Record) -> std::io::Result<()> {
+    fn record(&self, record: &Record) -> Result<(), WriteError> {
         self.journal
             .lock()
             .expect("the journal lock")

@@ -187,6 +187,27 @@ pub enum Record {
     },
 }
 
+/// Why a record could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The journal file could not be written (a full disk): the rollout stops, and still
+    /// puts the server in flight in a safe state.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Shared state: the write was not made while this process provably held its lock (it
+    /// lost its lease, or etcd did not answer). Another command may be in charge now:
+    /// nothing at all is changed without its record.
+    #[error("{0}")]
+    Fenced(String),
+}
+
+impl WriteError {
+    /// A change in the safe direction (maintenance, back to ready) may still be made.
+    pub fn allows_safe_changes(&self) -> bool {
+        matches!(self, WriteError::Io(_))
+    }
+}
+
 pub fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }

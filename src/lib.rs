@@ -18,6 +18,7 @@ pub mod lock;
 pub mod plan;
 pub mod report;
 pub mod ssh;
+pub mod state;
 
 use clap::Parser;
 

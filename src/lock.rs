@@ -18,6 +18,12 @@ pub struct Holder {
     pub host: String,
     pub since: String,
     pub command: String,
+    /// The CI job it runs in, when its environment named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Shared state: the etcd lease the lock is held on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
 }
 
 impl Holder {
@@ -27,6 +33,20 @@ impl Holder {
             host: hostname(),
             since: crate::journal::now(),
             command: command.to_owned(),
+            job: ci_job(),
+            lease: None,
+        }
+    }
+
+    /// A holder whose record cannot be read (it is being written).
+    pub fn unknown() -> Holder {
+        Holder {
+            pid: 0,
+            host: "an unknown host".to_owned(),
+            since: "an unknown time".to_owned(),
+            command: "(starting)".to_owned(),
+            job: None,
+            lease: None,
         }
     }
 }
@@ -35,10 +55,27 @@ impl std::fmt::Display for Holder {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             formatter,
-            "`haproxy-rollout {}` (pid {} on {}, since {})",
+            "`haproxy-rollout {}` (pid {} on {}, since {}",
             self.command, self.pid, self.host, self.since
-        )
+        )?;
+        if let Some(job) = &self.job {
+            write!(formatter, ", {job}")?;
+        }
+        write!(formatter, ")")
     }
+}
+
+/// The CI job this runs in, when the environment names one.
+pub fn ci_job() -> Option<String> {
+    if let Ok(url) = std::env::var("CI_JOB_URL") {
+        return Some(format!("job {url}"));
+    }
+    let (server, repository, run) = (
+        std::env::var("GITHUB_SERVER_URL").ok()?,
+        std::env::var("GITHUB_REPOSITORY").ok()?,
+        std::env::var("GITHUB_RUN_ID").ok()?,
+    );
+    Some(format!("job {server}/{repository}/actions/runs/{run}"))
 }
 
 pub fn hostname() -> String {
@@ -50,7 +87,7 @@ pub fn hostname() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("{what} is locked by {holder}")]
-    Held { what: String, holder: Holder },
+    Held { what: String, holder: Box<Holder> },
     #[error("cannot lock {}", path.display())]
     Io {
         path: PathBuf,
@@ -87,15 +124,10 @@ impl Lock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = read_holder(&mut file).unwrap_or_else(|| Holder {
-                    pid: 0,
-                    host: "an unknown host".to_owned(),
-                    since: "an unknown time".to_owned(),
-                    command: "(starting)".to_owned(),
-                });
+                let holder = read_holder(&mut file).unwrap_or_else(Holder::unknown);
                 return Err(LockError::Held {
                     what: what.to_owned(),
-                    holder,
+                    holder: Box::new(holder),
                 });
             }
             Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
@@ -135,53 +167,6 @@ impl Drop for Lock {
     }
 }
 
-/// The backend locks of a rollout, one per backend of each HAProxy process it changes,
-/// keyed by the process (`Info::identity`), so that two plans reaching one HAProxy by
-/// different sockets (unix and TCP) share them. When HAProxy reloads, the rollout takes
-/// them again for the new process.
-pub struct BackendLocks {
-    root: PathBuf,
-    me: Holder,
-    /// Per HAProxy instance of the plan: its name and the backends the rollout changes.
-    backends: Vec<(String, Vec<String>)>,
-    held: std::sync::Mutex<Vec<Lock>>,
-}
-
-impl BackendLocks {
-    pub fn new(root: &Path, command: &str, backends: Vec<(String, Vec<String>)>) -> Self {
-        BackendLocks {
-            root: root.to_owned(),
-            me: Holder::me(command),
-            backends,
-            held: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Takes the locks of `instance`'s backends for the process `identity` (what `show
-    /// info` says of it); returns the stale holders found, to report.
-    pub fn take(&self, instance: usize, identity: &str) -> Result<Vec<Holder>, LockError> {
-        let Some((name, backends)) = self.backends.get(instance) else {
-            return Ok(Vec::new());
-        };
-        let mut stale = Vec::new();
-        let mut taken = Vec::new();
-        for backend in backends {
-            let key = crate::journal::sha256_hex(format!("{identity}|{backend}").as_bytes());
-            let path = self.root.join("locks").join(format!("{}.lock", &key[..16]));
-            let process = match identity.split('|').collect::<Vec<_>>()[..] {
-                [node, pid, _] => format!("pid {pid} on {node}"),
-                _ => identity.to_owned(),
-            };
-            let what = format!("backend {backend} of HAProxy {name} ({process})");
-            let lock = Lock::acquire(&path, &what, &self.me)?;
-            stale.extend(lock.stale.clone());
-            taken.push(lock);
-        }
-        self.held.lock().expect("the locks lock").extend(taken);
-        Ok(stale)
-    }
-}
-
 fn read_holder(file: &mut File) -> Option<Holder> {
     let mut text = String::new();
     file.rewind().ok()?;
@@ -214,26 +199,6 @@ mod tests {
     }
 
     #[test]
-    fn backend_locks_belong_to_the_haproxy_process_not_the_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let backends = || vec![("lb1".to_owned(), vec!["be_app".to_owned()])];
-        let first = BackendLocks::new(dir.path(), "apply", backends());
-        first.take(0, "vm|100|1700000000").unwrap();
-        let second = BackendLocks::new(dir.path(), "apply", backends());
-        assert!(matches!(
-            second.take(0, "vm|100|1700000000"),
-            Err(LockError::Held { .. })
-        ));
-        // After a reload, the holder takes the new process's locks too; the other cannot.
-        first.take(0, "vm|200|1700000100").unwrap();
-        assert!(second.take(0, "vm|200|1700000100").is_err());
-        assert!(
-            second.take(0, "other|100|1700000000").is_ok(),
-            "another HAProxy"
-        );
-    }
-
-    #[test]
     fn a_holder_that_died_leaves_a_stale_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plan.lock");
@@ -242,6 +207,8 @@ mod tests {
             host: "ci-1".into(),
             since: "earlier".into(),
             command: "apply".into(),
+            job: None,
+            lease: None,
         };
         std::fs::write(&path, serde_json::to_vec(&dead).unwrap()).unwrap();
         let lock = Lock::acquire(&path, "the plan", &Holder::me("resume")).unwrap();

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "health",
             "journal",
             "lock",
+            "state",
         ],
     ),
     ("effects", &["effects"]),

@@ -158,7 +158,7 @@ fn errors_as_json_on_stdout() {
     assert_eq!(errors[3]["key"], "capcity");
     assert_eq!(
         errors[3]["help"],
-        "did you mean `capacity`? valid keys here: version, vars, haproxy, backends, servers, ssh, restart, health, drain, ready, capacity, poll_interval, hooks, canary, verify, skip_current, rollback"
+        "did you mean `capacity`? valid keys here: version, vars, haproxy, backends, servers, ssh, restart, health, drain, ready, capacity, poll_interval, hooks, canary, verify, skip_current, rollback, state"
     );
     assert_eq!(outcome.stderr, "", "json mode keeps stderr quiet");
 }

@@ -8,53 +8,59 @@ use crate::cli::AbortArgs;
 use crate::engine::rollout::Mode;
 use crate::exit::Exit;
 use crate::journal::{Change, Record};
-use crate::lock::Lock;
 use crate::report::Printer;
+use crate::state::{StateFlags, Store};
 
 use super::rollout::{Context, Run, Start, VarsFrom};
 
-pub fn run(
-    args: &AbortArgs,
-    printer: &Printer,
-    state_dir: Option<&std::path::Path>,
-) -> Result<Exit, Stop> {
-    let context = Context::load(&args.plan, printer, state_dir, VarsFrom::Journal(&[]))?;
-    if let Some(holder) = Lock::holder(&context.lock_path()) {
-        if holder.host != crate::lock::hostname() {
-            return Err(Stop::Failed(anyhow::anyhow!(
-                "the rollout runs on another host: {holder}; abort it there"
-            )));
-        }
-        let signal = if args.now {
-            rustix::process::Signal::USR1
+pub fn run(args: &AbortArgs, printer: &Printer, state: &StateFlags) -> Result<Exit, Stop> {
+    let context = Context::load(&args.plan, printer, state, VarsFrom::Journal(&[]))?;
+    if let Some(holder) = context.store.plan_holder()? {
+        let how = if args.now {
+            "now"
         } else {
-            rustix::process::Signal::TERM
+            "at its next safe point"
         };
-        let pid = i32::try_from(holder.pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-            .ok_or_else(|| anyhow::anyhow!("the lock names an impossible pid: {holder}"))?;
         // Said first, so the running command logs an abort, and from where, not a signal.
-        if let Err(error) = super::rollout::request_abort(&context.dir) {
-            tracing::debug!("cannot leave the abort request: {error}");
-        }
-        rustix::process::kill_process(pid, signal)
-            .map_err(|error| anyhow::anyhow!("cannot signal {holder}: {error}"))?;
-        printer.note(&format!(
-            "asked {holder} to stop {}",
-            if args.now {
-                "now"
-            } else {
-                "at its next safe point"
+        let from = super::rollout::abort_request_from();
+        match &context.store {
+            Store::Shared(_) => {
+                // It watches the request, wherever it runs.
+                context.store.request_abort(&from, args.now)?;
             }
-        ));
+            Store::Local(_) => {
+                if holder.host != crate::lock::hostname() {
+                    return Err(Stop::Failed(anyhow::anyhow!(
+                        "the rollout runs on another host: {holder}; abort it there (or share its state on etcd: state.etcd)"
+                    )));
+                }
+                if let Err(error) = context.store.request_abort(&from, args.now) {
+                    tracing::debug!("cannot leave the abort request: {error}");
+                }
+                signal(&holder, args.now)?;
+            }
+        }
+        printer.note(&format!("asked {holder} to stop {how}"));
         if args.no_wait {
             return Ok(Exit::Aborted);
         }
-        while Lock::holder(&context.lock_path()).is_some() {
+        while context.store.plan_holder()?.is_some() {
             std::thread::sleep(Duration::from_millis(100));
         }
-        return report_end(&context, printer);
+        match report_end(&context, printer)? {
+            // A holder that died (its lease ran out) left its servers to clean up: this
+            // abort goes on and does it.
+            None if matches!(context.store, Store::Shared(_)) => {
+                printer.warning(&format!(
+                    "{holder} stopped without writing its end (it died); cleaning up after it"
+                ));
+            }
+            None => {
+                printer.error("the rollout stopped without writing its end: it was killed; run `abort` again to clean up");
+                return Ok(Exit::RolloutFailed);
+            }
+            Some(exit) => return Ok(exit),
+        }
     }
 
     let _locks = context.lock("abort")?;
@@ -91,12 +97,13 @@ pub fn run(
         .filter(|flight| !flight.applied.is_empty() || flight.pending.is_some())
         .collect();
     if flights.is_empty() && story.torn.is_none() {
-        let mut journal = crate::journal::Journal::open(&context.journal_path())?;
+        let mut journal = context.store.journal(true)?;
         journal.append(&Record::End {
             time: crate::journal::now(),
             outcome: "interrupted".to_owned(),
             summary: serde_json::json!({"reason": "aborted between servers; no server was out of rotation"}),
-        })?;
+        })
+        .map_err(anyhow::Error::from)?;
         printer.note("the interrupted rollout had no server in flight; nothing to put back");
         return Ok(Exit::Aborted);
     }
@@ -165,23 +172,37 @@ fn describe(flight: &crate::journal::InFlight) -> String {
     parts.join(", then ")
 }
 
-/// After the rollout stopped: its summary from the journal, and the exit status it means.
-fn report_end(context: &Context, printer: &Printer) -> Result<Exit, Stop> {
+/// Signals the running command on this machine: SIGTERM (the next safe point), or SIGUSR1
+/// (now).
+fn signal(holder: &crate::lock::Holder, now: bool) -> Result<(), Stop> {
+    let signal = if now {
+        rustix::process::Signal::USR1
+    } else {
+        rustix::process::Signal::TERM
+    };
+    let pid = i32::try_from(holder.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| anyhow::anyhow!("the lock names an impossible pid: {holder}"))?;
+    rustix::process::kill_process(pid, signal)
+        .map_err(|error| anyhow::anyhow!("cannot signal {holder}: {error}"))?;
+    Ok(())
+}
+
+/// After the rollout stopped: its summary from the journal, and the exit status it means;
+/// `None` when it stopped without writing its end.
+fn report_end(context: &Context, printer: &Printer) -> Result<Option<Exit>, Stop> {
     let records = context.records()?;
     let Some(Record::End {
         outcome, summary, ..
-    }) = records
-        .iter()
-        .rev()
-        .find(|record| matches!(record, Record::End { .. }))
+    }) = records.last()
     else {
-        printer.error("the rollout stopped without writing its end: it was killed; run `abort` again to clean up");
-        return Ok(Exit::RolloutFailed);
+        return Ok(None);
     };
     printer.journal_summary(outcome, summary);
-    Ok(match outcome.as_str() {
+    Ok(Some(match outcome.as_str() {
         "success" => Exit::Success,
         "failed" => Exit::RolloutFailed,
         _ => Exit::Aborted,
-    })
+    }))
 }

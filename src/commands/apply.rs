@@ -11,12 +11,12 @@ use super::rollout::{Context, Run, Start, VarsFrom};
 pub fn run(
     args: &ApplyArgs,
     printer: &Printer,
-    state_dir: Option<&std::path::Path>,
+    state: &crate::state::StateFlags,
 ) -> Result<Exit, Stop> {
     let (context, _locks) = Context::load_locked(
         &args.plan,
         printer,
-        state_dir,
+        state,
         VarsFrom::CommandLine(&args.vars.vars),
         ("apply", Some(args.yes)),
     )?;

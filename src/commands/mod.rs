@@ -20,16 +20,19 @@ use crate::exit::Exit;
 use crate::report::Printer;
 
 pub fn run(cli: Cli, printer: &Printer) -> Exit {
-    let state_dir = cli.global.state_dir.as_deref();
+    let state = crate::state::StateFlags {
+        dir: cli.global.state_dir.clone(),
+        etcd: cli.global.state_etcd.clone(),
+    };
     let result = match cli.command {
         Command::Init(args) => init::run(&args, printer),
         Command::Validate(args) => validate::run(&args, printer),
         Command::Plan(args) => plan::run(&args, printer),
-        Command::Apply(args) => apply::run(&args, printer, state_dir),
-        Command::Status(args) => status::run(&args, printer, state_dir),
-        Command::Abort(args) => abort::run(&args, printer, state_dir),
-        Command::Resume(args) => resume::run(&args, printer, state_dir),
-        Command::Rollback(args) => rollback::run(&args, printer, state_dir),
+        Command::Apply(args) => apply::run(&args, printer, &state),
+        Command::Status(args) => status::run(&args, printer, &state),
+        Command::Abort(args) => abort::run(&args, printer, &state),
+        Command::Resume(args) => resume::run(&args, printer, &state),
+        Command::Rollback(args) => rollback::run(&args, printer, &state),
         Command::Timeline(args) => timeline::run(&args, printer),
         Command::Schema => schema::run(printer),
         Command::Completions { shell } => completions::run(shell, printer),

@@ -13,12 +13,12 @@ use super::rollout::{Context, Run, Start, VarsFrom};
 pub fn run(
     args: &ResumeArgs,
     printer: &Printer,
-    state_dir: Option<&std::path::Path>,
+    state: &crate::state::StateFlags,
 ) -> Result<Exit, Stop> {
     let (context, _locks) = Context::load_locked(
         &args.plan,
         printer,
-        state_dir,
+        state,
         VarsFrom::Journal(&args.vars.vars),
         ("resume", None),
     )?;
@@ -27,7 +27,7 @@ pub fn run(
         return Err(Stop::Failed(anyhow::anyhow!(
             "there is no interrupted, aborted or failed rollout of {} to resume (its journal is in {})",
             args.plan.display(),
-            context.dir.display()
+            context.store.describe()
         )));
     };
     if interrupted.rolled_back {

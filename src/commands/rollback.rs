@@ -11,12 +11,12 @@ use crate::report::Printer;
 pub fn run(
     args: &RollbackArgs,
     printer: &Printer,
-    state_dir: Option<&std::path::Path>,
+    state: &crate::state::StateFlags,
 ) -> Result<Exit, Stop> {
     let (context, _locks) = Context::load_locked(
         &args.plan,
         printer,
-        state_dir,
+        state,
         VarsFrom::Journal(&args.vars.vars),
         ("rollback", Some(args.yes)),
     )?;
@@ -32,7 +32,7 @@ pub fn run(
         return Err(Stop::Failed(anyhow::anyhow!(
             "there is no rollout of {} to roll back (its journal is in {})",
             args.plan.display(),
-            context.dir.display()
+            context.store.describe()
         )));
     }
     let interrupted = crate::journal::interrupted(records);

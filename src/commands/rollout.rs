@@ -9,17 +9,18 @@ pub(crate) mod undo;
 
 pub(crate) use facts::{Facts, Start};
 pub(crate) use session::Run;
-pub(crate) use signals::request_abort;
+pub(crate) use signals::abort_request_from;
 
 use std::path::{Path, PathBuf};
 
 use super::Stop;
 use crate::engine::Observation;
 use crate::exit::Exit;
-use crate::journal::{self, Interrupted, Journal, Record};
-use crate::lock::{BackendLocks, Holder, Lock, LockError};
+use crate::journal::{self, Interrupted, Record};
+use crate::lock::{Holder, LockError};
 use crate::plan::Plan;
 use crate::report::Printer;
+use crate::state::{BackendLocks, Held, StateFlags, Store};
 
 /// Where the values of the plan's vars come from.
 #[derive(Debug, Clone, Copy)]
@@ -37,30 +38,44 @@ pub(crate) struct Context<'a> {
     pub file: PathBuf,
     pub plan: Plan,
     pub plan_hash: String,
-    pub root: PathBuf,
-    pub dir: PathBuf,
+    pub store: Store,
 }
 
 impl<'a> Context<'a> {
-    /// Loads the plan and finds its state.
+    /// Loads the plan and finds its state. Shared state that cannot be used (etcd
+    /// unreachable, TLS refused) fails pre-flight (exit 3): nothing was touched.
     pub fn load(
         file: &Path,
         printer: &'a Printer,
-        state_dir: Option<&Path>,
+        state: &StateFlags,
         vars: VarsFrom,
     ) -> Result<Self, Stop> {
-        let root = journal::state_root(state_dir);
-        let dir = journal::rollout_dir(&root, file)?;
-        let plan = match vars {
+        // The vars to read the plan with may come from its journal: the store is found
+        // from the plan read without them first.
+        let bare = match vars {
             VarsFrom::CommandLine(given) => {
                 super::load_plan(file, crate::plan::Given::values(given), printer)?
             }
+            VarsFrom::Journal(given) => super::load_plan(
+                file,
+                crate::plan::Given {
+                    values: given,
+                    partial: true,
+                },
+                printer,
+            )?,
+        };
+        let store = Store::open(file, &bare, state).map_err(|error| {
+            printer.preflight_failed(&format!("{error:#}"));
+            printer.failure(&error.context(
+                "pre-flight failed: the rollout's state cannot be used; nothing was changed",
+            ));
+            Stop::Reported(Exit::PreflightFailed)
+        })?;
+        let plan = match vars {
+            VarsFrom::CommandLine(_) => bare,
             VarsFrom::Journal(given) => {
-                let records = match Journal::read_all(&dir.join("journal.jsonl")) {
-                    Ok(story) => story.records,
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                    Err(error) => return Err(Stop::Failed(error.into())),
-                };
+                let records = store.story().map_err(Stop::Failed)?.records;
                 let recorded = journal::started_with(&records);
                 let values = recorded_vars(recorded.as_ref(), given, printer)?;
                 // No rollout to continue: nothing runs with a var's value.
@@ -81,8 +96,7 @@ impl<'a> Context<'a> {
             file: file.to_owned(),
             plan,
             plan_hash: journal::sha256_hex(&text),
-            root,
-            dir,
+            store,
         })
     }
 
@@ -92,11 +106,11 @@ impl<'a> Context<'a> {
     pub fn load_locked(
         file: &Path,
         printer: &'a Printer,
-        state_dir: Option<&Path>,
+        state: &StateFlags,
         vars: VarsFrom,
         (command, asks): (&str, Option<bool>),
     ) -> Result<(Self, Locks), Stop> {
-        let context = Context::load(file, printer, state_dir, vars)?;
+        let context = Context::load(file, printer, state, vars)?;
         if let Some(yes) = asks {
             super::can_ask(yes, command)?;
         }
@@ -120,14 +134,6 @@ impl<'a> Context<'a> {
             .collect()
     }
 
-    pub fn journal_path(&self) -> PathBuf {
-        self.dir.join("journal.jsonl")
-    }
-
-    pub fn lock_path(&self) -> PathBuf {
-        self.dir.join("lock")
-    }
-
     /// The journal's records, empty when there is none.
     pub fn records(&self) -> anyhow::Result<Vec<Record>> {
         Ok(self.story()?.records)
@@ -135,14 +141,7 @@ impl<'a> Context<'a> {
 
     /// The journal's records and a torn last record, empty when there is none.
     pub fn story(&self) -> anyhow::Result<journal::Story> {
-        match Journal::read_all(&self.journal_path()) {
-            Ok(story) => Ok(story),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Ok(journal::Story::default())
-            }
-            Err(error) => Err(anyhow::Error::new(error)
-                .context(format!("cannot read {}", self.journal_path().display()))),
-        }
+        self.store.story()
     }
 
     /// The facts of an earlier run's servers in flight, for the engine: a torn last record
@@ -164,12 +163,54 @@ impl<'a> Context<'a> {
 
     /// Property 8: the plan's lock. The backends' locks follow pre-flight, which reads
     /// which HAProxy process each socket reaches (`lock_backends`), before anything changes.
+    /// A command that continues a rollout (`resume`, `rollback`, `abort`) waits, with shared
+    /// state, for a holder that may have died (a runner killed mid-rollout) to lose its lease;
+    /// `apply` is refused at once.
     pub fn lock(&self, command: &str) -> Result<Locks, Stop> {
-        let paths = vec![(
-            self.lock_path(),
-            format!("the rollout of {}", self.file.display()),
-        )];
-        self.take(paths, command)
+        let what = format!("the rollout of {}", self.file.display());
+        let me = Holder::me(command);
+        let mut waited = false;
+        loop {
+            match self.store.lock_plan(&what, &me) {
+                Ok(lock) => {
+                    if let Held::Local(lock) = &lock
+                        && let Some(stale) = &lock.stale
+                    {
+                        self.printer.warning(&format!(
+                            "{what} had a stale lock from {stale}, which is gone: it was interrupted"
+                        ));
+                    }
+                    return Ok(Locks { _held: vec![lock] });
+                }
+                Err(LockError::Held { holder, .. })
+                    if !waited && continues(command) && matches!(self.store, Store::Shared(_)) =>
+                {
+                    waited = true;
+                    self.printer.note(&format!(
+                        "{what} is locked by {holder}; waiting for its lease to run out, in case that command is gone"
+                    ));
+                    if !self.store.wait_out(&holder).map_err(Stop::Failed)? {
+                        self.printer.failure(&anyhow::anyhow!(
+                            "{what} is locked by {holder}, which still keeps its lease alive: it runs; nothing was changed"
+                        ));
+                        return Err(Stop::Reported(Exit::Locked));
+                    }
+                }
+                Err(error @ LockError::Held { .. }) => {
+                    self.printer
+                        .failure(&anyhow::anyhow!("{error}; nothing was changed"));
+                    return Err(Stop::Reported(Exit::Locked));
+                }
+                Err(error) => {
+                    // Not a usage error: the state cannot hold locks.
+                    self.printer.failure(&anyhow::Error::new(error).context(format!(
+                        "pre-flight failed: {} is not usable (--state-dir, HAPROXY_ROLLOUT_STATE_DIR, state.etcd); nothing was changed",
+                        self.store.describe()
+                    )));
+                    return Err(Stop::Reported(Exit::PreflightFailed));
+                }
+            }
+        }
     }
 
     /// One lock per backend this rollout changes on each HAProxy process, however the plan
@@ -197,7 +238,7 @@ impl<'a> Context<'a> {
                 (haproxy.name.to_string(), names)
             })
             .collect();
-        let locks = BackendLocks::new(&self.root, command, backends);
+        let locks = BackendLocks::new(&self.store, command, backends);
         for (instance, observation) in observations.iter().enumerate() {
             let identity = match &observation.state {
                 Ok(snapshot) => snapshot.info.identity(),
@@ -224,37 +265,6 @@ impl<'a> Context<'a> {
             }
         }
         Ok(locks)
-    }
-
-    fn take(&self, paths: Vec<(PathBuf, String)>, command: &str) -> Result<Locks, Stop> {
-        let me = Holder::me(command);
-        let mut locks = Vec::new();
-        for (path, what) in paths {
-            match Lock::acquire(&path, &what, &me) {
-                Ok(lock) => {
-                    if let Some(stale) = &lock.stale {
-                        self.printer.warning(&format!(
-                            "{what} had a stale lock from {stale}, which is gone: it was interrupted"
-                        ));
-                    }
-                    locks.push(lock);
-                }
-                Err(error @ LockError::Held { .. }) => {
-                    self.printer
-                        .failure(&anyhow::anyhow!("{error}; nothing was changed"));
-                    return Err(Stop::Reported(Exit::Locked));
-                }
-                Err(error) => {
-                    // Not a usage error: the state directory cannot hold locks.
-                    self.printer.failure(&anyhow::Error::new(error).context(format!(
-                        "pre-flight failed: the state directory {} is not usable (--state-dir, HAPROXY_ROLLOUT_STATE_DIR); nothing was changed",
-                        self.root.display()
-                    )));
-                    return Err(Stop::Reported(Exit::PreflightFailed));
-                }
-            }
-        }
-        Ok(Locks { _held: locks })
     }
 }
 
@@ -286,7 +296,12 @@ fn recorded_vars(
     Ok(values)
 }
 
+/// Whether `command` continues the plan's last rollout, rather than starting one.
+fn continues(command: &str) -> bool {
+    matches!(command, "resume" | "rollback" | "abort")
+}
+
 /// Held for as long as the rollout runs.
 pub(crate) struct Locks {
-    _held: Vec<Lock>,
+    _held: Vec<Held>,
 }

@@ -10,7 +10,7 @@ use crate::report::live::StatusRow;
 pub fn run(
     args: &OptionalPlanArgs,
     printer: &Printer,
-    state_dir: Option<&std::path::Path>,
+    state: &crate::state::StateFlags,
 ) -> Result<Exit, Stop> {
     let Some(file) = &args.plan else {
         return Err(Stop::Failed(anyhow::anyhow!(
@@ -101,8 +101,17 @@ pub fn run(
         }
     }
     printer.status(&rows);
-    unrest.extend(rollout_state(file, printer, state_dir)?);
-    past_rollouts(file, printer, state_dir)?;
+    let complete = match crate::state::Store::open(file, &plan, state) {
+        Ok(store) => {
+            unrest.extend(rollout_state(file, printer, &store)?);
+            past_rollouts(printer, &store)?;
+            complete
+        }
+        Err(error) => {
+            printer.failure(&error.context("cannot read the rollout's state"));
+            false
+        }
+    };
     printer.event(
         "at_rest",
         &serde_json::json!({"at_rest": complete && unrest.is_empty(), "reasons": unrest}),
@@ -122,11 +131,9 @@ pub fn run(
 fn rollout_state(
     file: &std::path::Path,
     printer: &Printer,
-    state_dir: Option<&std::path::Path>,
+    store: &crate::state::Store,
 ) -> anyhow::Result<Option<String>> {
-    let root = crate::journal::state_root(state_dir);
-    let dir = crate::journal::rollout_dir(&root, file)?;
-    if let Some(holder) = crate::lock::Lock::holder(&dir.join("lock")) {
+    if let Some(holder) = store.plan_holder()? {
         printer.event(
             "rollout",
             &serde_json::json!({"state": "running", "holder": holder}),
@@ -136,10 +143,7 @@ fn rollout_state(
             "a rollout of this plan is running ({holder})"
         )));
     }
-    let records = match crate::journal::Journal::read(&dir.join("journal.jsonl")) {
-        Ok(records) => records,
-        Err(_) => return Ok(None),
-    };
+    let records = store.story()?.records;
     let Some(interrupted) = crate::journal::interrupted(&records) else {
         return Ok(None);
     };
@@ -205,15 +209,9 @@ fn rollout_state(
     Ok(Some(unfinished))
 }
 
-/// The plan's rollouts, newest first, as its state folder keeps them (the last ten).
-fn past_rollouts(
-    file: &std::path::Path,
-    printer: &Printer,
-    state_dir: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    let root = crate::journal::state_root(state_dir);
-    let dir = crate::journal::rollout_dir(&root, file)?;
-    let rollouts = crate::journal::history::list(&dir);
+/// The plan's rollouts, newest first, as its state keeps them (the last ten).
+fn past_rollouts(printer: &Printer, store: &crate::state::Store) -> anyhow::Result<()> {
+    let rollouts = store.history()?;
     printer.event(
         "rollouts",
         &serde_json::json!({"rollouts": rollouts.iter().map(|past| serde_json::json!({
@@ -231,7 +229,7 @@ fn past_rollouts(
     printer.note(&format!(
         "rollouts of this plan, newest first (the last {} are kept, in {}):",
         crate::journal::history::KEEP,
-        dir.display()
+        store.describe()
     ));
     for past in &rollouts {
         let mut line = format!(

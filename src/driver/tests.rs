@@ -118,7 +118,7 @@ impl Effects for Fake {
         Err(format!("GET {url}: the fake world serves no bodies"))
     }
 
-    fn record(&self, record: &Record) -> std::io::Result<()> {
+    fn record(&self, record: &Record) -> Result<(), crate::journal::WriteError> {
         self.records.lock().unwrap().push(record.clone());
         Ok(())
     }

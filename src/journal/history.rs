@@ -87,33 +87,35 @@ fn prune(history: &Path) -> std::io::Result<()> {
 pub fn list(dir: &Path) -> Vec<Past> {
     std::iter::once(dir.join("journal.jsonl"))
         .chain(journals(&history_dir(dir)))
-        .filter_map(|file| {
-            let records = Journal::read(&file).ok()?;
-            let mut past = Past {
-                started: String::new(),
-                outcome: None,
-                runs: 0,
-                servers: 0,
-                rolled_back: false,
-                file,
-            };
-            for record in records {
-                match record {
-                    Record::Begin { time, servers, .. } => {
-                        if past.runs == 0 {
-                            past.started = time;
-                            past.servers = servers.len();
-                        }
-                        past.runs += 1;
-                    }
-                    Record::Rollback { .. } => past.rolled_back = true,
-                    Record::End { outcome, .. } => past.outcome = Some(outcome),
-                    _ => {}
-                }
-            }
-            (past.runs > 0).then_some(past)
-        })
+        .filter_map(|file| past_of(Journal::read(&file).ok()?, file))
         .collect()
+}
+
+/// What a rollout's journal says of it; `None` if no run began.
+pub fn past_of(records: Vec<Record>, file: PathBuf) -> Option<Past> {
+    let mut past = Past {
+        started: String::new(),
+        outcome: None,
+        runs: 0,
+        servers: 0,
+        rolled_back: false,
+        file,
+    };
+    for record in records {
+        match record {
+            Record::Begin { time, servers, .. } => {
+                if past.runs == 0 {
+                    past.started = time;
+                    past.servers = servers.len();
+                }
+                past.runs += 1;
+            }
+            Record::Rollback { .. } => past.rolled_back = true,
+            Record::End { outcome, .. } => past.outcome = Some(outcome),
+            _ => {}
+        }
+    }
+    (past.runs > 0).then_some(past)
 }
 
 /// Removes the folders of plans that are gone (under `root/rollouts`), except `keep` (the

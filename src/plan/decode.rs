@@ -51,6 +51,7 @@ fn plan_fields(decoder: &mut Decoder, fields: &mut Fields) -> RawPlan {
         verify: decoder.section(fields, "verify"),
         skip_current: decoder.optional(fields, "skip_current"),
         rollback: decoder.section(fields, "rollback"),
+        state: decoder.section(fields, "state"),
     }
 }
 

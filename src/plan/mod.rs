@@ -150,7 +150,7 @@ mod tests {
         let schema = json_schema();
         assert_eq!(properties(&schema), sorted(&plan_keys()));
         let definitions = &schema["definitions"];
-        let sections: [(&str, Vec<&str>); 14] = [
+        let sections: [(&str, Vec<&str>); 16] = [
             ("Haproxy", item::<raw::RawHaproxy>()),
             ("Server", item::<raw::RawServer>()),
             ("Ssh", section::<raw::RawSsh>()),
@@ -165,12 +165,15 @@ mod tests {
             ("Verify", section::<raw::RawVerify>()),
             ("Rollback", section::<raw::RawRollback>()),
             ("Analysis", section::<raw::RawAnalysis>()),
+            ("State", section::<raw::RawState>()),
+            ("Etcd", section::<raw::RawEtcd>()),
         ];
         for (name, keys) in sections {
-            let section = if name == "Restart" {
-                &schema["properties"]["restart"]
-            } else {
-                &definitions[name]
+            // Sections used once are inlined where they are used.
+            let section = match name {
+                "Restart" => &schema["properties"]["restart"],
+                "Etcd" => &definitions["State"]["properties"]["etcd"],
+                _ => &definitions[name],
             };
             assert_eq!(properties(section), sorted(&keys), "{name}");
             assert_eq!(

@@ -205,7 +205,42 @@ pub struct Plan {
     /// A server whose `verify` already answers `expect` is not touched.
     pub skip_current: bool,
     pub rollback: Option<Rollback>,
+    /// Where the rollout's state lives when it is shared (`state.etcd`); `None`: a folder
+    /// on this machine.
+    pub shared_state: Option<SharedState>,
 }
+
+/// An etcd cluster holding the rollout's locks, journal and abort requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedState {
+    /// Client URLs, http:// or https://.
+    pub endpoints: Vec<String>,
+    /// Key prefix, starting with `/`, without a trailing one.
+    pub prefix: String,
+    /// The rollout's name under the prefix; `None`: the plan file's name.
+    pub name: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and its key.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    pub lease_ttl: Duration,
+}
+
+impl SharedState {
+    /// Every default, with no endpoint (`--state-etcd` gives them).
+    pub fn defaults() -> SharedState {
+        SharedState {
+            endpoints: Vec::new(),
+            prefix: DEFAULT_ETCD_PREFIX.to_owned(),
+            name: None,
+            ca_file: None,
+            identity: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
+pub const DEFAULT_ETCD_PREFIX: &str = "/haproxy-rollout";
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// How a server this rollout changed is put back.
 #[derive(Debug, Clone, PartialEq)]

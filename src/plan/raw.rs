@@ -103,6 +103,44 @@ pub struct RawPlan {
     /// Undoing this rollout on the servers it changed: the same safe sequence with
     /// `rollback.command` instead of the restart, newest first.
     pub rollback: Option<RawRollback>,
+    /// Where the rollout's locks, journal and abort requests live. Default: a folder on
+    /// this machine (`--state-dir`).
+    pub state: Option<RawState>,
+}
+
+/// Where the rollout's state lives.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "State")]
+pub struct RawState {
+    /// Shared by every machine that runs this plan: locks on a lease, the journal, abort
+    /// requests, in etcd (v3 API).
+    #[schemars(required)]
+    pub etcd: Option<RawEtcd>,
+}
+
+/// An etcd cluster holding the rollout's state. User name and password, where etcd's auth
+/// is on, come from `ETCD_USERNAME` and `ETCD_PASSWORD`, never from the plan.
+#[derive(Debug, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Etcd")]
+pub struct RawEtcd {
+    /// The members' client URLs, e.g. https://10.0.0.5:2379 (`--state-etcd` overrides).
+    #[schemars(required)]
+    pub endpoints: Option<Located<Vec<Located<String>>>>,
+    /// The key prefix everything is kept under. Default: /haproxy-rollout.
+    pub prefix: Option<Located<String>>,
+    /// The rollout's name under the prefix: machines that run plans of one name share
+    /// their lock and journal. Default: the plan file's name without `.yaml`.
+    pub name: Option<Located<String>>,
+    /// CA certificate (PEM) that signed the members' certificates; needs https endpoints.
+    pub ca_file: Option<Located<String>>,
+    /// Client certificate (PEM), with `key_file`.
+    pub cert_file: Option<Located<String>>,
+    /// The client certificate's private key (PEM), with `cert_file`.
+    pub key_file: Option<Located<String>>,
+    /// How long the locks outlive a process that stopped keeping them alive. Default: 10s.
+    pub lease_ttl: Option<Located<PlanDuration>>,
 }
 
 /// How a server is rolled back.

@@ -144,6 +144,10 @@ pub fn validate(
             .rollback(rollback, restart_timeout, verify_present)
             .map(Some),
     };
+    let shared_state = match raw.state.and_then(|state| state.etcd) {
+        None => Some(None),
+        Some(etcd) => check.etcd(etcd).map(Some),
+    };
     let poll_interval = match raw.poll_interval {
         Some(interval) if interval.value.0 < MIN_POLL_INTERVAL => {
             check.fail(
@@ -181,6 +185,7 @@ pub fn validate(
             verify: verify?,
             skip_current: skip_current?,
             rollback: rollback?,
+            shared_state: shared_state?,
         })
     })();
     match built {

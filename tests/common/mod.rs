@@ -8,6 +8,7 @@
 
 mod background;
 pub mod deploy;
+pub mod etcd;
 pub mod lab;
 pub mod rollout_lab;
 pub mod scenario;

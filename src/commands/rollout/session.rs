@@ -5,11 +5,10 @@
 //! the exit status it reported.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::signals::{ask, clear_request, spawn_signal_handler};
+use super::signals::{ask, spawn_signal_handler};
 use super::{Context, Start};
 use crate::commands::Stop;
 use crate::commands::live::Links;
@@ -20,11 +19,11 @@ use crate::engine::{Observation, Preflight, Step, Topology, Verdict};
 use crate::exit::Exit;
 use crate::haproxy::{Client, Info};
 use crate::health::HealthChecker;
-use crate::journal::{self, Journal, ProcessIdentity, Record};
-use crate::lock::BackendLocks;
+use crate::journal::{self, ProcessIdentity, Record};
 use crate::plan::{PlaceholderValues, Server};
 use crate::report::rollout::{RolloutReporter, outcome_text, summary_json};
 use crate::ssh::SshPool;
+use crate::state::{BackendLocks, Writer};
 
 pub(crate) struct Run<'a> {
     pub context: &'a Context<'a>,
@@ -260,25 +259,10 @@ impl Run<'_> {
     /// The journal's first record of this run. It is opened last of everything that can
     /// fail without touching a server: a journal that began is an interrupted rollout to
     /// the next run.
-    fn open_journal(&self, observations: &[Observation]) -> Result<Journal, Stop> {
+    fn open_journal(&self, observations: &[Observation]) -> Result<Writer, Stop> {
         let context = self.context;
-        let open = || -> anyhow::Result<Journal> {
-            let mut journal = if self.continue_journal {
-                Journal::open(&context.journal_path())?
-            } else {
-                let root = context.dir.parent().and_then(Path::parent);
-                if let Some(root) = root {
-                    let locked =
-                        |dir: &Path| crate::lock::Lock::holder(&dir.join("lock")).is_some();
-                    for removed in journal::history::prune_gone_plans(root, &context.dir, locked) {
-                        tracing::debug!(
-                            "removed the state of a plan that is gone: {}",
-                            removed.display()
-                        );
-                    }
-                }
-                Journal::create(&context.dir)?
-            };
+        let open = || -> anyhow::Result<Writer> {
+            let mut journal = context.store.journal(self.continue_journal)?;
             journal.append(&Record::Begin {
                 time: journal::now(),
                 plan: std::fs::canonicalize(&context.file)?,
@@ -322,7 +306,7 @@ impl Run<'_> {
         open().map_err(|error| {
             context.printer.failure(&error.context(format!(
                 "pre-flight failed: cannot write the journal in {}; nothing was changed",
-                context.dir.display()
+                context.store.describe()
             )));
             Stop::Reported(Exit::PreflightFailed)
         })
@@ -381,7 +365,7 @@ impl Run<'_> {
         checked: Checked<'_>,
         ssh: Option<&SshPool>,
         prepared: Prepared,
-        journal: Journal,
+        journal: Writer,
     ) -> Result<Exit, Stop> {
         let Context { printer, plan, .. } = self.context;
         let Checked {
@@ -402,11 +386,7 @@ impl Run<'_> {
                 Err(_) => Info::unknown(),
             })
             .collect();
-        let rollout_id = self
-            .context
-            .dir
-            .file_name()
-            .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+        let rollout_id = self.context.store.id();
         let effects = RealWorld {
             clients,
             ssh,
@@ -424,8 +404,20 @@ impl Run<'_> {
         )
         .with_locks(&locks)
         .with_commands(commands);
-        clear_request(&self.context.dir);
-        spawn_signal_handler(driver.interrupt.clone(), self.context.dir.clone());
+        self.context.store.clear_request();
+        spawn_signal_handler(driver.interrupt.clone(), self.context.store.clone());
+        let interrupt = driver.interrupt.clone();
+        self.context.store.watch_aborts(Box::new(move |from, now| {
+            let cause = crate::driver::Cause {
+                kind: "abort",
+                from,
+            };
+            if now {
+                interrupt.now(cause);
+            } else {
+                interrupt.safe(cause);
+            }
+        }));
 
         let started = Instant::now();
         let mut reporter = RolloutReporter::new(printer, plan)

@@ -8,7 +8,7 @@ use crate::driver::Driver;
 use crate::effects::Effects;
 use crate::engine::Topology;
 use crate::engine::rollout::{Finish, Limits, Outcome, Rollout};
-use crate::journal::{self, Journal, Record};
+use crate::journal::{self, Record};
 use crate::plan::{OnFailure, Placeholder, Plan};
 use crate::report::rollout::RolloutReporter;
 
@@ -60,7 +60,7 @@ pub(crate) async fn after_failure<E: Effects>(
     finish: Finish,
     (topology, limits): (&Topology, &Limits),
 ) -> (Finish, E) {
-    let records = Journal::read(&context.journal_path()).unwrap_or_default();
+    let records = context.records().unwrap_or_default();
     let servers = targets(context, &records);
     if servers.is_empty() {
         return (finish, driver.effects);

@@ -161,3 +161,29 @@ impl DecodeSection for RawAnalysis {
         }
     }
 }
+
+impl DecodeSection for RawState {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawState {
+            etcd: decoder.required_section(fields, "etcd", "etcd.endpoints"),
+        }
+    }
+}
+
+impl DecodeSection for RawEtcd {
+    fn decode_fields(decoder: &mut Decoder, fields: &mut Fields) -> Self {
+        RawEtcd {
+            endpoints: decoder.required(
+                fields,
+                "endpoints",
+                "a list of client URLs, e.g. [https://10.0.0.5:2379]",
+            ),
+            prefix: decoder.optional(fields, "prefix"),
+            name: decoder.optional(fields, "name"),
+            ca_file: decoder.optional(fields, "ca_file"),
+            cert_file: decoder.optional(fields, "cert_file"),
+            key_file: decoder.optional(fields, "key_file"),
+            lease_ttl: decoder.optional(fields, "lease_ttl"),
+        }
+    }
+}

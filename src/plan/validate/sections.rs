@@ -2,8 +2,8 @@
 //! drain, ready, canary, hooks and capacity, each checked with every default filled in.
 
 use super::*;
-use crate::plan::Analysis;
 use crate::plan::raw::RawAnalysis;
+use crate::plan::{Analysis, SharedState};
 
 impl Checker<'_> {
     /// The plan's vars with their values: the command line's, else the plan's default.
@@ -470,4 +470,147 @@ impl Checker<'_> {
                 .map_or(OnFailure::default(), |value| value.value),
         })
     }
+}
+
+impl Checker<'_> {
+    /// `state.etcd`: client URLs, a key prefix and name that make safe keys, TLS files
+    /// that go together, a lease etcd can keep.
+    pub(super) fn etcd(&mut self, raw: crate::plan::raw::RawEtcd) -> Option<SharedState> {
+        let tls = raw.ca_file.is_some() || raw.cert_file.is_some();
+        let has_ca = raw.ca_file.is_some();
+        let endpoints = raw.endpoints.and_then(|endpoints| {
+            if endpoints.value.is_empty() {
+                self.fail(
+                    &endpoints,
+                    "no etcd endpoint",
+                    "give the client URL of at least one member, e.g. [https://10.0.0.5:2379]",
+                );
+                return None;
+            }
+            let mut valid = Vec::new();
+            for endpoint in &endpoints.value {
+                match etcd_endpoint(&endpoint.value) {
+                    Ok(url) if tls && url.starts_with("http://") => self.fail(
+                        endpoint,
+                        "a plain http:// endpoint with TLS files",
+                        "use https:// endpoints with ca_file, cert_file and key_file, or leave the TLS files out",
+                    ),
+                    Ok(url) if !has_ca && url.starts_with("https://") => self.fail(
+                        endpoint,
+                        "an https:// endpoint without ca_file",
+                        "give ca_file: the CA certificate (PEM) that signed the members' certificates",
+                    ),
+                    Ok(url) => valid.push(url),
+                    Err(problem) => self.fail(
+                        endpoint,
+                        format!("not an etcd client URL: {problem}"),
+                        "e.g. https://10.0.0.5:2379 or http://127.0.0.1:2379",
+                    ),
+                }
+            }
+            (valid.len() == endpoints.value.len()).then_some(valid)
+        });
+        let prefix = match raw.prefix {
+            None => Some(crate::plan::DEFAULT_ETCD_PREFIX.to_owned()),
+            Some(prefix) => {
+                let value = prefix.value.trim_end_matches('/');
+                let parts_ok = value.split('/').skip(1).all(key_part_ok);
+                if !value.starts_with('/') || !parts_ok {
+                    self.fail(
+                        &prefix,
+                        "not a key prefix",
+                        "a path of letters, digits, '.', '_' and '-' starting with '/', e.g. /haproxy-rollout",
+                    );
+                    None
+                } else {
+                    Some(value.to_owned())
+                }
+            }
+        };
+        let name = match raw.name {
+            None => Some(None),
+            Some(name) if key_part_ok(&name.value) => Some(Some(name.value)),
+            Some(name) => {
+                self.fail(
+                    &name,
+                    "not a rollout name",
+                    "letters, digits, '.', '_' and '-', e.g. web-restart",
+                );
+                None
+            }
+        };
+        let ca_file = self.path(raw.ca_file);
+        let identity = match (raw.cert_file, raw.key_file) {
+            (None, None) => Some(None),
+            (Some(cert), Some(key)) => match (self.path(Some(cert)), self.path(Some(key))) {
+                (Some(Some(cert)), Some(Some(key))) => Some(Some((cert, key))),
+                _ => None,
+            },
+            (Some(cert), None) => {
+                self.fail(
+                    &cert,
+                    "cert_file without key_file",
+                    "give the client certificate's key in key_file",
+                );
+                None
+            }
+            (None, Some(key)) => {
+                self.fail(
+                    &key,
+                    "key_file without cert_file",
+                    "give the client certificate in cert_file",
+                );
+                None
+            }
+        };
+        let lease_ttl = match raw.lease_ttl {
+            Some(ttl)
+                if ttl.value.0 < Duration::from_secs(2)
+                    || ttl.value.0 > Duration::from_secs(3600) =>
+            {
+                self.fail(
+                    &ttl,
+                    "lease_ttl out of range",
+                    "between 2s and 1h; 10s is the default",
+                );
+                None
+            }
+            Some(ttl) => Some(ttl.value.0),
+            None => Some(crate::plan::DEFAULT_LEASE_TTL),
+        };
+        Some(SharedState {
+            endpoints: endpoints?,
+            prefix: prefix?,
+            name: name?,
+            ca_file: ca_file?,
+            identity: identity?,
+            lease_ttl: lease_ttl?,
+        })
+    }
+}
+
+/// An etcd client URL as the client takes it: http(s)://HOST:PORT, nothing after.
+fn etcd_endpoint(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|error| error.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("the scheme is {}, not http or https", url.scheme()));
+    }
+    let host = url.host_str().ok_or("no host")?;
+    let port = url
+        .port()
+        .ok_or("no port (etcd's client port is usually 2379)")?;
+    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+        return Err("only scheme, host and port: no path, query or user".to_owned());
+    }
+    Ok(format!("{}://{host}:{port}", url.scheme()))
+}
+
+/// A part of an etcd key the rollout writes: letters, digits, '.', '_', '-', not `.` or `..`.
+pub(crate) fn key_part_ok(part: &str) -> bool {
+    !part.is_empty()
+        && part != "."
+        && part != ".."
+        && part
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
