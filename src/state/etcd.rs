@@ -17,17 +17,26 @@
 //! rollout's own runtime. So the store runs the client on a runtime of its own and waits for
 //! each answer (as the local journal waits for its fsync), within a bounded time.
 
+mod background;
+mod journal;
+mod requests;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 
+pub use self::journal::SharedJournal;
+
+use self::background::{keep_alive, watch_once};
+use self::requests::{deepest, request_timeout, retrying, spawned};
+
 use crate::journal::history::{KEEP, Past, past_of};
-use crate::journal::{Record, Story, Torn, WriteError};
+use crate::journal::{Story, Torn};
 use crate::lock::{Holder, LockError};
 use crate::plan::SharedState;
 
@@ -41,46 +50,6 @@ pub struct Shared {
     ttl: Duration,
     /// This process's lease, once it took a lock.
     lease: Mutex<Option<i64>>,
-}
-
-/// How long a request to etcd may take in all, tried again while no member answers (a
-/// leader election after a member died takes about a second): a write etcd cannot confirm
-/// (no quorum) stops the rollout within this.
-fn request_timeout(ttl: Duration) -> Duration {
-    ttl.clamp(Duration::from_secs(2), Duration::from_secs(10))
-}
-
-/// How long one attempt may take before it is made again (a member that stopped answering
-/// without closing its connections).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Makes `attempt` until it gets an answer other than "no member answers", for at most
-/// `budget` in all.
-async fn retrying<T, Fut>(
-    budget: Duration,
-    attempt: impl Fn() -> Fut,
-) -> Result<T, etcd_client::Error>
-where
-    Fut: Future<Output = Result<T, etcd_client::Error>>,
-{
-    let start = Instant::now();
-    loop {
-        let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt()).await {
-            Ok(result) => result,
-            Err(_) => Err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
-                format!(
-                    "no answer within {}",
-                    humantime::format_duration(ATTEMPT_TIMEOUT)
-                ),
-            ))),
-        };
-        match result {
-            Err(error) if unavailable(&error) && start.elapsed() < budget => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 impl Shared {
@@ -297,16 +266,30 @@ impl Shared {
         self.take(format!("{}/backends/{key}", self.prefix), what, me)
     }
 
+    /// Reads `key` (`prefix`: every key under it, in order; `keys_only`: without their
+    /// values); `what` says what it is, in an error.
+    fn read(
+        &self,
+        key: String,
+        (prefix, keys_only): (bool, bool),
+        what: &str,
+    ) -> anyhow::Result<etcd_client::GetResponse> {
+        self.request(move |mut client| {
+            let key = key.clone();
+            let mut options = GetOptions::new();
+            if prefix {
+                options = options.with_prefix();
+            }
+            if keys_only {
+                options = options.with_keys_only();
+            }
+            async move { client.get(key, Some(options)).await }
+        })
+        .map_err(|error| anyhow::anyhow!("cannot read {what} from etcd: {}", deepest(&error)))
+    }
+
     pub fn plan_holder(&self) -> anyhow::Result<Option<Holder>> {
-        let key = self.lock_key();
-        let response = self
-            .request(move |mut client| {
-                let key = key.clone();
-                async move { client.get(key, None).await }
-            })
-            .map_err(|error| {
-                anyhow::anyhow!("cannot read the lock from etcd: {}", deepest(&error))
-            })?;
+        let response = self.read(self.lock_key(), (false, false), "the lock")?;
         Ok(response.kvs().first().map(|kv| {
             let mut holder: Holder =
                 serde_json::from_slice(kv.value()).unwrap_or_else(|_| Holder::unknown());
@@ -319,18 +302,17 @@ impl Shared {
     /// the lease's TTL and a second: a holder still there after that keeps its lease alive,
     /// so it runs. True when the lock is free.
     pub fn wait_out(&self, holder: &Holder) -> anyhow::Result<bool> {
-        let deadline =
-            Instant::now() + self.ttl.max(Duration::from_secs(1)) + Duration::from_secs(1);
-        let granted = match holder.lease {
-            Some(lease) => self
-                .request(
-                    move |mut client| async move { client.lease_time_to_live(lease, None).await },
-                )
-                .map(|answer| Duration::from_secs(u64::try_from(answer.granted_ttl()).unwrap_or(0)))
-                .unwrap_or(self.ttl),
-            None => self.ttl,
-        };
-        let deadline = deadline.max(Instant::now() + granted + Duration::from_secs(1));
+        let granted = holder
+            .lease
+            .and_then(|lease| {
+                self.request(move |mut client| async move {
+                    client.lease_time_to_live(lease, None).await
+                })
+                .ok()
+            })
+            .and_then(|answer| u64::try_from(answer.granted_ttl()).ok())
+            .map_or(self.ttl, Duration::from_secs);
+        let deadline = Instant::now() + granted + Duration::from_secs(1);
         loop {
             match self.plan_holder()? {
                 None => return Ok(true),
@@ -344,14 +326,7 @@ impl Shared {
     /// The id of the last rollout's journal, if any.
     fn current(&self) -> anyhow::Result<Option<String>> {
         let key = format!("{}/current", self.base);
-        let response = self
-            .request(move |mut client| {
-                let key = key.clone();
-                async move { client.get(key, None).await }
-            })
-            .map_err(|error| {
-                anyhow::anyhow!("cannot read the journal from etcd: {}", deepest(&error))
-            })?;
+        let response = self.read(key, (false, false), "the journal")?;
         Ok(response
             .kvs()
             .first()
@@ -361,18 +336,7 @@ impl Shared {
     /// The records of the journal `id`, in order (values that are not records: torn).
     fn records(&self, id: &str) -> anyhow::Result<Story> {
         let prefix = format!("{}{id}/", self.journals());
-        let response = self
-            .request(move |mut client| {
-                let prefix = prefix.clone();
-                async move {
-                    client
-                        .get(prefix, Some(GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
-            .map_err(|error| {
-                anyhow::anyhow!("cannot read the journal from etcd: {}", deepest(&error))
-            })?;
+        let response = self.read(prefix, (true, false), "the journal")?;
         let mut story = Story::default();
         for kv in response.kvs() {
             match serde_json::from_slice(kv.value()) {
@@ -396,16 +360,7 @@ impl Shared {
 
     /// Every journal's id, oldest first.
     fn journal_ids(&self) -> anyhow::Result<Vec<String>> {
-        let prefix = self.journals();
-        let response = self
-            .request(move |mut client| {
-                let prefix = prefix.clone();
-                let options = GetOptions::new().with_prefix().with_keys_only();
-                async move { client.get(prefix, Some(options)).await }
-            })
-            .map_err(|error| {
-                anyhow::anyhow!("cannot read the history from etcd: {}", deepest(&error))
-            })?;
+        let response = self.read(self.journals(), (true, true), "the history")?;
         let journals = self.journals();
         let mut ids: Vec<String> = response
             .kvs()
@@ -444,9 +399,7 @@ impl Shared {
         let existing = self.current()?;
         let (id, next) = match existing {
             Some(id) if continuing => {
-                let next = self.records(&id)?.records.len() as u64;
-                // Continue after the last key, whatever its number.
-                let next = next.max(self.last_seq(&id)?.map_or(0, |last| last + 1));
+                let next = self.last_seq(&id)?.map_or(0, |last| last + 1);
                 (id, next)
             }
             _ => {
@@ -474,17 +427,10 @@ impl Shared {
         })
     }
 
+    /// The number of the journal's last record.
     fn last_seq(&self, id: &str) -> anyhow::Result<Option<u64>> {
         let prefix = format!("{}{id}/", self.journals());
-        let response = self
-            .request(move |mut client| {
-                let prefix = prefix.clone();
-                let options = GetOptions::new().with_prefix().with_keys_only();
-                async move { client.get(prefix, Some(options)).await }
-            })
-            .map_err(|error| {
-                anyhow::anyhow!("cannot read the journal from etcd: {}", deepest(&error))
-            })?;
+        let response = self.read(prefix, (true, true), "the journal")?;
         Ok(response
             .kvs()
             .iter()
@@ -612,166 +558,4 @@ impl Drop for SharedLock {
             tracing::debug!("cannot release a lock in etcd: it goes when the lease runs out");
         }
     }
-}
-
-/// The journal of the rollout under way on etcd.
-pub struct SharedJournal {
-    shared: Arc<Shared>,
-    id: String,
-    next: u64,
-    lease: i64,
-}
-
-impl SharedJournal {
-    /// Makes `operations` only while this process's lease holds the plan's lock.
-    fn fenced(&mut self, operations: Vec<TxnOp>) -> Result<(), WriteError> {
-        let shared = &self.shared;
-        let txn = Txn::new()
-            .when([Compare::lease(
-                shared.lock_key(),
-                CompareOp::Equal,
-                self.lease,
-            )])
-            .and_then(operations);
-        let timeout = request_timeout(shared.ttl);
-        let client = shared.client.clone();
-        // Made again while no member answers: a record written twice is the same key with
-        // the same value.
-        let answer = shared.call(async move {
-            tokio::time::timeout(
-                timeout,
-                retrying(timeout, || {
-                    let (mut client, txn) = (client.clone(), txn.clone());
-                    async move { client.txn(txn).await }
-                }),
-            )
-            .await
-        });
-        match answer {
-            Ok(Ok(response)) if response.succeeded() => Ok(()),
-            Ok(Ok(_)) => Err(WriteError::Fenced(format!(
-                "etcd refused the journal write: this process no longer holds the lock {} (its lease ran out; another command may hold it now)",
-                shared.lock_key()
-            ))),
-            Ok(Err(error)) => Err(WriteError::Fenced(format!(
-                "etcd did not confirm the journal write: {}",
-                deepest(&error)
-            ))),
-            Err(_) => Err(WriteError::Fenced(format!(
-                "etcd did not confirm the journal write within {} (no quorum, or unreachable)",
-                humantime::format_duration(timeout)
-            ))),
-        }
-    }
-
-    pub fn append(&mut self, record: &Record) -> Result<(), WriteError> {
-        let value = serde_json::to_vec(record)
-            .map_err(|error| WriteError::Io(std::io::Error::other(error)))?;
-        let key = format!("{}{}/{:08}", self.shared.journals(), self.id, self.next);
-        self.fenced(vec![TxnOp::put(key, value, None)])?;
-        self.next += 1;
-        Ok(())
-    }
-}
-
-/// Runs `future` on `runtime` and waits for its answer, from any thread.
-fn spawned<T: Send + 'static>(
-    runtime: &tokio::runtime::Runtime,
-    future: impl Future<Output = T> + Send + 'static,
-) -> T {
-    let task = runtime.spawn(future);
-    match futures::executor::block_on(task) {
-        Ok(value) => value,
-        Err(error) => std::panic::resume_unwind(error.into_panic()),
-    }
-}
-
-/// Keeps the lease alive, renewing it every `interval` (a quarter of its TTL, so that three
-/// renewals in a row may fail before it runs out) until the process ends. A keep-alive
-/// stream that fails is opened again at once; a lease etcd says is gone stays gone (the
-/// journal's fence then refuses every write).
-async fn keep_alive(mut client: Client, lease: i64, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        match client.lease_keep_alive(lease).await {
-            Ok((mut keeper, mut stream)) => loop {
-                tick.tick().await;
-                if keeper.keep_alive().await.is_err() {
-                    break;
-                }
-                match tokio::time::timeout(interval, stream.message()).await {
-                    Ok(Ok(Some(answer))) if answer.ttl() <= 0 => {
-                        tracing::warn!(
-                            "the etcd lease of this command ran out: its locks are gone"
-                        );
-                        return;
-                    }
-                    Ok(Ok(Some(_))) => {}
-                    _ => break,
-                }
-            },
-            Err(error) => {
-                tracing::debug!("cannot keep the etcd lease alive: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Delivers the request already there, then every new one, until the watch fails.
-async fn watch_once(
-    mut client: Client,
-    key: &str,
-    deliver: &super::AbortSink,
-) -> Result<(), etcd_client::Error> {
-    let existing = client.get(key, None).await?;
-    let revision = existing.header().map_or(0, |header| header.revision());
-    for kv in existing.kvs() {
-        deliver_request(kv.value(), deliver);
-    }
-    let options = WatchOptions::new().with_start_revision(revision + 1);
-    let mut stream = client.watch(key, Some(options)).await?;
-    while let Some(answer) = stream.message().await? {
-        for event in answer.events() {
-            if event.event_type() == EventType::Put
-                && let Some(kv) = event.kv()
-            {
-                deliver_request(kv.value(), deliver);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn deliver_request(request: &[u8], deliver: &super::AbortSink) {
-    let request: serde_json::Value = serde_json::from_slice(request).unwrap_or_default();
-    let from = request["from"]
-        .as_str()
-        .unwrap_or("`haproxy-rollout abort`")
-        .to_owned();
-    deliver(from, request["now"].as_bool() == Some(true));
-}
-
-/// No member answered (it is down, or unreachable): another may.
-fn unavailable(error: &etcd_client::Error) -> bool {
-    match error {
-        etcd_client::Error::GRpcStatus(status) => matches!(
-            status.code(),
-            tonic::Code::Unavailable | tonic::Code::Unknown
-        ),
-        etcd_client::Error::TransportError(_) => true,
-        _ => false,
-    }
-}
-
-/// The innermost cause of an etcd error (tonic wraps the one that says what went wrong).
-fn deepest(error: &etcd_client::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text = cause.to_string();
-        source = cause.source();
-    }
-    text
 }
