@@ -40,6 +40,9 @@ use crate::journal::{Story, Torn};
 use crate::lock::{Holder, LockError};
 use crate::plan::SharedState;
 
+/// How long `connect` tries for a member to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 pub struct Shared {
     runtime: Option<tokio::runtime::Runtime>,
     client: Client,
@@ -62,7 +65,7 @@ impl Shared {
             .enable_all()
             .build()?;
         let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
+            .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(request_timeout(settings.lease_ttl))
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
         if let (Ok(user), Ok(password)) = (
@@ -97,7 +100,9 @@ impl Shared {
         let current = format!("{base}/current");
         let client = {
             let endpoints = endpoints.clone();
-            let budget = request_timeout(settings.lease_ttl);
+            // Long enough to ride out a leader election, short enough that an etcd nobody
+            // can reach fails pre-flight promptly.
+            let budget = request_timeout(settings.lease_ttl).min(CONNECT_TIMEOUT);
             spawned(&runtime, async move {
                 let client = Client::connect(endpoints, Some(options)).await?;
                 // Any member that answers will do: one of three may be down.
