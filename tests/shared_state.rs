@@ -356,7 +356,10 @@ fn tls_with_client_certificates_and_a_wrong_ca_fails_pre_flight() {
     std::fs::write(&wrong, text).unwrap();
     let refused = a.run(&["apply", "--yes", path(&wrong)]).run().code(3);
     assert!(
-        refused.stderr.contains("pre-flight failed") && refused.stderr.contains("certificate"),
+        refused.stderr.contains("pre-flight failed")
+            && refused
+                .stderr
+                .contains(": invalid peer certificate: UnknownIssuer"),
         "{}",
         refused.stderr
     );
@@ -388,7 +391,10 @@ fn an_unreachable_etcd_fails_pre_flight_and_touches_nothing() {
         refused.stderr
     );
     assert!(
-        refused.stderr.contains("nothing was changed"),
+        refused.stderr.contains("nothing was changed")
+            && refused
+                .stderr
+                .contains("tcp connect error (Connection refused"),
         "{}",
         refused.stderr
     );

@@ -68,13 +68,73 @@ pub(super) fn unavailable(error: &etcd_client::Error) -> bool {
     }
 }
 
-/// The innermost cause of an etcd error (tonic wraps the one that says what went wrong).
+/// What went wrong, in a few words: a gRPC status's message (`invalid peer certificate:
+/// UnknownIssuer`, `tcp connect error`) with the innermost cause under it (`Connection
+/// refused (os error 111)`), rather than tonic's five layers.
 pub(super) fn deepest(error: &etcd_client::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let (mut text, mut source): (String, Option<&dyn std::error::Error>) = match error {
+        etcd_client::Error::GRpcStatus(status) => (
+            status.message().to_owned(),
+            std::error::Error::source(status),
+        ),
+        other => (other.to_string(), std::error::Error::source(other)),
+    };
+    let mut innermost = None;
     while let Some(cause) = source {
-        text = cause.to_string();
+        innermost = Some(cause.to_string());
         source = cause.source();
     }
+    if let Some(cause) = innermost
+        && !text.contains(&cause)
+    {
+        text = if text.is_empty() {
+            cause
+        } else {
+            format!("{text} ({cause})")
+        };
+    }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_says_what_went_wrong_without_tonics_layers() {
+        let status = tonic::Status::unavailable("invalid peer certificate: UnknownIssuer");
+        let error = etcd_client::Error::GRpcStatus(status);
+        assert_eq!(deepest(&error), "invalid peer certificate: UnknownIssuer");
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = etcd_client::Error::IoError(refused);
+        assert_eq!(deepest(&error), "io error: refused");
+    }
+
+    #[test]
+    fn a_request_is_made_again_only_while_no_member_answers() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let answer = runtime.block_on(retrying(Duration::from_secs(5), || {
+            let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if attempt < 2 {
+                    Err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+                        "down",
+                    )))
+                } else {
+                    Ok(attempt)
+                }
+            }
+        }));
+        assert_eq!(answer.unwrap(), 2, "the third attempt answered");
+        let refused = runtime.block_on(retrying(Duration::from_secs(5), || async {
+            Err::<(), _>(etcd_client::Error::GRpcStatus(
+                tonic::Status::permission_denied("no"),
+            ))
+        }));
+        assert!(refused.is_err(), "a refusal is not made again");
+    }
 }
