@@ -127,6 +127,16 @@ fn a_second_apply_on_another_machine_is_refused_naming_the_first() {
         "{}",
         same.stderr
     );
+    // The preview on B says so too, without taking anything.
+    let preview = b.run(&["plan", "--no-ssh", path(&plan)]).run().code(3);
+    assert!(
+        preview
+            .stdout
+            .contains("state: a rollout of this plan is running: `haproxy-rollout apply`")
+            && preview.stdout.contains(&holder),
+        "{}",
+        preview.stdout
+    );
     let sharing = b.run(&["apply", "--yes", path(&other)]).run().code(5);
     assert!(
         sharing.stderr.contains("backend be_app of HAProxy lb1")
@@ -397,6 +407,17 @@ fn an_unreachable_etcd_fails_pre_flight_and_touches_nothing() {
                 .contains("tcp connect error (Connection refused"),
         "{}",
         refused.stderr
+    );
+    let preview = Machine::new("b")
+        .run(&["plan", "--no-ssh", path(&plan)])
+        .run()
+        .code(3);
+    assert!(
+        preview
+            .stdout
+            .contains("state: cannot use etcd at http://127.0.0.1:"),
+        "{}",
+        preview.stdout
     );
     assert_eq!(restarts(&lab), vec![0, 0]);
     all_up(&lab);

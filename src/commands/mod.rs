@@ -27,7 +27,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Exit {
     let result = match cli.command {
         Command::Init(args) => init::run(&args, printer),
         Command::Validate(args) => validate::run(&args, printer),
-        Command::Plan(args) => plan::run(&args, printer),
+        Command::Plan(args) => plan::run(&args, printer, &state),
         Command::Apply(args) => apply::run(&args, printer, &state),
         Command::Status(args) => status::run(&args, printer, &state),
         Command::Abort(args) => abort::run(&args, printer, &state),

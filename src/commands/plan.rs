@@ -12,7 +12,11 @@ use crate::plan::template::health_url;
 use crate::plan::{Given, Plan, VerifyRead};
 use crate::report::Printer;
 
-pub fn run(args: &PreviewArgs, printer: &Printer) -> Result<Exit, Stop> {
+pub fn run(
+    args: &PreviewArgs,
+    printer: &Printer,
+    state: &crate::state::StateFlags,
+) -> Result<Exit, Stop> {
     let plan = super::load_plan(&args.plan, Given::values(&args.vars.vars), printer)?;
     let runtime = super::live::runtime()?;
     let links = runtime.block_on(super::live::connect(&plan));
@@ -37,6 +41,17 @@ pub fn run(args: &PreviewArgs, printer: &Printer) -> Result<Exit, Stop> {
             Ok::<_, crate::ssh::CommandError>(distinct.len())
         });
         preflight.connected(connected.map_err(|error| error.to_string()));
+    }
+    // The lock apply would take, where it would take it (etcd too): read, never taken.
+    match crate::state::Store::open(&args.plan, &plan, state) {
+        Ok(store) => preflight.state(
+            &store.describe(),
+            store
+                .plan_holder()
+                .map(|holder| holder.map(|holder| holder.to_string()))
+                .map_err(|error| format!("{error:#}")),
+        ),
+        Err(error) => preflight.state("", Err(format!("{error:#}"))),
     }
     let steps = super::preview_steps(&plan, &preflight);
     printer.plan_preview(&args.plan, &plan, &preflight, &steps);

@@ -82,3 +82,22 @@ impl Preflight {
         );
     }
 }
+
+impl Preflight {
+    /// Where the rollout's state lives and whether `apply` could take the plan's lock now
+    /// (`Ok(None)`: free; `Ok(Some(holder))`: a rollout holds it; `Err`: the state cannot
+    /// be used, e.g. an etcd that cannot be reached).
+    pub fn state(&mut self, place: &str, holder: Result<Option<String>, String>) {
+        match holder {
+            Ok(None) => self.push(
+                Verdict::Pass,
+                format!("state: {place}; no rollout of this plan is running"),
+            ),
+            Ok(Some(holder)) => self.push(
+                Verdict::Blocked,
+                format!("state: a rollout of this plan is running: {holder} (apply would exit 5)"),
+            ),
+            Err(error) => self.push(Verdict::Blocked, format!("state: {error}")),
+        }
+    }
+}
