@@ -198,6 +198,49 @@ fn abort_on_another_machine_stops_the_apply_at_its_next_safe_point() {
     all_up(&lab);
 }
 
+/// An `abort` on B that lands while A is still in pre-flight (it holds the plan's lock, but
+/// its watch is not yet up: its health probes take 1.2 s here) is not lost: A stops at its
+/// first safe point, before any server, and both exit 4.
+#[test]
+fn an_abort_while_the_apply_is_in_pre_flight_is_not_lost() {
+    let etcd = Etcd::start(1);
+    let lab = RolloutLab::start(LabOptions::default());
+    let plan = shared_plan(&lab, &etcd, "early-abort.yaml", 1);
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("{port}/health", "{port}/slow?ms=1200");
+    std::fs::write(&plan, text).unwrap();
+    let (a, b) = (Machine::new("a"), Machine::new("b"));
+    let traffic = Traffic::start(lab.lab.frontend_port, 4, 1);
+    let running = a.apply(&plan);
+    let start = Instant::now();
+    while etcd
+        .keys("/haproxy-rollout/plans/early-abort/lock")
+        .is_empty()
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "A took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let abort = b.run(&["--output", "json", "abort", path(&plan)]).run();
+    let finished = running.finish();
+    assert_eq!(abort.code, 4, "{}", abort.stderr);
+    assert_eq!(finished.code, 4, "{}", finished.stderr);
+    let events = events(&finished.stdout);
+    let stopping = events_of(&finished.stdout, "stopping");
+    assert_eq!(stopping["cause"], "abort", "{stopping}");
+    let summary = summary_in(&events);
+    for server in ["app1", "app2", "app3"] {
+        assert_eq!(
+            server_in(summary, server)["state"],
+            "untouched",
+            "{summary}"
+        );
+    }
+    no_failed_requests(traffic);
+    assert_eq!(restarts(&lab), vec![0, 0, 0]);
+    all_up(&lab);
+}
+
 /// See: #15, test 3: A is SIGKILLed during app1's restart, as a cancelled job ends. On B,
 /// `status` shows the rollout; `resume` waits for A's lease to run out, takes the lock and
 /// finishes the rollout from what the world shows: no request fails, every server is back.

@@ -53,6 +53,9 @@ pub struct Shared {
     ttl: Duration,
     /// This process's lease, once it took a lock.
     lease: Mutex<Option<i64>>,
+    /// The revision at which this process took the plan's lock: an abort request written
+    /// before it was meant for an earlier holder, one written after is for this command.
+    locked_at: Mutex<Option<i64>>,
 }
 
 impl Shared {
@@ -129,6 +132,7 @@ impl Shared {
             base,
             ttl: settings.lease_ttl,
             lease: Mutex::new(None),
+            locked_at: Mutex::new(None),
         })
     }
 
@@ -193,7 +197,8 @@ impl Shared {
         Ok(id)
     }
 
-    fn take(&self, key: String, what: &str, me: &Holder) -> Result<SharedLock, LockError> {
+    /// Takes the lock at `key`; with it, the revision at which it was taken.
+    fn take(&self, key: String, what: &str, me: &Holder) -> Result<(SharedLock, i64), LockError> {
         let unusable = |error: etcd_client::Error| LockError::Io {
             path: key.clone().into(),
             source: std::io::Error::other(format!("etcd: {}", deepest(&error))),
@@ -217,36 +222,39 @@ impl Shared {
             })
             .map_err(unusable)?;
         if response.succeeded() {
-            return Ok(SharedLock {
-                client: self.client.clone(),
-                handle: self.handle(),
-                key,
-                lease,
-            });
+            let revision = response.header().map_or(0, |header| header.revision());
+            return Ok((self.held(key, lease), revision));
         }
         let holder = response.op_responses().into_iter().find_map(|op| match op {
             TxnOpResponse::Get(get) => get.kvs().first().map(|kv| {
                 let mut holder: Holder =
                     serde_json::from_slice(kv.value()).unwrap_or_else(|_| Holder::unknown());
                 holder.lease = Some(kv.lease());
-                holder
+                (holder, kv.create_revision())
             }),
             _ => None,
         });
         match holder {
-            // Ours already (the same process taking it again).
-            Some(holder) if holder.lease == Some(lease) => Ok(SharedLock {
-                client: self.client.clone(),
-                handle: self.handle(),
-                key,
-                lease,
-            }),
-            Some(holder) => Err(LockError::Held {
+            // Ours already (the same process taking it again, or a retried request that
+            // had taken it).
+            Some((holder, revision)) if holder.lease == Some(lease) => {
+                Ok((self.held(key, lease), revision))
+            }
+            Some((holder, _)) => Err(LockError::Held {
                 what: what.to_owned(),
                 holder: Box::new(holder),
             }),
             // Released between the two reads: try again.
             None => self.take(key, what, &me),
+        }
+    }
+
+    fn held(&self, key: String, lease: i64) -> SharedLock {
+        SharedLock {
+            client: self.client.clone(),
+            handle: self.handle(),
+            key,
+            lease,
         }
     }
 
@@ -259,7 +267,9 @@ impl Shared {
     }
 
     pub fn lock_plan(&self, what: &str, me: &Holder) -> Result<SharedLock, LockError> {
-        self.take(self.lock_key(), what, me)
+        let (lock, revision) = self.take(self.lock_key(), what, me)?;
+        *self.locked_at.lock().expect("the revision lock") = Some(revision);
+        Ok(lock)
     }
 
     pub fn lock_backend(
@@ -269,6 +279,7 @@ impl Shared {
         me: &Holder,
     ) -> Result<SharedLock, LockError> {
         self.take(format!("{}/backends/{key}", self.prefix), what, me)
+            .map(|(lock, _)| lock)
     }
 
     /// Reads `key` (`prefix`: every key under it, in order; `keys_only`: without their
@@ -487,15 +498,33 @@ impl Shared {
         Ok(())
     }
 
+    /// Removes a request left for an earlier holder; one written since this command took
+    /// the plan's lock (an `abort` while it was still in pre-flight) stays, for the watch.
     pub fn clear_request(&self) {
         let key = self.abort_key();
+        let since = self.locked_at();
         let deleted = self.request(move |mut client| {
-            let key = key.clone();
-            async move { client.delete(key, None).await }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Less,
+                    since.saturating_add(1),
+                )])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            async move { client.txn(txn).await }
         });
         if let Err(error) = deleted {
             tracing::debug!("cannot clear the abort request in etcd: {error}");
         }
+    }
+
+    /// The revision at which this command took the plan's lock (`i64::MAX` if it holds
+    /// none: every request is older).
+    fn locked_at(&self) -> i64 {
+        self.locked_at
+            .lock()
+            .expect("the revision lock")
+            .unwrap_or(i64::MAX)
     }
 
     /// Watches the abort key while the command runs: a request from any machine reaches
@@ -503,9 +532,10 @@ impl Shared {
     pub fn watch_aborts(&self, deliver: super::AbortSink) {
         let client = self.client.clone();
         let key = self.abort_key();
+        let since = self.locked_at();
         self.handle().spawn(async move {
             loop {
-                if let Err(error) = watch_once(client.clone(), &key, &deliver).await {
+                if let Err(error) = watch_once(client.clone(), &key, since, &deliver).await {
                     tracing::debug!("the abort watch ended ({error}); watching again");
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;

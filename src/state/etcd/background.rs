@@ -38,16 +38,21 @@ pub(super) async fn keep_alive(mut client: Client, lease: i64, interval: Duratio
     }
 }
 
-/// Delivers the request already there, then every new one, until the watch fails.
+/// Delivers the request already there if it was written after `since` (when this command
+/// took the plan's lock: an `abort` during its pre-flight), then every new one, until the
+/// watch fails.
 pub(super) async fn watch_once(
     mut client: Client,
     key: &str,
+    since: i64,
     deliver: &crate::state::AbortSink,
 ) -> Result<(), etcd_client::Error> {
     let existing = client.get(key, None).await?;
     let revision = existing.header().map_or(0, |header| header.revision());
     for kv in existing.kvs() {
-        deliver_request(kv.value(), deliver);
+        if kv.mod_revision() > since {
+            deliver_request(kv.value(), deliver);
+        }
     }
     let options = WatchOptions::new().with_start_revision(revision + 1);
     let mut stream = client.watch(key, Some(options)).await?;
