@@ -199,8 +199,8 @@ fn abort_on_another_machine_stops_the_apply_at_its_next_safe_point() {
 }
 
 /// An `abort` on B that lands while A is still in pre-flight (it holds the plan's lock, but
-/// its watch is not yet up: its health probes take 1.2 s here) is not lost: A stops at its
-/// first safe point, before any server, and both exit 4.
+/// its watch is not yet up: its health probes take 2.5 s here) is not lost: A stops before
+/// its first server, and both exit 4.
 #[test]
 fn an_abort_while_the_apply_is_in_pre_flight_is_not_lost() {
     let etcd = Etcd::start(1);
@@ -208,7 +208,7 @@ fn an_abort_while_the_apply_is_in_pre_flight_is_not_lost() {
     let plan = shared_plan(&lab, &etcd, "early-abort.yaml", 1);
     let text = std::fs::read_to_string(&plan)
         .unwrap()
-        .replace("{port}/health", "{port}/slow?ms=1200");
+        .replace("{port}/health", "{port}/slow?ms=2500\n  timeout: 5s");
     std::fs::write(&plan, text).unwrap();
     let (a, b) = (Machine::new("a"), Machine::new("b"));
     let traffic = Traffic::start(lab.lab.frontend_port, 4, 1);

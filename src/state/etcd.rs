@@ -32,7 +32,7 @@ use etcd_client::{
 
 pub use self::journal::SharedJournal;
 
-use self::background::{keep_alive, watch_once};
+use self::background::{deliver_request, keep_alive, watch_once};
 use self::requests::{deepest, request_timeout, retrying, spawned};
 
 use crate::journal::history::{KEEP, Past, past_of};
@@ -533,6 +533,16 @@ impl Shared {
         let client = self.client.clone();
         let key = self.abort_key();
         let since = self.locked_at();
+        // A request written during pre-flight is delivered before this returns, so the
+        // rollout stops before its first server rather than a moment after it started.
+        match self.read(key.clone(), (false, false), "the abort request") {
+            Ok(response) => {
+                for kv in response.kvs().iter().filter(|kv| kv.mod_revision() > since) {
+                    deliver_request(kv.value(), &deliver);
+                }
+            }
+            Err(error) => tracing::debug!("{error:#}; the watch delivers it"),
+        }
         self.handle().spawn(async move {
             loop {
                 if let Err(error) = watch_once(client.clone(), &key, since, &deliver).await {

@@ -68,7 +68,7 @@ pub(super) async fn watch_once(
     Ok(())
 }
 
-fn deliver_request(request: &[u8], deliver: &crate::state::AbortSink) {
+pub(super) fn deliver_request(request: &[u8], deliver: &crate::state::AbortSink) {
     let request: serde_json::Value = serde_json::from_slice(request).unwrap_or_default();
     let from = request["from"]
         .as_str()
